@@ -1,0 +1,37 @@
+# Two set-up-free entry points: `make quick` and `make test`.
+# Both bootstrap .venv (idempotent: the stamp is rebuilt only when the dependency files change),
+# provision data and FID weights, then run.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.arelbo-installed
+UV_VERSION := 0.13.9
+CORES  ?= 2
+
+.PHONY: quick test provision bench clean-results help
+
+help:
+	@echo "make quick   - CPU-sized reproduction (config/quick.yaml) -> results/quick/"
+	@echo "make test    - the whole test suite"
+	@echo "make bench   - benchmarks (throughput ratios)"
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --python $(BIN)/python --constraint requirements.lock --editable ".[test,slurm]"
+	@touch $@
+
+provision: $(STAMP)
+	$(BIN)/arelbo provision all
+
+quick: provision
+	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml --rerun-incomplete
+
+test: provision
+	$(BIN)/python -m pytest -q
+
+bench: provision
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean-results:
+	rm -rf results/quick results/ci

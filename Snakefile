@@ -1,0 +1,23 @@
+# arelbo: the DAG over model × dataset × estimator that regenerates the paper's Tables 1, 3, 4, 5.
+#
+#   snakemake --cores 8 results/table3.tex                      # paper settings (config/config.yaml)
+#   snakemake --cores 2 --configfile config/quick.yaml          # CPU-sized (`make quick`)
+#   snakemake --profile profiles/slurm results/table3.tex       # a SLURM cluster
+#
+# Nothing heavy is imported here (no torch): cluster jobs re-parse this file.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/provision.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

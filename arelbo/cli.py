@@ -1,0 +1,152 @@
+"""`arelbo` command line: what the Snakemake rules call, and what users run by hand.
+
+    arelbo provision mnist|inception|all [--resources DIR]
+    arelbo provision data --dataset mnist|celeba --config FILE
+    arelbo fixture celeba DIR --n N [--seed S]
+    arelbo fid-reference --config FILE --dataset D --output FILE
+    arelbo config [--config FILE ...]             validate and print the merged config
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("arelbo")
+
+
+def _load(args, check_folders: bool = True):
+    from .config import load_config
+
+    return load_config(*(args.config or []), check_folders=check_folders)
+
+
+def _resources(args) -> Path:
+    if getattr(args, "resources", None):
+        return Path(args.resources)
+    if getattr(args, "config", None):
+        return Path(_load(args, check_folders=False).resources)
+    return Path("resources")
+
+
+def cmd_provision(args) -> None:
+    from . import layout, provision
+
+    what = args.what
+    if what in ("mnist", "all"):
+        local_copy = None
+        if args.config:
+            local_copy = _load(args, check_folders=False).data.mnist.local_copy
+        path = provision.provision_mnist(layout.mnist_raw_dir(_resources(args)), local_copy=local_copy)
+        print(f"MNIST: {path} (4 files, MD5 verified)")
+    if what in ("inception", "all"):
+        path = provision.provision_inception(layout.inception_weights(_resources(args)))
+        print(f"Inception weights: {path}")
+    if what == "data":
+        from .data import prepare_dataset
+
+        if not args.dataset:
+            raise SystemExit("arelbo provision data needs --dataset mnist|celeba")
+        cfg = _load(args, check_folders=False)
+        if args.dataset == "celeba" and cfg.data.celeba.synthetic_standin is not None:
+            standin = cfg.data.celeba.synthetic_standin
+            if layout.celeba_folder(cfg.data.celeba.root) is None:
+                provision.make_celeba_fixture(Path(cfg.data.celeba.root), standin.n, standin.seed)
+        from .config import check_paths
+
+        check_paths(cfg)
+        print(f"{args.dataset}: {prepare_dataset(args.dataset, cfg, workers=args.threads)}")
+
+
+def cmd_fixture(args) -> None:
+    from .provision import make_celeba_fixture
+
+    if args.kind != "celeba":
+        raise SystemExit(f"unknown fixture {args.kind!r}; available: celeba")
+    root = make_celeba_fixture(Path(args.dir), args.n, seed=args.seed)
+    print(f"synthetic CelebA stand-in with {args.n} images written to {root}")
+
+
+def cmd_fid_reference(args) -> None:
+    from . import layout
+    from .data import load_split
+    from .metrics.fid import reference_stats
+    from .runtime import pick_device
+
+    cfg = _load(args)
+    split, count = cfg.fid.reference_split, cfg.fid.reference_count
+    output = Path(args.output) if args.output else layout.fid_reference(cfg.resources, cfg.dataset_tag(args.dataset), split, count)
+    stats = reference_stats(
+        output,
+        lambda: load_split(args.dataset, split, cfg, limit=count),
+        dataset=args.dataset,
+        split=split,
+        count=count,
+        weights_path=layout.inception_weights(cfg.resources),
+        batch_size=cfg.fid.batch_size,
+        device=pick_device(cfg.device),
+    )
+    print(f"FID reference statistics for {args.dataset}/{split} (n={int(stats['n'])}): {output}")
+
+
+def cmd_config(args) -> None:
+    from .config import dump_config
+
+    cfg = _load(args)
+    sys.stdout.write(dump_config(cfg))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arelbo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p):
+        p.add_argument("--config", action="append", metavar="FILE",
+                       help="YAML overlay(s) merged over config/config.yaml, in order")
+        return p
+
+    p = with_config(sub.add_parser("provision", help="fetch and verify data and weights"))
+    p.add_argument("what", choices=["mnist", "inception", "data", "all"])
+    p.add_argument("--resources", help="resources folder (default: the config's, else ./resources)")
+    p.add_argument("--dataset", choices=["mnist", "celeba"], help="with `data`: the dataset to decode and cache")
+    p.add_argument("--threads", type=int, default=2, help="decoding processes for CelebA")
+    p.set_defaults(func=cmd_provision)
+
+    p = sub.add_parser("fixture", help="write a synthetic stand-in dataset")
+    p.add_argument("kind", choices=["celeba"])
+    p.add_argument("dir")
+    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_fixture)
+
+    p = with_config(sub.add_parser("fid-reference", help="FID reference statistics of a dataset split (cached)"))
+    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--output", help="the .npz to write (default: resources/fid/…)")
+    p.set_defaults(func=cmd_fid_reference)
+
+    p = with_config(sub.add_parser("config", help="validate and print the merged config"))
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .config import ConfigError
+    from .data import DataError
+    from .provision import ProvisionError
+
+    try:
+        args.func(args)
+    except (ConfigError, DataError, ProvisionError) as exc:
+        print(f"arelbo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Typed configuration: YAML files merged in order, validated by the workflow's JSON schema.
+
+No torch import here: the Snakefile imports this module at parse time (cluster jobs re-parse it).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """Raised with every problem of a config at once, each naming the key and the fix."""
+
+
+# ---------------------------------------------------------------------------- typed view
+
+@dataclass(frozen=True)
+class SplitLimits:
+    train: int | None = None
+    val: int | None = None
+    test: int | None = None
+
+
+@dataclass(frozen=True)
+class SyntheticStandin:
+    n: int
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MnistData:
+    local_copy: str | None = None
+    val_size: int = 5000
+    limit: SplitLimits = field(default_factory=SplitLimits)
+
+
+@dataclass(frozen=True)
+class CelebaData:
+    root: str | None = None
+    synthetic_standin: SyntheticStandin | None = None
+    limit: SplitLimits = field(default_factory=SplitLimits)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    mnist: MnistData = field(default_factory=MnistData)
+    celeba: CelebaData = field(default_factory=CelebaData)
+
+
+@dataclass(frozen=True)
+class FidConfig:
+    reference_split: str = "test"
+    reference_count: int | None = None
+    n_samples: int = 10000
+    batch_size: int = 200
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    lr: float
+    epochs: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class LrPlateau:
+    factor: float = 0.5
+    patience: int = 5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    mnist: TrainSettings
+    celeba: TrainSettings
+    lr_plateau: LrPlateau = field(default_factory=LrPlateau)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    outdir: str
+    resources: str
+    datasets: tuple[str, ...]
+    models: tuple[str, ...]
+    estimators: tuple[str, ...]
+    seeds: tuple[int, ...]
+    data: DataConfig
+    fid: FidConfig
+    train: TrainConfig
+    description: str = ""
+    reduced: bool = False
+    logdir: str = "logs"
+    device: str = "auto"
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def dataset_tag(self, dataset: str) -> str:
+        from .layout import dataset_tag
+
+        return dataset_tag(dataset, self.data.celeba.root)
+
+    @property
+    def synthetic_datasets(self) -> tuple[str, ...]:
+        """Datasets whose numbers come from a generated stand-in, not the real data."""
+        celeba = self.data.celeba
+        is_synth = celeba.synthetic_standin is not None or (
+            celeba.root is not None and (Path(celeba.root) / "ARELBO_SYNTHETIC_STANDIN.txt").exists()
+        )
+        return ("celeba",) if ("celeba" in self.datasets and is_synth) else ()
+
+
+def _build(cls, value):
+    """Build dataclass `cls` (recursively) from validated plain data."""
+    if value is None:
+        return None
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "raw" or f.name not in value:
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], value[f.name])
+    return cls(**kwargs)
+
+
+def _coerce(hint, value):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value)
+    if origin is tuple:
+        return tuple(value)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None:
+            return None
+        for arg in args:
+            if dataclasses.is_dataclass(arg):
+                return _build(arg, value)
+        return value
+    if hint is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+# ---------------------------------------------------------------------------- loading
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """Recursive dict update, the way Snakemake merges --configfile over the Snakefile's configfile."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def _where(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error) -> str:
+    where = _where(error.absolute_path)
+    hint = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if error.validator == "enum":
+        message = f"{error.instance!r} is not a known id; choose one of {', '.join(map(str, error.validator_value))}"
+    elif error.validator == "additionalProperties":
+        message = error.message + " (check the spelling of the key)"
+    elif error.validator == "oneOf" and error.context:
+        message = "; ".join(sorted({c.message for c in error.context}))
+    else:
+        message = error.message
+    return f"- {where}: {message}" + (f"\n    hint: {' '.join(hint.split())}" if hint else "")
+
+
+def validate_dict(raw: dict, source: str = "config") -> None:
+    """Validate against the schema; raise ConfigError listing every problem."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n".join(_describe(e) for e in errors)
+        raise ConfigError(f"invalid {source} ({len(errors)} problem{'s' * (len(errors) > 1)}):\n{lines}")
+
+
+def check_paths(cfg: Config, base: Path | None = None) -> None:
+    """Checks the schema cannot make: folders a config points at exist and have the right layout.
+
+    Called by the jobs that read those folders (not at workflow parse time, so that a dry run of the
+    paper config works before CelebA is downloaded); the Snakefile only warns.
+    """
+    problems = []
+    celeba = cfg.data.celeba
+    if "celeba" in cfg.datasets and celeba.synthetic_standin is None and celeba.root is not None:
+        root = resolve(celeba.root, base)
+        from .layout import celeba_folder
+
+        folder = celeba_folder(root)
+        if folder is None:
+            problems.append(
+                f"- data.celeba.root: {root} does not hold img_align_celeba/ and list_eval_partition.txt "
+                "(torchvision's CelebA layout, directly or under celeba/). Download them from the CelebA "
+                "site (manual download, licence) or set data.celeba.synthetic_standin for a stand-in."
+            )
+    mnist = cfg.data.mnist
+    if mnist.local_copy is not None and not resolve(mnist.local_copy, base).is_dir():
+        problems.append(f"- data.mnist.local_copy: {mnist.local_copy} is not a folder (set it to null to download)")
+    if problems:
+        raise ConfigError(f"invalid config {cfg.name!r}:\n" + "\n".join(problems))
+
+
+def resolve(path: str | Path, base: Path | None = None) -> Path:
+    """Relative paths in a config are relative to the working directory (Snakemake's convention)."""
+    path = Path(path)
+    return path if path.is_absolute() else (base or Path.cwd()) / path
+
+
+def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> Config:
+    validate_dict(raw, source)
+    cfg = _build(Config, raw)
+    cfg = dataclasses.replace(cfg, raw=copy.deepcopy(raw))
+    if check_folders:
+        check_paths(cfg)
+    return cfg
+
+
+def load_config(*paths: str | Path, overrides: dict | None = None, with_defaults: bool = True,
+                check_folders: bool = True) -> Config:
+    """config/config.yaml (the paper's settings) merged with each file of `paths`, then `overrides`."""
+    raw: dict[str, Any] = read_yaml(DEFAULT_CONFIG) if with_defaults else {}
+    for p in paths:
+        if with_defaults and Path(p).resolve() == DEFAULT_CONFIG.resolve():
+            continue
+        raw = deep_merge(raw, read_yaml(p))
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    source = " + ".join(str(p) for p in paths) or str(DEFAULT_CONFIG)
+    return from_dict(raw, source=f"config ({source})", check_folders=check_folders)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.raw, sort_keys=False)

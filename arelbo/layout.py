@@ -1,0 +1,85 @@
+"""Where every file of the workflow lives: one place for the Snakefile and the CLI (no torch import).
+
+Outputs under `outdir`:
+    models/{dataset}/{model}/seed{seed}/            model.pt, train_log.csv, checkpoint.pt, latents.npz
+    estimators/{dataset}/{model}/seed{seed}/        {estimator}.pkl|.pt
+    samples/{dataset}/{model}/seed{seed}/           {sampler}.npz + {sampler}.png
+    metrics/{dataset}/{model}/seed{seed}/           {metric}.json
+    sweeps/table1/{encoding}/log10_sigma_x2={v}/seed{seed}/ and sweeps/table5/log10_sigma_z2={v}/seed{seed}/
+    table{1,3,4,5}.tex, tables/table{N}_{tidy,paper,vs_paper}.csv, figures/*.png, report.html
+Under `resources`:
+    mnist/raw/*-ubyte                             the four verified IDX files
+    inception/pt_inception-2015-12-05-6726825d.pth pytorch-fid's weights
+    datasets/{tag}/{split}.npy + meta.json        decoded uint8 N×C×H×W caches (tag: dataset_tag())
+    fid/{tag}-{split}-n{count}.npz                FID reference statistics (mu, sigma, n, weights hash)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+MNIST_RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+SPLITS = ("train", "val", "test")
+INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+
+
+def mnist_raw_dir(resources: str | Path) -> Path:
+    return Path(resources) / "mnist" / "raw"
+
+
+def inception_weights(resources: str | Path) -> Path:
+    return Path(resources) / "inception" / INCEPTION_FILENAME
+
+
+def dataset_tag(dataset: str, celeba_root: str | Path | None = None) -> str:
+    """Name of a dataset's caches. CelebA's carries a hash of its folder, so the real data and a
+    synthetic stand-in (or two downloads) never share a cache or FID reference statistics."""
+    if dataset != "celeba":
+        return dataset
+    import hashlib
+
+    key = str(Path(celeba_root).resolve()) if celeba_root is not None else ""
+    return f"celeba-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def dataset_cache_dir(resources: str | Path, tag: str) -> Path:
+    return Path(resources) / "datasets" / tag
+
+
+def dataset_cache_meta(resources: str | Path, tag: str) -> Path:
+    return dataset_cache_dir(resources, tag) / "meta.json"
+
+
+def fid_reference(resources: str | Path, tag: str, split: str, count: int | None) -> Path:
+    return Path(resources) / "fid" / f"{tag}-{split}-n{count if count else 'all'}.npz"
+
+
+def model_dir(outdir: str | Path, dataset: str, model: str, seed: int | str) -> Path:
+    return Path(outdir) / "models" / dataset / model / f"seed{seed}"
+
+
+def estimator_path(outdir, dataset, model, seed, estimator) -> Path:
+    ext = "pt" if estimator == "2ndvae" else "pkl"
+    return Path(outdir) / "estimators" / dataset / model / f"seed{seed}" / f"{estimator}.{ext}"
+
+
+def samples_path(outdir, dataset, model, seed, sampler) -> Path:
+    return Path(outdir) / "samples" / dataset / model / f"seed{seed}" / f"{sampler}.npz"
+
+
+def metric_path(outdir, dataset, model, seed, metric) -> Path:
+    return Path(outdir) / "metrics" / dataset / model / f"seed{seed}" / f"{metric}.json"
+
+
+def celeba_folder(root: str | Path) -> Path | None:
+    """The folder holding img_align_celeba/ and list_eval_partition.txt: `root` itself or `root/celeba`
+    (torchvision's CelebA(root) layout). None if neither has both."""
+    root = Path(root)
+    for candidate in (root, root / "celeba"):
+        if (candidate / "img_align_celeba").is_dir() and (candidate / "list_eval_partition.txt").is_file():
+            return candidate
+    return None

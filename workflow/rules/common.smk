@@ -1,0 +1,65 @@
+# Config validation, the resolved config file the jobs read, wildcard constraints, target lists.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from arelbo import layout
+from arelbo.config import ConfigError, dump_config, from_dict
+
+try:
+    CFG = from_dict(config, source="workflow config", check_folders=False)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+OUT = CFG.outdir
+RES = CFG.resources
+LOGS = CFG.logdir
+# Jobs run `python -m arelbo` with Snakemake's own interpreter: no reliance on PATH or an activated venv.
+ARELBO = f"{sys.executable} -m arelbo"
+
+# The merged, validated config every job reads; rewritten only when it changes.
+CONFIG_FILE = Path(OUT) / "config.yaml"
+_resolved = dump_config(CFG)
+if not CONFIG_FILE.is_file() or CONFIG_FILE.read_text() != _resolved:
+    from arelbo.runtime import atomic_write_text
+
+    atomic_write_text(CONFIG_FILE, _resolved)
+
+TAGS = {dataset: CFG.dataset_tag(dataset) for dataset in CFG.datasets}
+DATASET_OF_TAG = {tag: dataset for dataset, tag in TAGS.items()}
+
+if "celeba" in CFG.datasets and CFG.data.celeba.synthetic_standin is None:
+    if layout.celeba_folder(CFG.data.celeba.root) is None:
+        logger.warning(
+            f"CelebA not found at data.celeba.root={CFG.data.celeba.root!r} (img_align_celeba/ + "
+            "list_eval_partition.txt): CelebA jobs will fail until it is downloaded there."
+        )
+
+
+def _alternatives(values):
+    return "|".join(sorted(str(v) for v in values))
+
+
+wildcard_constraints:
+    dataset=_alternatives(CFG.datasets),
+    tag=_alternatives(TAGS.values()),
+    model=_alternatives(CFG.models),
+    estimator=_alternatives(CFG.estimators) or "none",
+    seed=_alternatives(CFG.seeds),
+    split="train|val|test",
+
+
+def fid_reference_file(dataset):
+    return str(layout.fid_reference(RES, TAGS[dataset], CFG.fid.reference_split, CFG.fid.reference_count))
+
+
+def dataset_meta(dataset):
+    return str(layout.dataset_cache_meta(RES, TAGS[dataset]))
+
+
+def all_targets():
+    targets = [str(layout.inception_weights(RES))]
+    targets += [dataset_meta(d) for d in CFG.datasets]
+    targets += [fid_reference_file(d) for d in CFG.datasets]
+    return targets
