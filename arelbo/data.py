@@ -170,7 +170,7 @@ def load_split(dataset: str, split: str, cfg, limit: int | None | str = "config"
         limit = getattr(getattr(cfg.data, dataset).limit, split)
     if limit is not None:
         array = array[:limit]
-    return torch.from_numpy(np.ascontiguousarray(array))
+    return torch.from_numpy(np.array(array))  # a private, writable copy of the memory map
 
 
 def load_splits(dataset: str, cfg) -> dict:
