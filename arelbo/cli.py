@@ -4,6 +4,7 @@
     arelbo provision data --dataset mnist|celeba --config FILE
     arelbo fixture celeba DIR --n N [--seed S]
     arelbo fid-reference --config FILE --dataset D --output FILE
+    arelbo train --config FILE --dataset D --model M --seed S --out DIR
     arelbo config [--config FILE ...]             validate and print the merged config
 """
 from __future__ import annotations
@@ -90,6 +91,18 @@ def cmd_fid_reference(args) -> None:
     print(f"FID reference statistics for {args.dataset}/{split} (n={int(stats['n'])}): {output}")
 
 
+def cmd_train(args) -> None:
+    import torch
+
+    from .train import train_model
+
+    cfg = _load(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = train_model(cfg, args.dataset, args.model, args.seed, Path(args.out), progress=not args.no_progress)
+    print(f"trained {args.model} on {args.dataset} (seed {args.seed}): {path}")
+
+
 def cmd_config(args) -> None:
     from .config import dump_config
 
@@ -126,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="the .npz to write (default: resources/fid/…)")
     p.set_defaults(func=cmd_fid_reference)
 
+    p = with_config(sub.add_parser("train", help="train one model (resumes from its checkpoint)"))
+    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the model folder (model.pt, train_log.csv, checkpoint.pt)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
     p = with_config(sub.add_parser("config", help="validate and print the merged config"))
     p.set_defaults(func=cmd_config)
     return parser
@@ -139,10 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .provision import ProvisionError
+    from .train import TrainingDiverged
 
     try:
         args.func(args)
-    except (ConfigError, DataError, ProvisionError) as exc:
+    except (ConfigError, DataError, ProvisionError, TrainingDiverged) as exc:
         print(f"arelbo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 from typing import IO, Iterable, Union
@@ -164,7 +165,9 @@ def convert_fid_helper_state(
     pytorch-fid itself loads ``pt_inception-2015-12-05-6726825d.pth`` into).
     """
     src_obj = torchscript_path if hasattr(torchscript_path, "read") else str(torchscript_path)
-    scripted = torch.jit.load(src_obj, map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated" (torch >= 2.10)
+        scripted = torch.jit.load(src_obj, map_location="cpu")
     src = {k: v.detach().clone().float() for k, v in scripted.state_dict().items()}
 
     # Shapes of the target architecture, to validate every mapped tensor.

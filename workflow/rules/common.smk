@@ -62,4 +62,10 @@ def all_targets():
     targets = [str(layout.inception_weights(RES))]
     targets += [dataset_meta(d) for d in CFG.datasets]
     targets += [fid_reference_file(d) for d in CFG.datasets]
+    targets += model_files()
     return targets
+
+
+def model_files():
+    return expand(f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}/model.pt",
+                  dataset=CFG.datasets, model=CFG.models, seed=CFG.seeds)

