@@ -69,14 +69,14 @@ class Architecture:
     latent_dim: int
     encoder: Callable[[], tuple[nn.Module, int]]
     decoder: Callable[[int], tuple[nn.Module, int]]
-    output_stride: int            # of the final ConvT
-    squash: Callable[[Tensor], Tensor]   # applied to the mean only
+    output_stride: int                   # of the final ConvT
+    mean_activation: type[nn.Module]     # applied to the mean only
 
 
 ARCHITECTURES = {
-    "mnist": Architecture((1, 28, 28), 16, _mnist_encoder, _mnist_decoder, 2, torch.sigmoid),
+    "mnist": Architecture((1, 28, 28), 16, _mnist_encoder, _mnist_decoder, 2, nn.Sigmoid),
     # No output activation for CelebA: images are clamped only when written out (SPEC §3).
-    "celeba": Architecture((3, 64, 64), 64, _celeba_encoder, _celeba_decoder, 1, lambda t: t),
+    "celeba": Architecture((3, 64, 64), 64, _celeba_encoder, _celeba_decoder, 1, nn.Identity),
 }
 
 
@@ -113,7 +113,7 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         arch = ARCHITECTURES[config.dataset]
-        self.image_shape, self.latent_dim, self._squash = arch.image_shape, config.latent_dim, arch.squash
+        self.image_shape, self.latent_dim = arch.image_shape, config.latent_dim
         channels = arch.image_shape[0]
 
         self.encoder, features = arch.encoder()
@@ -121,6 +121,7 @@ class VAE(nn.Module):
         self.decoder, hidden = arch.decoder(config.latent_dim)
         per_pixel = config.decoder_variance == "diag_d"
         self.output = _deconv(hidden, channels * (2 if per_pixel else 1), stride=arch.output_stride)
+        self.mean_activation = arch.mean_activation()
 
         self.x_logvar = None        # iso_i / diag_i: a parameter, independent of z
         self.x_logvar_head = None   # iso_d: one log sigma_x^2(z) per image
@@ -151,10 +152,10 @@ class VAE(nn.Module):
         out = self.output(h)
         channels = self.image_shape[0]
         if self.config.decoder_variance == "diag_d":
-            return self._squash(out[:, :channels]), out[:, channels:]
+            return self.mean_activation(out[:, :channels]), out[:, channels:]
         if self.x_logvar_head is not None:
-            return self._squash(out), self.x_logvar_head(h).view(-1, 1, 1, 1)
-        return self._squash(out), self.x_logvar
+            return self.mean_activation(out), self.x_logvar_head(h).view(-1, 1, 1, 1)
+        return self.mean_activation(out), self.x_logvar
 
     def forward(self, x: Tensor, sample: bool = True) -> Forward:
         mu, logvar = self.encode(x)

@@ -11,6 +11,7 @@ training noise stream is not disturbed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -90,7 +91,7 @@ def run_epoch(net, batches: Batches, loss_fn: Callable, *, optimizer=None, gener
         if not torch.isfinite(loss.detach()).item():
             shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
             raise TrainingDiverged(
-                f"{where}: non-finite loss ({float(loss):.4g}) at epoch {epoch}, "
+                f"{where}: non-finite loss ({float(loss.detach()):.4g}) at epoch {epoch}, "
                 f"{'training' if training else 'validation'} step {step} ({shown}). "
                 "Lower the learning rate or check the data; no model file was written."
             )
@@ -190,9 +191,12 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
         _write_log(out_dir / LOG, rows)
 
     model_file = out_dir / MODEL
+    meta = {"state_dict": best["state"], "spec": asdict(spec), "best_epoch": best["epoch"],
+            "best_val_loss": best["val_loss"]}
+    if dataclasses.is_dataclass(getattr(net, "config", None)):
+        meta["net_config"] = asdict(net.config)  # enough to rebuild the network (load_trained)
     with atomic_path(model_file) as tmp:
-        torch.save({"state_dict": best["state"], "spec": asdict(spec), "best_epoch": best["epoch"],
-                    "best_val_loss": best["val_loss"], **(extra_meta or {})}, tmp)
+        torch.save({**meta, **(extra_meta or {})}, tmp)
     return model_file
 
 
@@ -233,7 +237,7 @@ def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, p
     device = pick_device(cfg.device)
     return fit(net, spec, load_split(dataset, "train", cfg), load_split(dataset, "val", cfg),
                model_loss_fn(model_id, dataset, hparams), out_dir, device=device, progress=progress,
-               extra_meta={"net_config": asdict(net.config), "config_name": cfg.name})
+               extra_meta={"config_name": cfg.name})
 
 
 def load_trained(model_file: Path, device=None):

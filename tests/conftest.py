@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RESOURCES = REPO / "resources"
+# Config paths are relative to the working directory (as in Snakemake): run from the repo root.
+os.chdir(REPO)
 
 
 @pytest.fixture(scope="session")
@@ -31,16 +33,11 @@ def ci_config(mnist_raw_dir):
     from arelbo.config import load_config
     from arelbo.provision import make_celeba_fixture
 
-    cwd = os.getcwd()
-    os.chdir(REPO)  # config paths are relative to the working directory, as in Snakemake
-    try:
-        cfg = load_config(REPO / "config" / "ci.yaml", check_folders=False)
-        standin = cfg.data.celeba.synthetic_standin
-        if layout.celeba_folder(cfg.data.celeba.root) is None:
-            make_celeba_fixture(Path(cfg.data.celeba.root), standin.n, standin.seed)
-        return load_config(REPO / "config" / "ci.yaml")
-    finally:
-        os.chdir(cwd)
+    cfg = load_config(REPO / "config" / "ci.yaml", check_folders=False)
+    standin = cfg.data.celeba.synthetic_standin
+    if layout.celeba_folder(cfg.data.celeba.root) is None:
+        make_celeba_fixture(Path(cfg.data.celeba.root), standin.n, standin.seed)
+    return load_config(REPO / "config" / "ci.yaml")
 
 
 @pytest.fixture

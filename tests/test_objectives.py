@@ -143,7 +143,7 @@ def test_imq_mmd_separates_distributions_and_is_unbiased():
     def sample(n=500, shift=0.0):
         return torch.randn(n, 16, generator=g, dtype=torch.float64) + shift
 
-    null = max(abs(imq_mmd(sample(), sample()).item()) for _ in range(3))
+    null = max(abs(imq_mmd(sample(), sample()).item()) for _ in range(2))
     assert null < 0.01                                # 7 kernels, each at most 1
     assert imq_mmd(sample(shift=1.0), sample()).item() > 10 * 0.01
     small = torch.tensor([imq_mmd(sample(100), sample(100)).item() for _ in range(20)])
@@ -153,6 +153,7 @@ def test_imq_mmd_separates_distributions_and_is_unbiased():
 
 # ---------------------------------------------------------------------------- gradient penalty
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")   # torch.func imports a deprecated torch.jit.script
 def test_hutchinson_estimate_matches_the_exact_jacobian_norm():
     torch.manual_seed(0)
     net = build_net("rae_gp", "mnist").double().eval()    # eval: BatchNorm acts per image
