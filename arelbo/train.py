@@ -51,8 +51,9 @@ class TrainSpec:
 
 @dataclass
 class Batches:
-    """Shuffled minibatches drawn by index from one in-memory uint8 tensor (no Dataset/DataLoader)."""
-    images: torch.Tensor  # uint8 N×C×H×W, already on the training device
+    """Shuffled minibatches drawn by index from one in-memory tensor (no Dataset/DataLoader).
+    uint8 images become floats in [0, 1] per batch; float tensors (e.g. latents) pass through."""
+    images: torch.Tensor  # uint8 N×C×H×W images or float N×D rows, already on the training device
     batch_size: int
 
     def __len__(self) -> int:
@@ -62,8 +63,10 @@ class Batches:
         n = len(self.images)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         order = order.to(self.images.device)
+        to_float = self.images.dtype == torch.uint8
         for start in range(0, n, self.batch_size):
-            yield self.images[order[start:start + self.batch_size]].float().div_(255.0)
+            batch = self.images[order[start:start + self.batch_size]]
+            yield batch.float().div_(255.0) if to_float else batch
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

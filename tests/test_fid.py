@@ -248,3 +248,23 @@ def test_reference_stats_cache(tmp_path, inception, fid_weights):
 
     with pytest.raises(ValueError):
         reference_stats(tmp_path / "big.npz", images_fn, count=6, weights_path=fid_weights, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# FID separates real datasets: MNIST test vs a disjoint MNIST train subset is far closer than
+# MNIST vs the (synthetic) CelebA faces.
+
+@pytest.mark.slow
+def test_fid_separates_mnist_from_faces(inception, ci_config):
+    from arelbo.data import load_split
+
+    n = 48
+    mnist_test = load_split("mnist", "test", ci_config, limit=n)
+    mnist_train = load_split("mnist", "train", ci_config, limit=None)[-n:]  # disjoint from the test split
+    faces = load_split("celeba", "train", ci_config, limit=None)[:n]
+    reference = feature_stats(inception_features(mnist_test, inception, batch_size=48, progress=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few samples -> singular covariances; the ranking is the point
+        same_domain = fid_against(mnist_train, reference, inception, batch_size=48, progress=False)
+        other_domain = fid_against(faces, reference, inception, batch_size=48, progress=False)
+    assert 0 < same_domain < 0.5 * other_domain, (same_domain, other_domain)

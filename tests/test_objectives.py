@@ -20,19 +20,27 @@ def generator(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+def randn(*shape, g):
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+def rand(*shape, g):
+    return torch.rand(*shape, generator=g, dtype=torch.float64)
+
+
 # ---------------------------------------------------------------------------- Gaussian pieces
 
 def test_gaussian_kl_matches_torch_distributions():
     g = generator()
-    mu, logvar = torch.randn(5, 7, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g, dtype=torch.float64)
+    mu, logvar = randn(5, 7, g=g), randn(5, 7, g=g)
     expected = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(-1)
     torch.testing.assert_close(gaussian_kl(mu, logvar), expected)
 
 
 def test_gaussian_nll_is_eq_10b_without_the_2pi_constant():
     g = generator()
-    x, mean = torch.rand(4, 3, 5, 5, generator=g, dtype=torch.float64), torch.rand(4, 3, 5, 5, generator=g, dtype=torch.float64)
-    logvar = torch.randn(3, 5, 5, generator=g, dtype=torch.float64)     # per pixel, broadcast over the batch
+    x, mean = rand(4, 3, 5, 5, g=g), rand(4, 3, 5, 5, g=g)
+    logvar = randn(3, 5, 5, g=g)     # per pixel, broadcast over the batch
     log_prob = Normal(mean, (0.5 * logvar).exp()).log_prob(x).flatten(1).sum(1)
     torch.testing.assert_close(gaussian_nll(x, mean, logvar), -log_prob - 75 / 2 * math.log(2 * math.pi))
 
@@ -40,7 +48,7 @@ def test_gaussian_nll_is_eq_10b_without_the_2pi_constant():
 @pytest.mark.parametrize("variance", VARIANCES)
 def test_trainable_nll_is_minimised_at_the_mle(variance):
     g = generator()
-    x, mean = torch.rand(6, 1, 4, 5, generator=g, dtype=torch.float64), torch.rand(6, 1, 4, 5, generator=g, dtype=torch.float64)
+    x, mean = rand(6, 1, 4, 5, g=g), rand(6, 1, 4, 5, g=g)
     best = mle_variance(variance, x, mean).log().requires_grad_()
 
     def loss(logvar):
@@ -125,7 +133,7 @@ def test_ar_elbo_gradient_equals_elbo_gradient_at_the_minibatch_mle(variance, ar
 
 def test_imq_mmd_is_the_unbiased_u_statistic():
     g = generator()
-    z, w = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    z, w = randn(5, 3, g=g), randn(4, 3, g=g)
     scales = (0.5, 2.0)
 
     def k(a, b):
@@ -141,7 +149,7 @@ def test_imq_mmd_separates_distributions_and_is_unbiased():
     g = generator()
 
     def sample(n=500, shift=0.0):
-        return torch.randn(n, 16, generator=g, dtype=torch.float64) + shift
+        return randn(n, 16, g=g) + shift
 
     null = max(abs(imq_mmd(sample(), sample()).item()) for _ in range(2))
     assert null < 0.01                                # 7 kernels, each at most 1
