@@ -1,0 +1,413 @@
+"""The paper's Tables 1, 3, 4 and 5 from tidy evaluation records (SPEC §7). No torch import: table
+assembly runs as a light local job.
+
+Tidy data: one row per table × key × seed × metric, columns `table, dataset, seed, metric, value
+(float, NaN allowed), config, commit` plus the table's keys: `model` (Tables 3, 4), `encoding` and
+`log10_sigma_x2` (Table 1), `log10_sigma_z2` (Table 5). `check_tidy` validates and canonicalises it.
+
+Cells. The mean over the seeds with a non-NaN value; "mean ± std" (std with ddof=1) when there are
+two or more; "–" where the paper leaves the cell undefined (prior FID of AE, RAE, RAE-GP) or no seed
+has a value. Tables 3 and 4 set the lowest mean of each column (per dataset) in bold, as the paper
+does; ties are judged on the printed numbers, so every cell that reads as the minimum is bold.
+
+Numbers (`format_number`). Zero and 1 <= |x| < 10^4 get two decimals (20.25, 0.00, 1.02), as the
+paper's MSE/FID columns; every other value gets three significant digits in compact scientific
+notation (6.31e-5, 9.56e-2, 1.08e-1, 2.50e+4), as its σz², gap and ELS columns. A std is printed at
+its mean's precision: two decimals next to a two-decimal mean, scientific next to a scientific one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .runtime import atomic_write_bytes
+
+# The rows of Tables 3 and 4 in the paper's order: must equal arelbo.objectives.MODELS (ids, labels,
+# order) and NO_PRIOR its models with has_prior=False; tests/test_tables.py checks both.
+MODEL_ROWS = (
+    ("vae", "VAE (σx² = 1.0)"),
+    ("wae_mmd", "WAE-MMD"),
+    ("ae", "AE"),
+    ("rae", "RAE"),
+    ("rae_gp", "RAE-GP"),
+    ("iso_i_trainable", "Iso-I w/ trainable Σx"),
+    ("diag_i_trainable", "Diag-I w/ trainable Σx"),
+    ("iso_d_trainable", "Iso-D w/ trainable Σx"),
+    ("diag_d_trainable", "Diag-D w/ trainable Σx"),
+    ("iso_i_arelbo", "Iso-I w/ AR-ELBO"),
+    ("diag_i_arelbo", "Diag-I w/ AR-ELBO"),
+    ("iso_d_arelbo", "Iso-D w/ AR-ELBO"),
+    ("diag_d_arelbo", "Diag-D w/ AR-ELBO"),
+)
+MODEL_IDS = tuple(m for m, _ in MODEL_ROWS)
+MODEL_LABELS = dict(MODEL_ROWS)
+NO_PRIOR = ("ae", "rae", "rae_gp")          # sampling from N(0, I) is undefined: "–" in Table 3
+DATASETS = ("mnist", "celeba")
+ENCODINGS = ("stochastic", "deterministic")
+FLOAT_KEYS = ("log10_sigma_x2", "log10_sigma_z2")
+KEY_COLUMNS = ("dataset", "model", "encoding", *FLOAT_KEYS)
+BASE_COLUMNS = ("table", "dataset", "seed", "metric", "value", "config", "commit")
+TIDY_COLUMNS = ("table", *KEY_COLUMNS, "seed", "metric", "value", "config", "commit")
+DASH = "–"
+CSV_FLOAT_FORMAT = "%.10g"
+
+TEX_LABELS = {
+    "mnist": "MNIST", "celeba": "CelebA",
+    "stochastic": "Stochastic encoding", "deterministic": "Deterministic encoding",
+    "model": "Model", "log10_sigma_x2": r"$\log_{10}\sigma_x^2$", "log10_sigma_z2": r"$\log_{10}\sigma_z^2$",
+    "mse": "MSE", "kl": "KL", "sigma_z2": r"$\sigma_z^2$", "mi": "MI", "els": "ELS",
+    "gap_1e-2": r"Gap $10^{-2}$", "gap_1e-3": r"Gap $10^{-3}$",
+    "fid_prior": "FID prior", "fid_2ndvae": "FID 2ndVAE", "fid_gmm10": "FID GMM-10", "fid_gmm100": "FID GMM-100",
+    "fid_interp_mid": "FID mid-point", "fid_interp_random": "FID random-point",
+}
+
+
+def _log10_grid(top: float, steps: int) -> tuple[float, ...]:
+    return tuple(round(top - 0.1 * i, 1) + 0.0 for i in range(steps + 1))   # + 0.0: no -0.0
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    number: int
+    title: str                                   # caption text (LaTeX) saying what the table shows
+    datasets: tuple[str, ...]                    # datasets its tidy rows may have
+    row: str                                     # tidy column whose values are the rows
+    rows: tuple                                  # the paper's rows, in its order
+    columns: Mapping[str | None, tuple[str, ...]]  # column block -> the paper's displayed metrics
+    group: str | None = None                     # tidy column whose values are the column blocks
+    metrics: tuple[str, ...] = ()                # every metric the tidy rows may have, display order
+    bold_best: bool = False                      # lowest mean per column in bold
+    undefined: frozenset = field(default_factory=frozenset)   # (row, metric) cells left "–"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.group, self.row) if self.group else (self.row,)
+
+    @property
+    def groups(self) -> tuple:
+        return tuple(self.columns)
+
+    def rank(self, col: pd.Series) -> pd.Series:
+        """Sort key of a column: paper order for blocks, models and metrics; log10 σ² descending."""
+        if col.name == self.group:
+            return col.map({g: i for i, g in enumerate(self.groups)})
+        if col.name == "model":
+            return col.map({m: i for i, m in enumerate(MODEL_IDS)})
+        if col.name == "metric":
+            return col.map({m: i for i, m in enumerate(self.metrics)})
+        return -col if col.name in FLOAT_KEYS else col
+
+    def sort(self, df: pd.DataFrame, *then: str) -> pd.DataFrame:
+        """`df` sorted by the keys it has, then by `then`."""
+        by = [c for c in self.keys if c in df] + list(then)
+        return df.sort_values(by, key=self.rank, ignore_index=True)
+
+
+_T3 = ("mse", "fid_prior", "fid_2ndvae", "fid_gmm10", "fid_gmm100")
+_T4 = ("fid_interp_mid", "fid_interp_random")
+_T1 = ("mse", "kl", "sigma_z2", "mi", "gap_1e-2", "gap_1e-3", "els")
+_T5 = ("mse", "kl", "mi", "gap_1e-2", "gap_1e-3", "els")
+TABLE_SPECS: dict[int, TableSpec] = {
+    1: TableSpec(1, r"MSE, KL divergence, converged $\sigma_z^2$, upper bound of the MI $I(x'; z)$, "
+                    r"expected gap (perturbation variance $s_z^2 = 10^{-2}, 10^{-3}$) and expected local "
+                    r"smoothness (ELS) for different $\sigma_x^2$",
+                 ("mnist",), "log10_sigma_x2", _log10_grid(0.0, 10),
+                 {"stochastic": _T1, "deterministic": ("mse", "mi", "gap_1e-2", "gap_1e-3", "els")},
+                 group="encoding", metrics=_T1),
+    3: TableSpec(3, "reconstruction MSE on the test set and FID of samples generated from the prior, a "
+                    "second-stage VAE (2ndVAE) and Gaussian mixtures with 10 and 100 components (GMM) "
+                    "fitted to the latent codes",
+                 DATASETS, "model", MODEL_IDS, {"mnist": _T3[:4], "celeba": _T3},
+                 group="dataset", metrics=_T3, bold_best=True,
+                 undefined=frozenset((m, "fid_prior") for m in NO_PRIOR)),
+    4: TableSpec(4, "FID of images decoded from interpolated latent codes of image pairs, at the "
+                    "mid-point and at a random point between the two",
+                 DATASETS, "model", MODEL_IDS, {"mnist": _T4, "celeba": _T4},
+                 group="dataset", metrics=_T4, bold_best=True),
+    5: TableSpec(5, r"MSE, KL divergence, upper bound of the MI $I(x'; z)$, expected gap ($s_z^2 = "
+                    r"10^{-2}, 10^{-3}$) and ELS for different fixed $\sigma_z^2$ ($\Sigma_x$ by Iso-I AR-ELBO)",
+                 ("mnist",), "log10_sigma_z2", _log10_grid(1.0, 20), {None: _T5}, metrics=_T5),
+}
+
+
+def _spec(n: int) -> TableSpec:
+    if n not in TABLE_SPECS:
+        raise ValueError(f"unknown table {n!r}; the paper's tables are {sorted(TABLE_SPECS)}")
+    return TABLE_SPECS[n]
+
+
+# ---------------------------------------------------------------------------- input
+
+def check_tidy(tidy: pd.DataFrame) -> pd.DataFrame:
+    """A validated copy of `tidy` with TIDY_COLUMNS (extra columns dropped), typed, float keys
+    rounded to 6 decimals, rows sorted in paper order; ValueError naming what is wrong."""
+    missing = [c for c in BASE_COLUMNS if c not in tidy.columns]
+    if missing:
+        raise ValueError(f"tidy data lacks required column(s): {', '.join(missing)}")
+    df = tidy.reindex(columns=list(TIDY_COLUMNS))
+    numbers = pd.to_numeric(df["table"], errors="coerce")
+    unknown = sorted(set(df["table"][~numbers.isin(list(TABLE_SPECS))].astype(str)))
+    if unknown:
+        raise ValueError(f"unknown table number(s) {unknown}; the paper's tables are {sorted(TABLE_SPECS)}")
+    df["table"] = numbers.astype(int)
+    parts = [_check_table(part, TABLE_SPECS[n]) for n, part in df.groupby("table")]
+    return pd.concat(parts, ignore_index=True) if parts else df
+
+
+def _check_table(part: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    def fail(message: str):
+        raise ValueError(f"Table {spec.number}: {message}")
+
+    def known(column: str, allowed: Iterable):
+        unknown = sorted(set(part[column]) - set(allowed))
+        if unknown:
+            fail(f"unknown {column} value(s) {unknown}; expected one of {list(allowed)}")
+
+    required = [c for c in dict.fromkeys((*BASE_COLUMNS, *spec.keys)) if c != "value"]
+    empty = [c for c in required if part[c].isna().any()]
+    if empty:
+        fail(f"column(s) {', '.join(empty)} missing or empty")
+    part = part.copy()
+    for column in ("dataset", "metric", "config", "commit", *(k for k in spec.keys if k not in FLOAT_KEYS)):
+        part[column] = part[column].astype(str)
+    known("dataset", spec.datasets)
+    known("metric", spec.metrics)
+    if spec.row == "model":
+        known("model", MODEL_IDS)
+    if spec.group == "encoding":
+        known("encoding", ENCODINGS)
+    for column in ("seed", "value", *(k for k in spec.keys if k in FLOAT_KEYS)):
+        numbers = pd.to_numeric(part[column], errors="coerce")
+        if (numbers.isna() & part[column].notna()).any():
+            fail(f"column {column} has non-numeric values")
+        part[column] = numbers.astype(float)
+    if (part["seed"] % 1 != 0).any():
+        fail("column seed has non-integer values")
+    part["seed"] = part["seed"].astype(int)
+    for column in (k for k in spec.keys if k in FLOAT_KEYS):
+        part[column] = part[column].round(6) + 0.0
+    configs = sorted(part["config"].unique())
+    if len(configs) > 1:
+        fail(f"rows come from several configs {configs}; a table is built from one config")
+    duplicated = part.duplicated([*spec.keys, "seed", "metric"], keep=False)
+    if duplicated.any():
+        example = part.loc[duplicated, [*spec.keys, "seed", "metric"]].iloc[0].to_dict()
+        fail(f"{int(duplicated.sum())} rows share their key, seed and metric, e.g. {example}")
+    return spec.sort(part, "seed", "metric")
+
+
+def tidy_from_records(records: list[dict]) -> pd.DataFrame:
+    """Tidy DataFrame from one dict per cell (the evaluation jobs' records), validated by check_tidy."""
+    return check_tidy(pd.DataFrame.from_records(records))
+
+
+def _rows(tidy: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Table n's validated rows, with only the columns that table uses."""
+    spec, tidy = _spec(n), check_tidy(tidy)
+    rows = tidy[tidy["table"] == n]
+    if rows.empty:
+        raise ValueError(f"the tidy data has no rows for Table {n}")
+    return rows[[c for c in TIDY_COLUMNS if c in BASE_COLUMNS or c in spec.keys]].reset_index(drop=True)
+
+
+def read_paper_table(n: int) -> pd.DataFrame:
+    """The paper's Table n as transcribed in arelbo/reference/table{n}.csv (empty cells are NaN)."""
+    _spec(n)
+    with resources.files(__package__).joinpath("reference", f"table{n}.csv").open() as f:
+        return pd.read_csv(f)
+
+
+# ---------------------------------------------------------------------------- numbers
+
+def summarise(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof=1; NaN for one seed) and n_seeds (seeds with a non-NaN value) per table ×
+    key × metric, in paper order."""
+    tidy = check_tidy(tidy)
+    parts = []
+    for n, rows in tidy.groupby("table"):
+        spec = TABLE_SPECS[n]
+        stats = rows.groupby([*spec.keys, "metric"])["value"].agg(mean="mean", std="std", n_seeds="count")
+        parts.append(spec.sort(stats.reset_index(), "metric").assign(table=n))
+    out = pd.concat(parts, ignore_index=True)
+    return out[["table", *(c for c in KEY_COLUMNS if c in out), "metric", "mean", "std", "n_seeds"]]
+
+
+def _column(group: str | None, metric: str) -> str:
+    return f"{group}/{metric}" if group else metric
+
+
+def _wide(tidy: pd.DataFrame, n: int) -> tuple[list, dict[str, pd.DataFrame]]:
+    """The column blocks present and the mean/std/n_seeds of the displayed cells, one frame each:
+    index = rows present (paper order), columns = "block/metric" (just "metric" for Table 5)."""
+    spec = TABLE_SPECS[n]
+    stats = summarise(_rows(tidy, n))
+    blocks = [g for g in spec.groups if g in set(stats[spec.group])] if spec.group else [None]
+    names = [_column(g, m) for g in blocks for m in spec.columns[g]]
+    stats["column"] = [_column(g, m) for g, m in
+                       zip(stats[spec.group] if spec.group else [None] * len(stats), stats["metric"])]
+    rows = stats[spec.row].drop_duplicates().to_frame()
+    index = pd.Index(spec.sort(rows)[spec.row], name=spec.row)
+    frames = {}
+    for stat in ("mean", "std", "n_seeds"):
+        wide = stats.pivot(index=spec.row, columns="column", values=stat).reindex(index=index, columns=names)
+        for row, metric in spec.undefined:
+            wide.loc[wide.index == row, [_column(g, metric) for g in blocks if metric in spec.columns[g]]] = np.nan
+        wide.columns.name = None
+        frames[stat] = wide.fillna(0).astype(int) if stat == "n_seeds" else wide
+    return blocks, frames
+
+
+def summary_wide(tidy: pd.DataFrame, n: int, stat: str = "mean") -> pd.DataFrame:
+    """The numbers behind paper_shaped(tidy, n): `stat` ("mean", "std" or "n_seeds") per displayed
+    cell, NaN (n_seeds 0) where the cell is undefined or has no value."""
+    if stat not in ("mean", "std", "n_seeds"):
+        raise ValueError(f"stat must be 'mean', 'std' or 'n_seeds', not {stat!r}")
+    return _wide(tidy, n)[1][stat]
+
+
+def format_number(x: float) -> str:
+    """Two decimals for 0 and 1 <= |x| < 1e4, else 3 significant digits in compact scientific notation."""
+    if x == 0 or not np.isfinite(x) or 1 <= abs(x) < 1e4:
+        return f"{x:.2f}"
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa}e{int(exponent):+d}"
+
+
+def format_cell(mean: float, std: float = np.nan, n_seeds: int = 1, *,
+                pm: str = " ± ", dash: str = DASH, minus: str = "-") -> str:
+    """"mean", or "mean ± std" for several seeds, the std at the mean's precision; `dash` if NaN."""
+    if np.isnan(mean):
+        return dash
+    text = format_number(mean)
+    text = minus + text[1:] if text.startswith("-") else text
+    if n_seeds > 1 and not np.isnan(std):
+        text += pm + (format_number(std) if "e" in text else f"{std:.2f}")
+    return text
+
+
+def _cells(tidy: pd.DataFrame, n: int, *, pm: str, dash: str, minus: str = "-",
+           bold: str | None = None) -> tuple[list, pd.DataFrame]:
+    """Displayed cells as strings; with `bold` (a format string like "\\textbf{%s}") the lowest
+    printed mean per column is wrapped in it when the table bolds its best."""
+    blocks, stats = _wide(tidy, n)
+    mean, std, count = stats["mean"], stats["std"], stats["n_seeds"]
+    cells = pd.DataFrame({c: [format_cell(m, s, k, pm=pm, dash=dash, minus=minus)
+                              for m, s, k in zip(mean[c], std[c], count[c])] for c in mean},
+                         index=mean.index)
+    if bold and TABLE_SPECS[n].bold_best:
+        for c in mean:
+            printed = mean[c].map(format_number).where(mean[c].notna())
+            if printed.notna().any():
+                best = printed == format_number(mean[c].min())
+                cells.loc[best, c] = [bold % text for text in cells.loc[best, c]]
+    return blocks, cells
+
+
+def paper_shaped(tidy: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The displayed table as strings: rows in paper order (index: model id or log10 σ²; Tables 3 and
+    4 add the paper's `label`), the paper's columns named "block/metric" ("metric" for Table 5)."""
+    _, cells = _cells(tidy, n, pm=" ± ", dash=DASH)
+    if TABLE_SPECS[n].row == "model":
+        cells.insert(0, "label", [MODEL_LABELS[m] for m in cells.index])
+    return cells
+
+
+def compare_with_paper(tidy: pd.DataFrame, n: int) -> pd.DataFrame:
+    """One row per key × metric that both the reproduction and the paper have: paper, reproduced
+    (mean), std, n_seeds, abs_delta = reproduced - paper, rel_delta = abs_delta / |paper| (NaN when the
+    paper's value is 0). log10 σ² keys match the paper's to 1 decimal (only keys on its 0.1 grid)."""
+    spec = _spec(n)
+    paper = read_paper_table(n).melt(id_vars=list(spec.keys), var_name="metric", value_name="paper")
+    ours = summarise(_rows(tidy, n)).drop(columns="table").rename(columns={"mean": "reproduced"})
+    for key in (k for k in spec.keys if k in FLOAT_KEYS):
+        for frame in (paper, ours):
+            grid = frame[key].round(1) + 0.0
+            frame[key] = grid.where((frame[key] - grid).abs() < 1e-6)
+    ours = ours.dropna(subset=list(spec.keys))
+    both = paper.dropna(subset=["paper"]).merge(ours, on=[*spec.keys, "metric"], how="inner")
+    both["abs_delta"] = both["reproduced"] - both["paper"]
+    both["rel_delta"] = both["abs_delta"] / both["paper"].abs().where(both["paper"] != 0)
+    columns = [*spec.keys, "metric", "paper", "reproduced", "std", "n_seeds", "abs_delta", "rel_delta"]
+    return spec.sort(both[columns], "metric")
+
+
+# ---------------------------------------------------------------------------- LaTeX and files
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
+
+
+def _tex_row_label(spec: TableSpec, row) -> str:
+    if spec.row == "model":
+        return tex_escape(MODEL_LABELS[row]).replace("σx²", r"$\sigma_x^2$").replace("Σx", r"$\Sigma_x$")
+    text = f"{row:.1f}" if round(row, 1) == row else f"{row:g}"
+    return "$-$" + text[1:] if text.startswith("-") else text
+
+
+def to_latex(tidy: pd.DataFrame, n: int, *, config_name: str, reduced: bool,
+             synthetic_datasets: Iterable[str] = ()) -> str:
+    """A complete booktabs `table` environment (label tab:table{n}) in the paper's layout: its
+    columns in one block per dataset (Tables 3, 4; only those in `tidy`) or encoding (Table 1), its
+    row order, "--" for undefined cells, the best per column in \\textbf (Tables 3, 4). The caption
+    names the table and the config, and says so when the config is reduced or a dataset is synthetic."""
+    spec = _spec(n)
+    synthetic = set(synthetic_datasets)
+    if synthetic - set(DATASETS):
+        raise ValueError(f"unknown synthetic dataset(s) {sorted(synthetic - set(DATASETS))}; known: {DATASETS}")
+    rows = _rows(tidy, n)
+    blocks, cells = _cells(rows, n, pm=r" $\pm$ ", dash="--", minus="$-$", bold=r"\textbf{%s}")
+    caption = [f"Reproduction of Table {n} (config: {tex_escape(config_name)}): {spec.title}.",
+               r"Cells: mean $\pm$ std over seeds" + ("; best per column in bold" if spec.bold_best else "")
+               + "; -- undefined or not evaluated."]
+    if reduced:
+        caption.append("Reduced configuration: these numbers are not comparable with the paper.")
+    caption += [f"{TEX_LABELS[d]} here is a synthetic stand-in." for d in DATASETS
+                if d in synthetic and d in set(rows["dataset"])]
+    lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{' '.join(caption)}}}",
+             rf"\label{{tab:table{n}}}", rf"\begin{{tabular}}{{l{'r' * cells.shape[1]}}}", r"\toprule"]
+    if spec.group:
+        spans, rules, first = [""], [], 2
+        for g in blocks:
+            width = len(spec.columns[g])
+            spans.append(rf"\multicolumn{{{width}}}{{c}}{{{TEX_LABELS[g]}}}")
+            rules.append(rf"\cmidrule(lr){{{first}-{first + width - 1}}}")
+            first += width
+        lines += [" & ".join(spans) + r" \\", " ".join(rules)]
+    header = [TEX_LABELS[spec.row], *(TEX_LABELS[m] for g in blocks for m in spec.columns[g])]
+    lines += [" & ".join(header) + r" \\", r"\midrule"]
+    lines += [" & ".join([_tex_row_label(spec, row), *values]) + r" \\"
+              for row, values in zip(cells.index, cells.itertuples(index=False))]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(df: pd.DataFrame, index: bool = False) -> str:
+    return df.to_csv(index=index, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+
+
+def write_table_outputs(tidy: pd.DataFrame, n: int, outdir: str | Path, *, config_name: str, reduced: bool,
+                        synthetic_datasets: Iterable[str] = ()) -> dict[str, Path]:
+    """Write outdir/table{n}.tex and outdir/tables/table{n}_{tidy,paper,vs_paper}.csv (UTF-8,
+    atomically, all rendered before any is written); the same tidy rows in any order give the same
+    bytes. Returns {"tex", "tidy", "paper", "vs_paper"} -> path."""
+    outdir, rows = Path(outdir), _rows(tidy, n)
+    texts = {
+        "tex": to_latex(rows, n, config_name=config_name, reduced=reduced, synthetic_datasets=synthetic_datasets),
+        "tidy": _csv(rows),
+        "paper": _csv(paper_shaped(rows, n), index=True),
+        "vs_paper": _csv(compare_with_paper(rows, n)),
+    }
+    paths = {"tex": outdir / f"table{n}.tex",
+             **{kind: outdir / "tables" / f"table{n}_{kind}.csv" for kind in ("tidy", "paper", "vs_paper")}}
+    for kind, path in paths.items():
+        atomic_write_bytes(path, texts[kind].encode("utf-8"))
+    return paths
