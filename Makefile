@@ -28,7 +28,7 @@ quick: provision
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml --rerun-incomplete
 
 test: provision
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: provision
 	$(BIN)/python benchmarks/train_throughput.py

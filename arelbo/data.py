@@ -173,10 +173,6 @@ def load_split(dataset: str, split: str, cfg, limit: int | None | str = "config"
     return torch.from_numpy(np.array(array))  # a private, writable copy of the memory map
 
 
-def load_splits(dataset: str, cfg) -> dict:
-    return {split: load_split(dataset, split, cfg) for split in SPLITS}
-
-
 def to_float(images):
     """uint8 → float32 in [0, 1] (SPEC: all images are floats in [0, 1])."""
     return images.float().div_(255.0)
