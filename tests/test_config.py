@@ -104,3 +104,13 @@ def test_read_yaml_errors_are_clear(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         read_yaml(tmp_path / "list.yaml")
+
+
+def test_environment_yml_has_the_same_dependencies_as_pyproject():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | {d for extra in project["optional-dependencies"].values() for d in extra}
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
+    assert set(pip) - {"-e ."} == wanted
