@@ -103,6 +103,49 @@ def cmd_train(args) -> None:
     print(f"trained {args.model} on {args.dataset} (seed {args.seed}): {path}")
 
 
+def cmd_encode(args) -> None:
+    from .evaluate import encode
+
+    print(encode(_load(args), args.dataset, Path(args.model_file), Path(args.out)))
+
+
+def cmd_fit(args) -> None:
+    from .evaluate import fit
+
+    print(fit(_load(args), args.estimator, Path(args.latents), args.seed, Path(args.out)))
+
+
+def cmd_sample(args) -> None:
+    from .evaluate import sample
+
+    print(sample(_load(args), args.dataset, Path(args.model_file), args.sampler, args.seed, Path(args.out),
+                 estimator_file=Path(args.estimator_file) if args.estimator_file else None,
+                 latents=Path(args.latents) if args.latents else None))
+
+
+def cmd_metric(args) -> None:
+    from . import evaluate, layout
+
+    cfg = _load(args)
+    if args.metric == "mse":
+        evaluate.mse(cfg, args.dataset, args.model, Path(args.model_file), args.seed, Path(args.out))
+    else:
+        sampler = args.metric.removeprefix("fid_")
+        reference = layout.fid_reference(cfg.resources, cfg.dataset_tag(args.dataset),
+                                         cfg.fid.reference_split, cfg.fid.reference_count)
+        evaluate.fid(cfg, args.dataset, args.model, args.seed, sampler, Path(args.samples), reference,
+                     layout.inception_weights(cfg.resources), Path(args.out))
+    print(Path(args.out).read_text())
+
+
+def cmd_table(args) -> None:
+    from .evaluate import assemble_table
+
+    for kind, path in assemble_table(_load(args), args.table, [Path(p) for p in args.metrics],
+                                     Path(args.outdir)).items():
+        print(f"{kind}: {path}")
+
+
 def cmd_config(args) -> None:
     from .config import dump_config
 
@@ -147,6 +190,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = with_config(sub.add_parser("encode", help="encoder outputs of the train and test splits"))
+    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--model-file", required=True)
+    p.add_argument("--out", required=True, help="latents .npz")
+    p.set_defaults(func=cmd_encode)
+
+    p = with_config(sub.add_parser("fit", help="fit a posterior estimator on the training latents"))
+    p.add_argument("--estimator", required=True, choices=["prior", "2ndvae", "gmm10", "gmm100"])
+    p.add_argument("--latents", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_fit)
+
+    p = with_config(sub.add_parser("sample", help="decode fid.n_samples latents to uint8 images (.npz + PNG grid)"))
+    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--model-file", required=True)
+    p.add_argument("--sampler", required=True,
+                   choices=["prior", "2ndvae", "gmm10", "gmm100", "interp_mid", "interp_random"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--estimator-file", help="for estimator samplers")
+    p.add_argument("--latents", help="for interpolation samplers (test-set encoder means)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_sample)
+
+    p = with_config(sub.add_parser("metric", help="one metric of one model as a JSON record"))
+    p.add_argument("metric", choices=["mse", "fid_prior", "fid_2ndvae", "fid_gmm10", "fid_gmm100",
+                                      "fid_interp_mid", "fid_interp_random"])
+    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-file", help="for mse")
+    p.add_argument("--samples", help="for FIDs: the samples .npz")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_metric)
+
+    p = with_config(sub.add_parser("table", help="assemble a table from metric records"))
+    p.add_argument("--table", type=int, required=True, choices=[1, 3, 4, 5])
+    p.add_argument("--outdir", required=True)
+    p.add_argument("metrics", nargs="+", help="metric JSON files")
+    p.set_defaults(func=cmd_table)
 
     p = with_config(sub.add_parser("config", help="validate and print the merged config"))
     p.set_defaults(func=cmd_config)

@@ -59,11 +59,27 @@ def dataset_meta(dataset):
 
 
 def all_targets():
-    targets = [str(layout.inception_weights(RES))]
-    targets += [dataset_meta(d) for d in CFG.datasets]
-    targets += [fid_reference_file(d) for d in CFG.datasets]
-    targets += model_files()
-    return targets
+    return [f"{OUT}/table3.tex", f"{OUT}/table4.tex"]
+
+
+# The prior is undefined for deterministic autoencoders without a prior-matching term (SPEC §5).
+NO_PRIOR_MODELS = {"ae", "rae", "rae_gp"}
+
+
+def table_metric_files(table):
+    """Every metric record a table needs, over datasets × models × seeds (and estimators)."""
+    files = []
+    for dataset in CFG.datasets:
+        for model in CFG.models:
+            for seed in CFG.seeds:
+                base = f"{OUT}/metrics/{dataset}/{model}/seed{seed}"
+                if table == 3:
+                    files.append(f"{base}/mse.json")
+                    files += [f"{base}/fid_{e}.json" for e in CFG.estimators
+                              if not (e == "prior" and model in NO_PRIOR_MODELS)]
+                else:
+                    files += [f"{base}/fid_interp_{mode}.json" for mode in ("mid", "random")]
+    return files
 
 
 def model_files():

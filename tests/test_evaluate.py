@@ -1,0 +1,117 @@
+"""Evaluation stages on a small network: encode, sample (PNG-exact quantisation), MSE, FID record,
+table assembly from the records."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from arelbo import evaluate
+from arelbo.nets import build_net
+from arelbo.runtime import seed_everything
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """model.pt files (untrained, seeded) in the format the trainer writes."""
+    folder = tmp_path_factory.mktemp("models")
+    files = {}
+    for model_id in ("vae", "ae"):
+        seed_everything(0)
+        net = build_net(model_id, "mnist").eval()
+        path = folder / f"{model_id}.pt"
+        torch.save({"state_dict": net.state_dict(), "net_config": asdict(net.config)}, path)
+        files[model_id] = path
+    return files
+
+
+def test_decoded_images_are_quantised_like_a_png_writer(tmp_path, model_files):
+    from torchvision.utils import save_image
+
+    from arelbo.train import load_trained
+
+    net, _ = load_trained(model_files["vae"])
+    z = torch.randn(6, 16, generator=torch.Generator().manual_seed(0)) * 3
+    images = evaluate.decode_to_uint8(net, z, torch.device("cpu"))
+    with torch.no_grad():
+        x_mean, _ = net.decode(z)
+    for i in range(len(z)):
+        save_image(x_mean[i], tmp_path / f"{i}.png")
+        written = np.asarray(Image.open(tmp_path / f"{i}.png"))[..., 0]
+        np.testing.assert_array_equal(images[i, 0], written)
+
+
+def test_encode_and_interpolation_samples(tmp_path, ci_config, model_files):
+    latents = evaluate.encode(ci_config, "mnist", model_files["vae"], tmp_path / "latents.npz")
+    data = np.load(latents)
+    assert data["train_mu"].shape == (512, 16) and data["train_logvar"].shape == (512, 16)
+    assert data["test_mu"].shape == (128, 16)
+    det = np.load(evaluate.encode(ci_config, "mnist", model_files["ae"], tmp_path / "ae.npz"))
+    assert "train_logvar" not in det  # deterministic encoder: μ only
+
+    out = evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_random", 0, tmp_path / "a.npz",
+                          latents=latents)
+    again = evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_random", 0, tmp_path / "b.npz",
+                            latents=latents)
+    a, b = np.load(out), np.load(again)
+    assert a["images"].dtype == np.uint8 and a["images"].shape == (ci_config.fid.n_samples, 1, 28, 28)
+    np.testing.assert_array_equal(a["images"], b["images"])  # seeded
+    assert (a["pairs"][:, 0] != a["pairs"][:, 1]).all() and ((0 <= a["t"]) & (a["t"] <= 1)).all()
+    grid = Image.open(tmp_path / "a.png")
+    rows = -(-min(ci_config.fid.n_samples, 64) // 8)
+    assert grid.size == (8 * 30 + 2, rows * 30 + 2)  # 8 columns of 28 px images with 2 px padding
+
+
+def test_mse_is_the_per_image_sum_of_squares(tmp_path, ci_config, model_files):
+    from arelbo.data import load_split
+    from arelbo.train import load_trained
+
+    record = json.loads(evaluate.mse(ci_config, "mnist", "ae", model_files["ae"], 0, tmp_path / "m.json").read_text())
+    net, _ = load_trained(model_files["ae"])
+    x = load_split("mnist", "test", ci_config).float() / 255
+    with torch.no_grad():
+        expected = (x - net.decode(net.encode(x)[0])[0]).pow(2).sum((1, 2, 3)).mean().item()
+    assert record["value"] == pytest.approx(expected, rel=1e-5)
+    assert record["metric"] == "mse" and record["table"] == 3 and record["config"] == "ci"
+
+
+def test_records_assemble_into_table3(tmp_path, ci_config):
+    records = []
+    for model, mse, fids in (("vae", 20.0, {"prior": 50.0, "gmm10": 40.0}), ("ae", 5.0, {"gmm10": 30.0})):
+        base = dict(table=3, dataset="mnist", model=model, seed=0, config="ci", commit="abc")
+        records.append({**base, "metric": "mse", "value": mse})
+        records += [{**base, "metric": f"fid_{k}", "value": v} for k, v in fids.items()]
+    paths = []
+    for i, record in enumerate(records):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(record))
+    outputs = evaluate.assemble_table(ci_config, 3, paths, tmp_path / "out")
+    tex = outputs["tex"].read_text()
+    assert "AE & \\textbf{5.00} & -- " in tex and "config: ci" in tex and "not comparable" in tex
+
+
+@pytest.mark.slow
+def test_fid_record_against_the_cached_reference(tmp_path, ci_config, model_files):
+    from arelbo import layout
+    from arelbo.data import load_split
+    from arelbo.metrics.fid import reference_stats
+
+    cfg = ci_config
+    reference = layout.fid_reference(cfg.resources, "mnist", cfg.fid.reference_split, cfg.fid.reference_count)
+    reference_stats(reference, lambda: load_split("mnist", "test", cfg, limit=cfg.fid.reference_count),
+                    dataset="mnist", split="test", count=cfg.fid.reference_count,
+                    weights_path=layout.inception_weights(cfg.resources), progress=False)
+    images = load_split("mnist", "test", cfg)[-cfg.fid.n_samples:].numpy()
+    samples = tmp_path / "real.npz"
+    np.savez(samples, images=images)
+    out = evaluate.fid(cfg, "mnist", "vae", 0, "interp_mid", samples, reference,
+                       layout.inception_weights(cfg.resources), tmp_path / "fid.json")
+    record = json.loads(out.read_text())
+    assert record["metric"] == "fid_interp_mid" and record["table"] == 4
+    assert np.isfinite(record["value"]) and record["value"] > 0
+    assert record["n_samples"] == cfg.fid.n_samples and record["n_reference"] == cfg.fid.reference_count

@@ -1,0 +1,146 @@
+# Encode → posterior estimators → samples → metrics (one job each, so a cluster spreads them).
+
+MODEL_DIR = f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}"
+SAMPLES = f"{OUT}/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}"
+METRICS = f"{OUT}/metrics/{{dataset}}/{{model}}/seed{{seed}}"
+ESTIMATORS = f"{OUT}/estimators/{{dataset}}/{{model}}/seed{{seed}}"
+
+
+wildcard_constraints:
+    sampler=_alternatives(list(CFG.estimators) + ["interp_mid", "interp_random"]),
+    pkl_estimator=_alternatives([e for e in CFG.estimators if e != "2ndvae"]) or "none",
+
+
+rule encode:
+    input:
+        model=f"{MODEL_DIR}/model.pt",
+    output:
+        f"{MODEL_DIR}/latents.npz",
+    log:
+        f"{LOGS}/encode/{{dataset}}/{{model}}/seed{{seed}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/encode/{{dataset}}/{{model}}/seed{{seed}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=30,
+        gpu=1,
+    shell:
+        "{ARELBO} encode --config {CONFIG_FILE} --dataset {wildcards.dataset} --model-file {input.model} "
+        "--out {output} > {log} 2>&1"
+
+
+rule fit_estimator:
+    # prior / GMM-10 / GMM-100 (scikit-learn) on the training encoder means
+    input:
+        f"{MODEL_DIR}/latents.npz",
+    output:
+        f"{ESTIMATORS}/{{pkl_estimator}}.pkl",
+    log:
+        f"{LOGS}/estimators/{{dataset}}/{{model}}/seed{{seed}}/{{pkl_estimator}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/estimators/{{dataset}}/{{model}}/seed{{seed}}/{{pkl_estimator}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "{ARELBO} fit --config {CONFIG_FILE} --estimator {wildcards.pkl_estimator} --latents {input} "
+        "--seed {wildcards.seed} --out {output} > {log} 2>&1"
+
+
+rule fit_second_stage:
+    # Dai & Wipf's second-stage VAE on u = μ + σ⊙ε
+    input:
+        f"{MODEL_DIR}/latents.npz",
+    output:
+        f"{ESTIMATORS}/2ndvae.pt",
+    params:
+        settings=lambda wc: CFG.raw.get("second_stage"),
+    log:
+        f"{LOGS}/estimators/{{dataset}}/{{model}}/seed{{seed}}/2ndvae.log",
+    benchmark:
+        f"{LOGS}/benchmarks/estimators/{{dataset}}/{{model}}/seed{{seed}}/2ndvae.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    shell:
+        "{ARELBO} fit --config {CONFIG_FILE} --estimator 2ndvae --latents {input} "
+        "--seed {wildcards.seed} --out {output} > {log} 2>&1"
+
+
+def _sampler_source(wildcards):
+    if wildcards.sampler.startswith("interp_"):
+        return {"latents": f"{OUT}/models/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/latents.npz"}
+    ext = "pt" if wildcards.sampler == "2ndvae" else "pkl"
+    return {"estimator": f"{OUT}/estimators/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/{wildcards.sampler}.{ext}"}
+
+
+def _sampler_flag(wildcards, input):
+    return f"--latents {input.latents}" if "latents" in input.keys() else f"--estimator-file {input.estimator}"
+
+
+rule sample:
+    input:
+        unpack(_sampler_source),
+        model=f"{MODEL_DIR}/model.pt",
+    output:
+        npz=f"{SAMPLES}.npz",
+        png=f"{SAMPLES}.png",
+    params:
+        source=_sampler_flag,
+        n=CFG.fid.n_samples,
+    log:
+        f"{LOGS}/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+        gpu=1,
+    shell:
+        "{ARELBO} sample --config {CONFIG_FILE} --dataset {wildcards.dataset} --model-file {input.model} "
+        "--sampler {wildcards.sampler} --seed {wildcards.seed} {params.source} --out {output.npz} > {log} 2>&1"
+
+
+rule metric_fid:
+    input:
+        samples=f"{SAMPLES}.npz",
+        reference=lambda wc: fid_reference_file(wc.dataset),
+        weights=rules.provision_inception.output,
+    output:
+        f"{METRICS}/fid_{{sampler}}.json",
+    log:
+        f"{LOGS}/metrics/{{dataset}}/{{model}}/seed{{seed}}/fid_{{sampler}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/metrics/{{dataset}}/{{model}}/seed{{seed}}/fid_{{sampler}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1,
+    shell:
+        "{ARELBO} metric fid_{wildcards.sampler} --config {CONFIG_FILE} --dataset {wildcards.dataset} "
+        "--model {wildcards.model} --seed {wildcards.seed} --samples {input.samples} --out {output} > {log} 2>&1"
+
+
+rule metric_mse:
+    input:
+        model=f"{MODEL_DIR}/model.pt",
+    output:
+        f"{METRICS}/mse.json",
+    log:
+        f"{LOGS}/metrics/{{dataset}}/{{model}}/seed{{seed}}/mse.log",
+    benchmark:
+        f"{LOGS}/benchmarks/metrics/{{dataset}}/{{model}}/seed{{seed}}/mse.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=30,
+        gpu=1,
+    shell:
+        "{ARELBO} metric mse --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} --model-file {input.model} --out {output} > {log} 2>&1"
