@@ -32,6 +32,7 @@ test: provision
 
 bench: provision
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/fid_throughput.py
 
 clean-results:
 	rm -rf results/quick results/ci

@@ -26,6 +26,16 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def step(net, opt, x, model, dataset):
+    """One optimisation step, identical for both loops (including the trainer's finiteness check)."""
+    loss, _ = loss_and_terms(model, dataset, net, x)
+    if not torch.isfinite(loss.detach()).item():
+        raise RuntimeError("non-finite loss")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def arelbo_loop(net, opt, images, model, dataset, batch_size, steps, device):
     batches = Batches(images.to(device), batch_size)
     done = 0
@@ -33,12 +43,7 @@ def arelbo_loop(net, opt, images, model, dataset, batch_size, steps, device):
     start = time.perf_counter()
     while done < steps:
         for x in batches.epoch(epoch_generator(0, done)):
-            loss, _ = loss_and_terms(model, dataset, net, x)
-            if not torch.isfinite(loss.detach()).item():
-                raise RuntimeError("non-finite loss")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            step(net, opt, x, model, dataset)
             done += 1
             if done == steps:
                 break
@@ -55,13 +60,7 @@ def dataloader_loop(net, opt, images, model, dataset, batch_size, steps, device)
     start = time.perf_counter()
     while done < steps:
         for (x,) in loader:
-            x = x.to(device, non_blocking=True)
-            loss, _ = loss_and_terms(model, dataset, net, x)
-            if not torch.isfinite(loss.detach()).item():
-                raise RuntimeError("non-finite loss")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            step(net, opt, x.to(device, non_blocking=True), model, dataset)
             done += 1
             if done == steps:
                 break
