@@ -24,6 +24,7 @@ from arelbo.metrics.fid import (
     feature_stats,
     fid_against,
     frechet_distance,
+    frechet_distance_to_features,
     inception_features,
     reference_stats,
     weights_fingerprint,
@@ -268,3 +269,34 @@ def test_fid_separates_mnist_from_faces(inception, ci_config):
         same_domain = fid_against(mnist_train, reference, inception, batch_size=48, progress=False)
         other_domain = fid_against(faces, reference, inception, batch_size=48, progress=False)
     assert 0 < same_domain < 0.5 * other_domain, (same_domain, other_domain)
+
+
+# --------------------------------------------------------------------------------------------
+# the exact low-rank Fréchet distance equals pytorch-fid's sqrtm route
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 17, 60, 300])
+def test_low_rank_frechet_distance_equals_pytorch_fid(n):
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    rng = np.random.default_rng(n)
+    dim = 96
+    mixing = rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    ref = rng.normal(size=(500, dim)) @ mixing + 0.3
+    gen = rng.normal(size=(n, dim)) @ (mixing * 1.3) - 0.1
+    mu_r, sigma_r = feature_stats(ref)
+    mu_g, sigma_g = feature_stats(gen)
+    expected = calculate_frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+    got = frechet_distance_to_features(gen, {"mu": mu_r, "sigma": sigma_r})
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    # and it is a distance between different sets: clearly positive
+    assert got > 0.1
+
+
+def test_low_rank_frechet_distance_of_a_set_with_its_own_statistics():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(40, 128))  # rank 39 < 128: the low-rank route
+    assert frechet_distance_to_features(feats, feature_stats(feats)) == pytest.approx(0.0, abs=1e-6)  # trace ≈ 128
+    with pytest.raises(ValueError, match="at least 2"):
+        frechet_distance_to_features(feats[:1], feature_stats(feats))

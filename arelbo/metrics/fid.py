@@ -63,6 +63,11 @@ def inception_features(
     if _model_device(model) != dev:
         model = model.to(dev)
     model.eval()
+    # On CPU, oneDNN's NHWC convolutions run Inception ~1.6× faster; same network, same weights,
+    # features equal to NCHW within float32 reassociation (~1e-5).
+    memory_format = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
+    if memory_format is torch.channels_last:
+        model = model.to(memory_format=memory_format)
 
     n = int(images.shape[0])
     out: list[np.ndarray] = []
@@ -72,7 +77,7 @@ def inception_features(
             x = torch.as_tensor(chunk).to(dev, non_blocking=True).float().div_(255.0)
             if x.shape[1] == 1:
                 x = x.repeat(1, 3, 1, 1)
-            pred = model(x)
+            pred = model(x.contiguous(memory_format=memory_format))
             if isinstance(pred, (list, tuple)):
                 pred = pred[0]
             if pred.ndim == 4 and pred.shape[2:] != (1, 1):
@@ -105,6 +110,31 @@ def frechet_distance(stats_a: StatsLike, stats_b: StatsLike) -> float:
     mu_a, sigma_a = _as_mu_sigma(stats_a)
     mu_b, sigma_b = _as_mu_sigma(stats_b)
     return float(calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b))
+
+
+def frechet_distance_to_features(features: np.ndarray, ref: StatsLike) -> float:
+    """Fréchet distance between the Gaussian fitted to ``features`` (N×D) and ``ref`` (mu, sigma).
+
+    When N − 1 < D the sample covariance is Σ = AAᵀ with A = (X − μ)ᵀ/√(N−1) of rank ≤ N − 1, and
+    the non-zero eigenvalues of Σ·Σ_ref equal those of the small symmetric PSD matrix AᵀΣ_refA, so
+    Tr √(Σ·Σ_ref) = Σᵢ √λᵢ(AᵀΣ_refA) exactly — an (N−1)-sized eigenproblem instead of a D×D
+    matrix square root (~17 s for D = 2048 on a 2-core CPU). Otherwise pytorch-fid's
+    ``calculate_frechet_distance`` is used. Both give the same number (tests/test_fid.py).
+    """
+    features = np.asarray(features, dtype=np.float64)
+    n, dim = features.shape
+    if n < 2:
+        raise ValueError(f"a Fréchet distance needs at least 2 feature vectors, got {n}")
+    mu, sigma = feature_stats(features)
+    if n - 1 >= dim:
+        return frechet_distance((mu, sigma), ref)
+    mu_ref, sigma_ref = _as_mu_sigma(ref)
+    a = (features - mu).T / np.sqrt(n - 1)  # D×N, Σ = AAᵀ (np.cov's normalisation)
+    small = a.T @ sigma_ref @ a
+    eig = np.linalg.eigvalsh((small + small.T) / 2.0)
+    tr_covmean = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+    diff = mu - mu_ref
+    return float(diff @ diff + np.trace(sigma) + np.trace(sigma_ref) - 2.0 * tr_covmean)
 
 
 def weights_fingerprint(weights_path: Union[str, os.PathLike]) -> str:
@@ -188,8 +218,7 @@ def fid_against(images: ImagesLike, ref: StatsLike, model: torch.nn.Module, **kw
 
     ``kw`` goes to :func:`inception_features` (batch_size, device, progress).
     """
-    feats = inception_features(images, model, **kw)
-    return frechet_distance(feature_stats(feats), ref)
+    return frechet_distance_to_features(inception_features(images, model, **kw), ref)
 
 
 class FidScorer:
@@ -220,4 +249,4 @@ class FidScorer:
         return feature_stats(self.features(images))
 
     def fid(self, images: ImagesLike, ref: StatsLike) -> float:
-        return frechet_distance(self.stats(images), ref)
+        return frechet_distance_to_features(self.features(images), ref)
