@@ -17,10 +17,11 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/provision.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/sweeps.smk"
 include: "workflow/rules/tables.smk"
 
 
 rule all:
     input:
-        all_targets(),
+        all_targets() + section3_targets(),
     default_target: True

@@ -5,6 +5,9 @@
     arelbo fixture celeba DIR --n N [--seed S]
     arelbo fid-reference --config FILE --dataset D --output FILE
     arelbo train --config FILE --dataset D --model M --seed S --out DIR
+    arelbo sweep-train --config FILE --point table1/stochastic/log10_sigma_x2=-0.5 --seed S --out DIR
+    arelbo criteria --config FILE --model-file F --seed S --out JSON   (Tables 1, 5)
+    arelbo figure 1|2|3 --config FILE --models F... --seed S --out PNG
     arelbo config [--config FILE ...]             validate and print the merged config
 """
 from __future__ import annotations
@@ -101,6 +104,43 @@ def cmd_train(args) -> None:
         torch.set_num_threads(args.threads)
     path = train_model(cfg, args.dataset, args.model, args.seed, Path(args.out), progress=not args.no_progress)
     print(f"trained {args.model} on {args.dataset} (seed {args.seed}): {path}")
+
+
+def cmd_sweep_train(args) -> None:
+    import torch
+
+    from .section3 import GridPoint, train_point
+
+    cfg = _load(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    point = GridPoint.parse(args.point)
+    path = train_point(cfg, point, args.seed, Path(args.out), progress=not args.no_progress)
+    print(f"trained Section 3 point {point.id} (seed {args.seed}): {path}")
+
+
+def cmd_criteria(args) -> None:
+    import torch
+
+    from .section3 import write_criteria
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(Path(write_criteria(_load(args), Path(args.model_file), args.seed, Path(args.out))).read_text())
+
+
+def cmd_figure(args) -> None:
+    from .section3 import draw_figure1, draw_tsne, load_point_model
+
+    cfg = _load(args)
+    files = {load_point_model(Path(f))[1]["point"]: Path(f) for f in args.models}
+    if args.number == 1:
+        path = draw_figure1(cfg, files, args.seed, Path(args.out))
+    else:
+        title = {2: "Figure 2: t-SNE of the latent space, Table 1 stochastic encoding",
+                 3: "Figure 3: t-SNE of the latent space, Table 5 (fixed σz²)"}[args.number]
+        path = draw_tsne(cfg, files, args.seed, Path(args.out), title=title)
+    print(f"figure {args.number}: {path}")
 
 
 def cmd_encode(args) -> None:
@@ -231,6 +271,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True)
     p.add_argument("metrics", nargs="+", help="metric JSON files")
     p.set_defaults(func=cmd_table)
+
+    p = with_config(sub.add_parser("sweep-train", help="train one Section 3 grid point (Tables 1, 5)"))
+    p.add_argument("--point", required=True, help="e.g. table1/stochastic/log10_sigma_x2=-0.5, table5/log10_sigma_z2=0.6")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the point's folder (model.pt, train_log.csv, checkpoint.pt)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep_train)
+
+    p = with_config(sub.add_parser("criteria", help="Section 3 criteria of a trained grid point (JSON records)"))
+    p.add_argument("--model-file", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_criteria)
+
+    p = with_config(sub.add_parser("figure", help="Figure 1 (perturbed decodings) or 2/3 (t-SNE) as PNG"))
+    p.add_argument("number", type=int, choices=[1, 2, 3])
+    p.add_argument("--models", nargs="+", required=True, help="model.pt files of the grid points shown")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_figure)
 
     p = with_config(sub.add_parser("config", help="validate and print the merged config"))
     p.set_defaults(func=cmd_config)

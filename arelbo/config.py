@@ -86,6 +86,39 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Table1Grid:
+    log10_sigma_x2: tuple[float, ...] = tuple(round(-0.1 * i, 1) + 0.0 for i in range(11))
+    encodings: tuple[str, ...] = ("stochastic", "deterministic")
+
+
+@dataclass(frozen=True)
+class Table5Grid:
+    log10_sigma_z2: tuple[float, ...] = tuple(round(1.0 - 0.1 * i, 1) + 0.0 for i in range(21))
+
+
+@dataclass(frozen=True)
+class Section3Figures:
+    figure1_log10_sigma_x2: tuple[float, ...] = (0.0, -1.0)
+    figure2_log10_sigma_x2: tuple[float, ...] = (0.0, -0.2, -0.4)
+    figure3_log10_sigma_z2: tuple[float, ...] = (1.0, 0.6, 0.2)
+    figure1_images: int = 4
+    figure1_perturbations: int = 6
+    tsne_points: int = 2000
+    tsne_prior_points: int = 500
+
+
+@dataclass(frozen=True)
+class Section3Config:
+    latent_dim: int = 8
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(lr=1e-3, epochs=200, batch_size=64))
+    train_limit: int | None = None
+    table1: Table1Grid = field(default_factory=Table1Grid)
+    table5: Table5Grid = field(default_factory=Table5Grid)
+    mi_batch_size: int = 10000
+    figures: Section3Figures = field(default_factory=Section3Figures)
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     outdir: str
@@ -97,6 +130,7 @@ class Config:
     data: DataConfig
     fid: FidConfig
     train: TrainConfig
+    section3: Section3Config = field(default_factory=Section3Config)
     description: str = ""
     reduced: bool = False
     logdir: str = "logs"
@@ -137,6 +171,8 @@ def _coerce(hint, value):
     if dataclasses.is_dataclass(hint):
         return _build(hint, value)
     if origin is tuple:
+        if args and args[0] is float:
+            return tuple(float(v) for v in value)
         return tuple(value)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value is None:
@@ -243,9 +279,40 @@ def resolve(path: str | Path, base: Path | None = None) -> Path:
     return path if path.is_absolute() else (base or Path.cwd()) / path
 
 
+def _section3_problems(s3: Section3Config) -> list[str]:
+    """What the schema cannot say: one-decimal grids, and figure points that are grid points."""
+    problems = []
+    grids = {"section3.table1.log10_sigma_x2": s3.table1.log10_sigma_x2,
+             "section3.table5.log10_sigma_z2": s3.table5.log10_sigma_z2}
+    figs = s3.figures
+    for key, values in {**grids, "section3.figures.figure1_log10_sigma_x2": figs.figure1_log10_sigma_x2,
+                        "section3.figures.figure2_log10_sigma_x2": figs.figure2_log10_sigma_x2,
+                        "section3.figures.figure3_log10_sigma_z2": figs.figure3_log10_sigma_z2}.items():
+        odd = [v for v in values if abs(v * 10 - round(v * 10)) > 1e-9]
+        if odd:
+            problems.append(f"  - {key}: {odd} are not multiples of 0.1 (grid points are named with one "
+                            "decimal, e.g. -0.3); round them")
+    for key, values, grid in (
+            ("section3.figures.figure1_log10_sigma_x2", figs.figure1_log10_sigma_x2, s3.table1.log10_sigma_x2),
+            ("section3.figures.figure2_log10_sigma_x2", figs.figure2_log10_sigma_x2, s3.table1.log10_sigma_x2),
+            ("section3.figures.figure3_log10_sigma_z2", figs.figure3_log10_sigma_z2, s3.table5.log10_sigma_z2)):
+        missing = [v for v in values if not any(abs(v - g) < 1e-9 for g in grid)]
+        if missing:
+            problems.append(f"  - {key}: {missing} not in the trained grid {list(grid)}; a figure shows "
+                            "trained grid points only — add them to the grid or drop them here")
+    if "stochastic" not in s3.table1.encodings and figs.figure2_log10_sigma_x2:
+        problems.append("  - section3.figures.figure2_log10_sigma_x2: Figure 2 shows stochastic encodings, "
+                        "but section3.table1.encodings has no 'stochastic'; add it or set this to []")
+    return problems
+
+
 def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> Config:
     validate_dict(raw, source)
     cfg = _build(Config, raw)
+    problems = _section3_problems(cfg.section3)
+    if problems:
+        raise ConfigError(f"invalid {source} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n"
+                          + "\n".join(problems))
     cfg = dataclasses.replace(cfg, raw=copy.deepcopy(raw))
     if check_folders:
         check_paths(cfg)

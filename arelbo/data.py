@@ -173,6 +173,22 @@ def load_split(dataset: str, split: str, cfg, limit: int | None | str = "config"
     return torch.from_numpy(np.array(array))  # a private, writable copy of the memory map
 
 
+def mnist_labels(split: str, cfg, limit: int | None | str = "config") -> np.ndarray:
+    """Digit labels (uint8) aligned with `load_split("mnist", split, cfg, limit)` — for figures only."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {SPLITS}")
+    raw = mnist_raw_dir(Path(cfg.resources))
+    name = "t10k-labels-idx1-ubyte" if split == "test" else "train-labels-idx1-ubyte"
+    if not (raw / name).is_file():
+        raise DataError(f"MNIST file {name} is missing from {raw}; run `arelbo provision mnist` first")
+    labels = read_idx(raw / name)
+    val_size = cfg.data.mnist.val_size
+    labels = {"train": labels[:-val_size], "val": labels[-val_size:], "test": labels}[split]
+    if limit == "config":
+        limit = getattr(cfg.data.mnist.limit, split)
+    return labels[:limit] if limit is not None else labels
+
+
 def to_float(images):
     """uint8 → float32 in [0, 1] (SPEC: all images are floats in [0, 1])."""
     return images.float().div_(255.0)

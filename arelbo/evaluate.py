@@ -166,7 +166,10 @@ def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, r
 def assemble_table(cfg, table: int, metric_files: list[Path], outdir: Path) -> dict:
     from .tables import tidy_from_records, write_table_outputs
 
-    records = [json.loads(Path(p).read_text()) for p in metric_files]
+    records = []
+    for path in metric_files:   # one record per file (Tables 3, 4) or a list (a Section 3 grid point)
+        data = json.loads(Path(path).read_text())
+        records += data if isinstance(data, list) else [data]
     tidy = tidy_from_records(records)
     return write_table_outputs(tidy, table, outdir, config_name=cfg.name, reduced=cfg.reduced,
                                synthetic_datasets=cfg.synthetic_datasets)

@@ -15,6 +15,8 @@ Under `resources`:
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 MNIST_RAW_FILES = (
@@ -83,3 +85,59 @@ def celeba_folder(root: str | Path) -> Path | None:
         if (candidate / "img_align_celeba").is_dir() and (candidate / "list_eval_partition.txt").is_file():
             return candidate
     return None
+
+
+# ---------------------------------------------------------------------------- Section 3 grid points
+# Ids are also output folders: sweeps/{id}/seed{seed}/ (model.pt, train_log.csv, criteria.json).
+
+ENCODINGS = ("stochastic", "deterministic")
+_POINT_RE = re.compile(
+    r"^(?:table1/(?P<encoding>stochastic|deterministic)/log10_sigma_x2=(?P<sx>-?\d+\.\d)"
+    r"|table5/log10_sigma_z2=(?P<sz>-?\d+\.\d))$")
+
+
+def format_log10(value: float) -> str:
+    """One decimal, no negative zero: 0.0, -0.1, 1.0 (grid values are multiples of 0.1)."""
+    return f"{round(float(value), 1) + 0.0:.1f}"
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    table: int                          # 1 or 5
+    encoding: str = "stochastic"        # Table 5 always encodes stochastically
+    log10_sigma_x2: float | None = None  # Table 1
+    log10_sigma_z2: float | None = None  # Table 5
+
+    @property
+    def id(self) -> str:
+        if self.table == 1:
+            return f"table1/{self.encoding}/log10_sigma_x2={format_log10(self.log10_sigma_x2)}"
+        return f"table5/log10_sigma_z2={format_log10(self.log10_sigma_z2)}"
+
+    @property
+    def keys(self) -> dict:
+        """The tidy-table keys of this point's records."""
+        if self.table == 1:
+            return {"encoding": self.encoding, "log10_sigma_x2": float(format_log10(self.log10_sigma_x2))}
+        return {"log10_sigma_z2": float(format_log10(self.log10_sigma_z2))}
+
+    @classmethod
+    def parse(cls, point_id: str) -> "GridPoint":
+        m = _POINT_RE.match(point_id)
+        if not m:
+            raise ValueError(f"not a Section 3 grid point: {point_id!r}; expected e.g. "
+                             "'table1/stochastic/log10_sigma_x2=-0.5' or 'table5/log10_sigma_z2=0.6'")
+        if m["sz"] is not None:
+            return cls(5, log10_sigma_z2=float(m["sz"]))
+        return cls(1, encoding=m["encoding"], log10_sigma_x2=float(m["sx"]))
+
+
+def grid_points(section3_cfg) -> list[GridPoint]:
+    """Every configured point: Table 1's encodings × σx² grid, then Table 5's σz² grid."""
+    t1, t5 = section3_cfg.table1, section3_cfg.table5
+    return ([GridPoint(1, encoding=e, log10_sigma_x2=v) for e in t1.encodings for v in t1.log10_sigma_x2]
+            + [GridPoint(5, log10_sigma_z2=v) for v in t5.log10_sigma_z2])
+
+
+def sweep_dir(outdir: str | Path, point_id: str, seed: int | str) -> Path:
+    return Path(outdir) / "sweeps" / point_id / f"seed{seed}"

@@ -47,6 +47,10 @@ class TrainSpec:
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     hparams: dict = field(default_factory=dict)
+    # Section 3 (Tables 1, 5) trains with a constant learning rate and keeps the last epoch's
+    # weights (Appendix D: "Adam, 1e-3, 200 epochs"); Table 3 models use both mechanisms.
+    lr_plateau: bool = True
+    keep: str = "best_val"   # or "last"
 
 
 @dataclass
@@ -175,8 +179,9 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
             torch.manual_seed(spec.seed + 7919)  # the same validation noise every epoch
             with torch.set_grad_enabled(bool(getattr(loss_fn, "needs_grad", False))):
                 val_terms = run_epoch(net, val_batches, loss_fn, where=where, epoch=epoch)
-        scheduler.step(val_terms["loss"])
-        improved = val_terms["loss"] < best["val_loss"]
+        if spec.lr_plateau:
+            scheduler.step(val_terms["loss"])
+        improved = val_terms["loss"] < best["val_loss"] or spec.keep == "last"
         if improved:
             best = {"val_loss": val_terms["loss"], "epoch": epoch,
                     "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}

@@ -14,7 +14,8 @@ except ConfigError as error:
 
 OUT = CFG.outdir
 RES = CFG.resources
-LOGS = CFG.logdir
+# Logs per config name (logs/quick/…, logs/ci/…): runs of different configs never share a log file.
+LOGS = f"{CFG.logdir}/{CFG.name}"
 # Jobs run `python -m arelbo` with Snakemake's own interpreter: no reliance on PATH or an activated venv.
 ARELBO = f"{sys.executable} -m arelbo"
 
@@ -81,7 +82,3 @@ def table_metric_files(table):
                     files += [f"{base}/fid_interp_{mode}.json" for mode in ("mid", "random")]
     return files
 
-
-def model_files():
-    return expand(f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}/model.pt",
-                  dataset=CFG.datasets, model=CFG.models, seed=CFG.seeds)

@@ -1,0 +1,194 @@
+"""Section 3 criteria (ELS, expected gap, MI bound), grid points, and a short real-MNIST study."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from arelbo.config import ConfigError, load_config
+from arelbo.layout import GridPoint, format_log10, grid_points
+from arelbo.metrics.smoothness import (
+    expected_gap,
+    expected_local_smoothness,
+    mi_upper_bound,
+    mi_upper_bound_batch,
+)
+
+# ------------------------------------------------------------------ closed forms: a linear decoder
+
+
+def _linear_decoder(d_z=8, d_x=50, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(d_x, d_z, generator=gen, dtype=torch.float64)
+    b = torch.randn(d_x, generator=gen, dtype=torch.float64)
+    return w, (lambda z: z @ w.T + b)
+
+
+def test_els_of_a_linear_decoder_is_its_squared_frobenius_norm_over_dz():
+    w, decode = _linear_decoder()
+    mu = torch.randn(37, 8, dtype=torch.float64)
+    els = expected_local_smoothness(decode, mu, batch_size=10)
+    assert els == pytest.approx(float(w.pow(2).sum()) / 8, rel=1e-12)
+
+
+def test_els_is_the_mean_over_points_of_a_nonlinear_jacobian():
+    # μθ(z) = tanh(a·z) per coordinate: ‖J‖²_F = Σ a² (1 − tanh²(a z))², checked point by point.
+    a = torch.tensor([0.5, 2.0, 1.5], dtype=torch.float64)
+    mu = torch.randn(11, 3, dtype=torch.float64)
+    els = expected_local_smoothness(lambda z: torch.tanh(z * a), mu, batch_size=4)
+    expected = (a.pow(2) * (1 - torch.tanh(mu * a).pow(2)).pow(2)).sum(1).mean() / 3
+    assert els == pytest.approx(float(expected), rel=1e-10)
+
+
+@pytest.mark.parametrize("s2", [1e-2, 1e-3])
+def test_expected_gap_of_a_linear_decoder_is_two_s2_frobenius(s2):
+    w, decode = _linear_decoder()
+    mu = torch.randn(20000, 8, dtype=torch.float64)
+    gap = expected_gap(decode, mu, s2, generator=torch.Generator().manual_seed(1), batch_size=4096)
+    expected = 2 * s2 * float(w.pow(2).sum())
+    # ‖W(ε − ε')‖² is a weighted χ²; its relative standard error over 20,000 points is < 1%.
+    assert gap == pytest.approx(expected, rel=0.03)
+
+
+def test_expected_gap_is_seeded_and_rejects_a_non_positive_variance():
+    _, decode = _linear_decoder()
+    mu = torch.randn(100, 8, dtype=torch.float64)
+    one = expected_gap(decode, mu, 1e-2, generator=torch.Generator().manual_seed(3))
+    two = expected_gap(decode, mu, 1e-2, generator=torch.Generator().manual_seed(3))
+    assert one == two
+    with pytest.raises(ValueError, match="s²"):
+        expected_gap(decode, mu, 0.0, generator=torch.Generator())
+
+
+# ------------------------------------------------------------------ the MI bound, eq. (29)
+
+def _noise_tolerance(d_z, n):
+    # one estimate carries the noise of mean ‖ε‖²/2 over n draws: std √(d_z/2)/√n (SPEC §6)
+    return 4 * math.sqrt(d_z / 2) / math.sqrt(n)
+
+
+def test_mi_bound_is_zero_when_all_means_coincide():
+    n, d_z = 2000, 8
+    mu = torch.full((n, d_z), 0.7)
+    mi = mi_upper_bound_batch(mu, 0.5, generator=torch.Generator().manual_seed(0))
+    assert abs(mi) < _noise_tolerance(d_z, n)
+
+
+def test_mi_bound_approaches_ln_n_when_means_are_far_apart():
+    n, d_z = 1000, 8
+    mu = torch.randn(n, d_z, generator=torch.Generator().manual_seed(0)) * 100.0
+    mi = mi_upper_bound_batch(mu, 1e-2, generator=torch.Generator().manual_seed(1))
+    assert mi == pytest.approx(math.log(n), abs=_noise_tolerance(d_z, n))
+
+
+@pytest.mark.parametrize("spread", [0.05, 0.5, 2.0])
+def test_mi_bound_lies_between_zero_and_ln_n(spread):
+    n, d_z = 1500, 8
+    mu = torch.randn(n, d_z, generator=torch.Generator().manual_seed(2)) * spread
+    mi = mi_upper_bound_batch(mu, 0.1, generator=torch.Generator().manual_seed(3))
+    tol = _noise_tolerance(d_z, n)
+    assert -tol <= mi <= math.log(n) + tol
+
+
+def test_mi_bound_grows_as_the_means_spread_relative_to_sigma_z():
+    mu = torch.randn(1000, 8, generator=torch.Generator().manual_seed(4))
+    values = [mi_upper_bound_batch(mu, s2, generator=torch.Generator().manual_seed(5)) for s2 in (10.0, 1.0, 0.1)]
+    assert values[0] < values[1] < values[2]
+
+
+def test_mi_bound_of_a_deterministic_encoding_is_its_sigma_to_zero_limit():
+    mu = torch.randn(100, 8, dtype=torch.float64)
+    assert mi_upper_bound_batch(mu, 0.0, generator=torch.Generator()) == pytest.approx(math.log(100))
+    # 50 distinct codes, each twice: ln N − ln 2
+    twice = torch.cat([mu[:50], mu[:50]])
+    assert mi_upper_bound_batch(twice, 0.0, generator=torch.Generator()) == pytest.approx(math.log(100) - math.log(2))
+    # and the finite-σz² bound tends to it
+    tiny = mi_upper_bound_batch(mu * 10, 1e-6, generator=torch.Generator().manual_seed(0))
+    assert tiny == pytest.approx(math.log(100), abs=_noise_tolerance(8, 100))
+
+
+def test_mi_bound_averages_full_minibatches_only():
+    mu = torch.randn(2500, 8) * 100.0   # far apart: each minibatch gives ≈ ln(its size)
+    mi = mi_upper_bound(mu, 1e-2, batch_size=1000, generator=torch.Generator().manual_seed(0))
+    assert mi == pytest.approx(math.log(1000), abs=_noise_tolerance(8, 1000))
+    small = mi_upper_bound(mu[:300], 1e-2, batch_size=1000, generator=torch.Generator().manual_seed(0))
+    assert small == pytest.approx(math.log(300), abs=_noise_tolerance(8, 300))
+    with pytest.raises(ValueError, match="at least 2"):
+        mi_upper_bound(mu[:1], 1.0, generator=torch.Generator())
+
+
+# ------------------------------------------------------------------ grid points and config
+
+def test_grid_point_ids_round_trip_and_name_their_folders():
+    cfg = load_config(check_folders=False)
+    points = grid_points(cfg.section3)
+    assert len(points) == 22 + 21
+    assert {p.id for p in points} == {GridPoint.parse(p.id).id for p in points}
+    assert points[0].id == "table1/stochastic/log10_sigma_x2=0.0"
+    assert GridPoint.parse("table5/log10_sigma_z2=-0.3").keys == {"log10_sigma_z2": -0.3}
+    assert format_log10(-0.0) == "0.0" and format_log10(-0.30000000000000004) == "-0.3"
+    with pytest.raises(ValueError, match="grid point"):
+        GridPoint.parse("table1/stochastic/sigma=1")
+
+
+def test_config_rejects_figure_points_outside_the_grid_and_off_grid_values():
+    with pytest.raises(ConfigError) as err:
+        load_config(check_folders=False, overrides={"section3": {
+            "table1": {"log10_sigma_x2": [0.0, -0.25]},
+            "figures": {"figure1_log10_sigma_x2": [0.0, -1.0]}}})
+    msg = str(err.value)
+    assert "-0.25" in msg and "multiples of 0.1" in msg
+    assert "figure1_log10_sigma_x2" in msg and "not in the trained grid" in msg
+
+
+# ------------------------------------------------------------------ the objectives
+
+def test_objectives_of_the_three_encodings():
+    from arelbo.section3 import Section3Model, loss_fn_for
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 1, 28, 28)
+    det = Section3Model(GridPoint(1, "deterministic", log10_sigma_x2=-1.0))
+    loss, terms = loss_fn_for(det.point)(det, x)
+    mu = det.encode(x)
+    se = (x - det.decode(mu)).pow(2).flatten(1).sum(1).mean()
+    assert float(loss) == pytest.approx(float(se / (2 * 0.1) + 0.5 * mu.pow(2).sum(1).mean()), rel=1e-5)
+    assert det.sigma_z2 == 0.0 and not any(n.endswith("sigma_z2") for n, _ in det.named_parameters())
+
+    sto = Section3Model(GridPoint(1, "stochastic", log10_sigma_x2=0.0))
+    assert sto.sigma_z2 == 1.0 and "log_sigma_z2" in dict(sto.named_parameters())
+    fixed = Section3Model(GridPoint(5, log10_sigma_z2=1.0))
+    assert fixed.sigma_z2 == pytest.approx(10.0) and "log_sigma_z2" not in dict(fixed.named_parameters())
+    # KL of N(μ, 10 I) with μ = 0 is ½·8·(10 − 1 − ln 10) = 26.79 nats: Table 5's first KL
+    with torch.no_grad():
+        fixed.net.encoder[-1].weight.zero_(), fixed.net.encoder[-1].bias.zero_()
+    _, terms = loss_fn_for(fixed.point)(fixed, x)
+    assert float(terms["kl"]) == pytest.approx(0.5 * 8 * (10 - 1 - math.log(10)), rel=1e-5)
+
+
+# ------------------------------------------------------------------ a short real run
+
+@pytest.mark.slow
+def test_sigma_x2_of_one_collapses_the_posterior_and_sigma_x2_of_a_tenth_does_not(tmp_path, mnist_raw_dir):
+    from arelbo.section3 import criteria_records, train_point
+
+    cfg = load_config("config/ci.yaml", check_folders=False, overrides={
+        "outdir": str(tmp_path), "data": {"mnist": {"limit": {"train": None, "val": 128, "test": 128}}},
+        "section3": {"train": {"lr": 1.0e-3, "epochs": 5, "batch_size": 32}, "train_limit": 2000}})
+    got = {}
+    for v in (0.0, -1.0):
+        point = GridPoint(1, "stochastic", log10_sigma_x2=v)
+        model_file = train_point(cfg, point, 0, tmp_path / point.id, progress=False)
+        got[v] = {r["metric"]: r["value"] for r in criteria_records(cfg, model_file, 0)}
+    print(json.dumps(got, indent=1))
+    collapsed, healthy = got[0.0], got[-1.0]
+    # ~300 Adam steps, not the paper's 200 epochs: at σx² = 1 the KL stays small (the paper's converged
+    # row reads KL 0.00) while σx² = 0.1 already carries several times the information. σz² is not
+    # asserted: in so few steps Adam moves the scalar log σz² by ~lr per step at either σx²
+    # (docs/reproduction-notes.md, "Short runs").
+    assert collapsed["kl"] < 3.0, "σx² = 1: the KL stays near 0"
+    assert healthy["kl"] > 3 * collapsed["kl"], "σx² = 0.1 keeps the KL clearly positive"
+    assert healthy["mi"] > collapsed["mi"] and healthy["mse"] < collapsed["mse"]
+    assert 0.5 < collapsed["sigma_z2"] <= 1.0 and 0.5 < healthy["sigma_z2"] <= 1.0
