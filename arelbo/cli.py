@@ -143,6 +143,30 @@ def cmd_figure(args) -> None:
     print(f"figure {args.number}: {path}")
 
 
+def cmd_plot(args) -> None:
+    import pandas as pd
+
+    from . import figures
+
+    cfg = _load(args, check_folders=False)
+    note = f"config {cfg.name}" + (" — reduced config, not comparable with the paper" if cfg.reduced else "")
+    if args.kind == "comparison":
+        if args.table is None or not args.input:
+            raise SystemExit("arelbo plot comparison needs --table N --input tables/tableN_vs_paper.csv")
+        path = figures.paper_comparison(pd.read_csv(args.input[0]), Path(args.out),
+                                        caption=f"Table {args.table}: reproduced vs paper ({note})")
+    else:
+        logs = {}
+        for log_file in map(Path, args.input):
+            parts = log_file.parent.parts
+            # models/{dataset}/{model}/seed{s}/ or sweeps/{point id}/seed{s}/
+            label = ("/".join(parts[parts.index("sweeps") + 1:]) if "sweeps" in parts
+                     else "/".join(parts[-2:]))
+            logs[label] = pd.read_csv(log_file)
+        path = figures.training_curves(logs, Path(args.out), caption=f"training curves ({note})")
+    print(f"plot: {path}")
+
+
 def cmd_encode(args) -> None:
     from .evaluate import encode
 
@@ -293,6 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_figure)
+
+    p = with_config(sub.add_parser("plot", help="report plots: paper comparison, training curves"))
+    p.add_argument("kind", choices=["comparison", "curves"])
+    p.add_argument("--table", type=int, choices=[1, 3, 4, 5])
+    p.add_argument("--out", required=True)
+    p.add_argument("--input", nargs="+", required=True,
+                   help="comparison: the table's vs_paper CSV; curves: train_log.csv files")
+    p.set_defaults(func=cmd_plot)
 
     p = with_config(sub.add_parser("config", help="validate and print the merged config"))
     p.set_defaults(func=cmd_config)

@@ -105,21 +105,29 @@ def tsne_figure(panels: Sequence[dict], out: Path, *, caption: str = "") -> Path
 
 
 def training_curves(logs: dict[str, "object"], out: Path, *, metric: str = "loss", caption: str = "") -> Path:
-    """Train/validation `metric` per epoch, one line pair per run. `logs`: label -> DataFrame of a
-    train_log.csv."""
+    """One panel per run: training (solid) and validation (dashed) `metric` per epoch. `logs`:
+    label -> DataFrame of a train_log.csv."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, (label, df) in enumerate(logs.items()):
-        colour = f"C{i % 10}"
+    n = max(len(logs), 1)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (label, df) in zip(axes.flat, logs.items()):
+        ax.axis("on")
         for split, style in (("train", "-"), ("val", "--")):
             column = f"{split}_{metric}"
             if column in df:
-                ax.plot(df["epoch"], df[column], style, color=colour, label=f"{label} ({split})" if split == "train" else None)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{metric} (solid: train, dashed: validation)")
-    ax.legend(fontsize=6, ncol=2)
+                ax.plot(df["epoch"], df[column], style, marker="." if len(df) < 10 else None,
+                        color="C0" if split == "train" else "C1", label=split)
+        ax.set_title(label, fontsize=7)
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes.flat[0].legend(fontsize=6)
     if caption:
-        ax.set_title(caption, fontsize=8)
+        fig.suptitle(caption, fontsize=8)
+    fig.tight_layout()
     return _save(fig, out)
 
 

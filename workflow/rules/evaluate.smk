@@ -88,7 +88,8 @@ rule sample:
         model=f"{MODEL_DIR}/model.pt",
     output:
         npz=f"{SAMPLES}.npz",
-        png=f"{SAMPLES}.png",
+        png=report(f"{SAMPLES}.png", caption="../report/samples.rst", category="Samples",
+                   subcategory="{dataset}", labels={"model": "{model}", "sampler": "{sampler}", "seed": "{seed}"}),
     params:
         source=_sampler_flag,
         n=CFG.fid.n_samples,

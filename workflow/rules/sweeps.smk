@@ -92,7 +92,8 @@ rule figure:
     input:
         lambda wc: [sweep_model(pid, CFG.seeds[0]) for pid in figure_points(int(wc.number))],
     output:
-        f"{OUT}/figures/figure{{number}}.png",
+        report(f"{OUT}/figures/figure{{number}}.png", caption="../report/figure.rst", category="Section 3 figures",
+               labels={"figure": "Figure {number}"}),
     params:
         seed=CFG.seeds[0],
     log:

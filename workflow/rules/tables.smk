@@ -2,55 +2,25 @@
 
 
 localrules:
-    table1,
-    table3,
-    table4,
-    table5,
+    table,
 
 
-rule table3:
+def table_inputs(n):
+    return sweep_criteria_files(n) if n in (1, 5) else table_metric_files(n)
+
+
+rule table:
     input:
-        lambda wc: table_metric_files(3),
+        lambda wc: table_inputs(int(wc.n)),
     output:
-        tex=f"{OUT}/table3.tex",
-        csv=[f"{OUT}/tables/table3_{kind}.csv" for kind in ("tidy", "paper", "vs_paper")],
+        tex=f"{OUT}/table{{n}}.tex",
+        tidy=f"{OUT}/tables/table{{n}}_tidy.csv",
+        paper=report(f"{OUT}/tables/table{{n}}_paper.csv", caption="../report/table.rst", category="Tables",
+                     labels={"table": "Table {n}"}),
+        vs_paper=f"{OUT}/tables/table{{n}}_vs_paper.csv",
+    wildcard_constraints:
+        n="[1345]",
     log:
-        f"{LOGS}/tables/table3.log",
+        f"{LOGS}/tables/table{{n}}.log",
     shell:
-        "{ARELBO} table --config {CONFIG_FILE} --table 3 --outdir {OUT} {input} > {log} 2>&1"
-
-
-rule table4:
-    input:
-        lambda wc: table_metric_files(4),
-    output:
-        tex=f"{OUT}/table4.tex",
-        csv=[f"{OUT}/tables/table4_{kind}.csv" for kind in ("tidy", "paper", "vs_paper")],
-    log:
-        f"{LOGS}/tables/table4.log",
-    shell:
-        "{ARELBO} table --config {CONFIG_FILE} --table 4 --outdir {OUT} {input} > {log} 2>&1"
-
-
-rule table1:
-    input:
-        lambda wc: sweep_criteria_files(1),
-    output:
-        tex=f"{OUT}/table1.tex",
-        csv=[f"{OUT}/tables/table1_{kind}.csv" for kind in ("tidy", "paper", "vs_paper")],
-    log:
-        f"{LOGS}/tables/table1.log",
-    shell:
-        "{ARELBO} table --config {CONFIG_FILE} --table 1 --outdir {OUT} {input} > {log} 2>&1"
-
-
-rule table5:
-    input:
-        lambda wc: sweep_criteria_files(5),
-    output:
-        tex=f"{OUT}/table5.tex",
-        csv=[f"{OUT}/tables/table5_{kind}.csv" for kind in ("tidy", "paper", "vs_paper")],
-    log:
-        f"{LOGS}/tables/table5.log",
-    shell:
-        "{ARELBO} table --config {CONFIG_FILE} --table 5 --outdir {OUT} {input} > {log} 2>&1"
+        "{ARELBO} table --config {CONFIG_FILE} --table {wildcards.n} --outdir {OUT} {input} > {log} 2>&1"
