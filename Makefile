@@ -26,6 +26,7 @@ provision: $(STAMP)
 
 quick: provision
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml --rerun-incomplete
+	$(BIN)/snakemake --cores 1 --configfile config/quick.yaml --report results/quick/report.html
 
 test: provision
 	$(BIN)/python -m pytest -q --durations=15
