@@ -307,3 +307,16 @@ def test_table1_records_need_their_keys():
         tidy_from_records([{**r, "encoding": "sampled"} for r in records])
     with pytest.raises(ValueError, match="no rows for Table 5"):
         paper_shaped(tidy_from_records(records), 5)
+
+
+def test_workflow_table3_estimators_equal_the_table_spec():
+    # workflow/rules/common.smk keeps its own copy (importing pandas there would slow every cluster job)
+    import ast
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "workflow" / "rules" / "common.smk").read_text()
+    copy = ast.literal_eval(re.search(r"^TABLE3_ESTIMATORS = (\{.*\})$", text, re.M).group(1))
+    spec = TABLE_SPECS[3]
+    assert {d: tuple(m.removeprefix("fid_") for m in cols if m.startswith("fid_"))
+            for d, cols in spec.columns.items()} == copy

@@ -65,6 +65,9 @@ def all_targets():
 
 # The prior is undefined for deterministic autoencoders without a prior-matching term (SPEC §5).
 NO_PRIOR_MODELS = {"ae", "rae", "rae_gp"}
+# Table 3's estimator columns per dataset (SPEC §7: GMM-100 for CelebA only); equal to
+# arelbo.tables.TABLE_SPECS[3] (tests/test_tables.py), not imported: that would load pandas in every job.
+TABLE3_ESTIMATORS = {"mnist": ("prior", "2ndvae", "gmm10"), "celeba": ("prior", "2ndvae", "gmm10", "gmm100")}
 
 
 def table_metric_files(table):
@@ -77,7 +80,7 @@ def table_metric_files(table):
                 if table == 3:
                     files.append(f"{base}/mse.json")
                     files += [f"{base}/fid_{e}.json" for e in CFG.estimators
-                              if not (e == "prior" and model in NO_PRIOR_MODELS)]
+                              if e in TABLE3_ESTIMATORS[dataset] and not (e == "prior" and model in NO_PRIOR_MODELS)]
                 else:
                     files += [f"{base}/fid_interp_{mode}.json" for mode in ("mid", "random")]
     return files
