@@ -111,3 +111,22 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
     for rule in ("train", "sweeps", "samples", "metrics", "estimators", "encode"):
         assert list((logs / rule).rglob("*.log")), rule
     assert list((logs / "benchmarks").rglob("*.tsv"))
+
+
+@pytest.mark.slow
+def test_report_holds_every_table_and_figure(ci_run, ci_config):
+    report = ci_run / "report.html"
+    result = snakemake("--cores", "1", "--configfile", "config/ci.yaml", "--config", f"outdir={ci_run}/results",
+                       f"logdir={ci_run}/logs", "--report", str(report), timeout=600)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    html = report.read_text(encoding="utf-8")
+    expected = [f"table{n}_paper.csv" for n in (1, 3, 4, 5)]
+    expected += [f"table{n}_vs_paper.png" for n in (1, 3, 4, 5)]
+    expected += [f"figure{n}.png" for n in (1, 2, 3)]
+    expected += [f"training_curves_{what}.png" for what in (*ci_config.datasets, "section3")]
+    expected += [f"{sampler}.png" for sampler in (*ci_config.estimators, "interp_mid", "interp_random")]
+    missing = [name for name in expected if name not in html]
+    assert not missing, f"not in the report: {missing}"
+    for category in ("Tables", "Paper comparison", "Samples", "Section 3 figures", "Training curves"):
+        assert category in html
+    assert "not comparable with the paper" in html   # the captions name the (reduced) config
