@@ -49,7 +49,7 @@ def test_table_targets_build_the_whole_evaluation_dag(tmp_path):
     assert counts["train"] == counts["encode"] == counts["metric_mse"] == counts["fit_second_stage"] == 26
     assert counts["fit_estimator"] == (10 + 13) + (10 + 26)
     assert counts["sample"] == counts["metric_fid"] == (10 + 26 + 26) + (10 + 39 + 26)
-    assert counts["table3"] == counts["table4"] == 1
+    assert counts["table"] == 2  # Tables 3 and 4
 
 
 def test_paper_config_dry_run_lists_the_section3_grid(tmp_path):
@@ -59,7 +59,7 @@ def test_paper_config_dry_run_lists_the_section3_grid(tmp_path):
     counts = job_counts(result.stdout)
     # Table 1: 11 σx² × 2 encodings; Table 5: 21 σz² — each point trained and evaluated by its own job
     assert counts["sweep_train"] == counts["sweep_criteria"] == 22 + 21
-    assert counts["table1"] == counts["table5"] == 1 and "train" not in counts
+    assert counts["table"] == 2 and "train" not in counts  # Tables 1 and 5; no Table 3 model
 
 
 @pytest.fixture(scope="module")
