@@ -46,6 +46,16 @@ def test_decoded_images_are_quantised_like_a_png_writer(tmp_path, model_files):
         np.testing.assert_array_equal(images[i, 0], written)
 
 
+@pytest.mark.parametrize("n, channels", [(64, 1), (13, 3), (5, 1)])
+def test_image_grid_matches_torchvision_make_grid(n, channels):
+    from torchvision.utils import make_grid
+
+    images = np.random.default_rng(n).integers(0, 256, (n, channels, 28, 20), dtype=np.uint8)
+    expected = make_grid(torch.from_numpy(images), nrow=8, padding=2, pad_value=255).permute(1, 2, 0).numpy()
+    got = evaluate.image_grid(images)
+    np.testing.assert_array_equal(got, expected[..., :channels])  # make_grid repeats one channel to three
+
+
 def test_encode_and_interpolation_samples(tmp_path, ci_config, model_files):
     latents = evaluate.encode(ci_config, "mnist", model_files["vae"], tmp_path / "latents.npz")
     data = np.load(latents)
