@@ -227,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="YAML overlay(s) merged over config/config.yaml, in order")
         return p
 
+    def with_training_args(p, folder: str):
+        # train and sweep-train share these: both resume from a checkpoint in --out
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", required=True, help=f"the {folder} folder (model.pt, train_log.csv, checkpoint.pt)")
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+        p.add_argument("--no-progress", action="store_true")
+        return p
+
     p = with_config(sub.add_parser("provision", help="fetch and verify data and weights"))
     p.add_argument("what", choices=["mnist", "inception", "data", "all"])
     p.add_argument("--resources", help="resources folder (default: the config's, else ./resources)")
@@ -249,10 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("train", help="train one model (resumes from its checkpoint)"))
     p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
     p.add_argument("--model", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="the model folder (model.pt, train_log.csv, checkpoint.pt)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--no-progress", action="store_true")
+    with_training_args(p, "model")
     p.set_defaults(func=cmd_train)
 
     p = with_config(sub.add_parser("encode", help="encoder outputs of the train and test splits"))
@@ -298,10 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_config(sub.add_parser("sweep-train", help="train one Section 3 grid point (Tables 1, 5)"))
     p.add_argument("--point", required=True, help="e.g. table1/stochastic/log10_sigma_x2=-0.5, table5/log10_sigma_z2=0.6")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="the point's folder (model.pt, train_log.csv, checkpoint.pt)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--no-progress", action="store_true")
+    with_training_args(p, "grid point's")
     p.set_defaults(func=cmd_sweep_train)
 
     p = with_config(sub.add_parser("criteria", help="Section 3 criteria of a trained grid point (JSON records)"))
