@@ -113,17 +113,52 @@ def run_epoch(net, batches: Batches, loss_fn: Callable, *, optimizer=None, gener
     return _mean_terms(sums, steps)
 
 
-def _rng_state() -> dict:
+def _rng_state(device: torch.device) -> dict:
+    """The RNG streams a training draws from: the CPU generator, plus the training GPU's when it
+    trains on one (a CPU run never touches CUDA, even where CUDA exists)."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore `_rng_state`. The states are CPU ByteTensors whatever device the checkpoint was
+    written or loaded on (torch.set_rng_state and torch.cuda.set_rng_state accept nothing else)."""
+    torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
+    if device.type == "cuda" and "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"].to("cpu", torch.uint8), device)
+
+
+class SignSymmetricPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """ReduceLROnPlateau (mode min, relative threshold) whose improvement test is the same for
+    objectives above and below zero: a < best − threshold·|best|.
+
+    PyTorch's relative test is a < best·(1 − threshold); for a negative best that is
+    best + threshold·|best|, so a slight worsening counts as an improvement and resets the patience.
+    The AR-ELBO objectives and the trainable-Σx models once σx² < 1 are negative, and would get fewer
+    halvings than the others on the same plateau (docs/reproduction-notes.md, "Learning-rate plateau").
+    """
+
+    def __init__(self, optimizer, **kwargs):
+        if kwargs.get("mode", "min") != "min" or kwargs.get("threshold_mode", "rel") != "rel":
+            raise ValueError("SignSymmetricPlateau is for mode='min' with a relative threshold")
+        super().__init__(optimizer, mode="min", threshold_mode="rel", **{
+            k: v for k, v in kwargs.items() if k not in ("mode", "threshold_mode")})
+
+    def _is_better(self, a, best):
+        if math.isinf(best):
+            return a < best
+        return a < best - self.threshold * abs(best)
+
+    is_better = _is_better  # the public name of torch < 2.7
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint with every tensor on the CPU, whichever device wrote it: the network and
+    optimiser states are then copied onto the training device by load_state_dict (Adam's `step`
+    counters stay on the CPU, where Adam keeps them), and the RNG states stay CPU ByteTensors."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -148,8 +183,7 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
     seed_everything(spec.seed)
     net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=spec.plateau_factor, patience=spec.plateau_patience)
+    scheduler = SignSymmetricPlateau(optimizer, factor=spec.plateau_factor, patience=spec.plateau_patience)
     train_batches = Batches(train_images.to(device), spec.batch_size)
     val_batches = Batches(val_images.to(device), spec.batch_size)
     rows: list[dict] = []
@@ -158,13 +192,13 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
 
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("spec") == asdict(spec):
             net.load_state_dict(ckpt["net"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             rows, best, start_epoch = ckpt["rows"], ckpt["best"], ckpt["epoch"] + 1
-            _set_rng_state(ckpt["rng"])
+            _set_rng_state(ckpt["rng"], device)
             log.info("%s: resuming after epoch %d from %s", where, ckpt["epoch"], ckpt_path)
         else:
             log.warning("%s: %s belongs to other settings; starting afresh", where, ckpt_path)
@@ -195,7 +229,7 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
         with atomic_path(ckpt_path) as tmp:
             torch.save({"spec": asdict(spec), "epoch": epoch, "net": net.state_dict(),
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rows": rows, "best": best, "rng": _rng_state()}, tmp)
+                        "rows": rows, "best": best, "rng": _rng_state(device)}, tmp)
         _write_log(out_dir / LOG, rows)
 
     model_file = out_dir / MODEL

@@ -151,3 +151,177 @@ def test_short_mnist_run_lowers_the_validation_objective(model_id, tmp_path, ci_
         assert float(rows[-1]["train_sigma_x2"]) == pytest.approx(float(rows[-1]["train_mse"]) / 784, rel=1e-5)
     net2, _ = load_trained(model_file)
     assert net2.config == net.config
+
+
+# --------------------------------------------------------------------------------------------
+# resume across devices, CUDA RNG left alone on CPU, a sign-independent plateau criterion
+# --------------------------------------------------------------------------------------------
+
+class _Tiny(torch.nn.Module):
+    """A small stochastic model: enough to exercise the trainer's checkpoint, RNG and scheduler."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Linear(16, 4)
+        self.dec = torch.nn.Linear(4, 16)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        z = self.enc(x) + 0.1 * torch.randn(len(x), 4)  # draws from the global RNG, as the VAEs do
+        return (self.dec(z) - x).pow(2).sum(1).mean()
+
+
+def _tiny_loss(net, x):
+    loss = net(x)
+    return loss, {"mse": loss.detach()}
+
+
+def _tiny_data():
+    g = torch.Generator().manual_seed(0)
+    return (torch.randint(0, 256, (96, 1, 4, 4), generator=g, dtype=torch.uint8),
+            torch.randint(0, 256, (32, 1, 4, 4), generator=g, dtype=torch.uint8))
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4):
+    """fit() of the tiny model; with stop_at_epoch, dies at that epoch's first step (after the
+    previous epoch's checkpoint was written), like a job killed mid-run."""
+    from arelbo.runtime import seed_everything
+
+    train, val = _tiny_data()
+    calls = {"n": 0}
+
+    def loss_fn(net, x):
+        calls["n"] += 1
+        if stop_at_epoch is not None and calls["n"] > (stop_at_epoch - 1) * (len(train) // 16 + len(val) // 16):
+            raise _Interrupt
+        return _tiny_loss(net, x)
+
+    seed_everything(5)
+    net = _Tiny()
+    spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=epochs, batch_size=16)
+    return fit(net, spec, train, val, loss_fn, out, device=torch.device("cpu"), progress=False)
+
+
+def _rewrite_as_if_saved_on_cuda(path: Path) -> None:
+    """Re-save a checkpoint with every storage tagged cuda:0, byte-for-byte what a GPU run writes
+    (torch.save records each storage's device; torch.serialization.location_tag decides it)."""
+    import torch.serialization as serialization
+
+    ckpt = torch.load(path, weights_only=False)
+    original = serialization.location_tag
+    serialization.location_tag = lambda storage: "cuda:0"
+    try:
+        torch.save(ckpt, path)
+    finally:
+        serialization.location_tag = original
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(path, weights_only=False)  # really CUDA-tagged: a plain load here refuses it
+
+
+def test_a_checkpoint_written_on_cuda_resumes_here_to_the_same_weights(tmp_path):
+    straight = torch.load(_fit_tiny(tmp_path / "straight"), weights_only=False)
+    with pytest.raises(_Interrupt):
+        _fit_tiny(tmp_path / "moved", stop_at_epoch=3)
+    ckpt_path = tmp_path / "moved" / CHECKPOINT
+    assert torch.load(ckpt_path, weights_only=False)["epoch"] == 2
+    _rewrite_as_if_saved_on_cuda(ckpt_path)
+    resumed = torch.load(_fit_tiny(tmp_path / "moved"), weights_only=False)
+    assert resumed["best_epoch"] == straight["best_epoch"]
+    for name, tensor in straight["state_dict"].items():
+        assert torch.equal(tensor, resumed["state_dict"][name]), name
+
+
+def test_checkpoint_rng_states_are_restored_whatever_device_they_were_loaded_on(monkeypatch):
+    from arelbo import train as train_module
+
+    torch.manual_seed(11)
+    state = train_module._rng_state(torch.device("cpu"))
+    expected = torch.rand(3)
+    # a state that arrived as another dtype/tensor type (as map_location onto a GPU delivers it)
+    # is handed to torch as the CPU ByteTensor it requires
+    seen = {}
+    real_set = torch.set_rng_state
+    monkeypatch.setattr(torch, "set_rng_state", lambda s: (seen.setdefault("state", s), real_set(s)))
+    train_module._set_rng_state({"torch": state["torch"].to(torch.int16)}, torch.device("cpu"))
+    assert seen["state"].dtype == torch.uint8 and seen["state"].device.type == "cpu"
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_cpu_training_never_touches_cuda_rng_state_where_cuda_exists(tmp_path, monkeypatch):
+    """The trainer, seeing a machine with CUDA, trains on the CPU as configured and leaves the CUDA
+    RNG alone (saving it would initialise CUDA and tie the checkpoint to a GPU it does not use)."""
+    import types
+
+    from arelbo import train as train_module
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a CPU training touched the CUDA RNG state")
+
+    # what the trainer module sees as `torch`: the real one, with CUDA "available" and its RNG guarded
+    # (patching torch.cuda itself would also mislead PyTorch's own optimiser internals)
+    cuda = types.SimpleNamespace(is_available=lambda: True, get_rng_state=forbidden,
+                                 get_rng_state_all=forbidden, set_rng_state=forbidden,
+                                 set_rng_state_all=forbidden)
+    fake_torch = types.SimpleNamespace(**{k: getattr(torch, k) for k in dir(torch) if not k.startswith("__")})
+    fake_torch.cuda = cuda
+    monkeypatch.setattr(train_module, "torch", fake_torch)
+    with pytest.raises(_Interrupt):
+        _fit_tiny(tmp_path, stop_at_epoch=2)   # writes a checkpoint (saves RNG state)
+    _fit_tiny(tmp_path)                          # resumes it (restores RNG state)
+    assert (tmp_path / MODEL).is_file()
+
+
+def _halvings(values, scheduler_cls, **kwargs) -> int:
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=1.0)
+    scheduler = scheduler_cls(optimizer, factor=0.5, patience=5, **kwargs)
+    for value in values:
+        scheduler.step(value)
+    return round(-math.log2(optimizer.param_groups[0]["lr"]))
+
+
+def test_plateau_halvings_do_not_depend_on_the_sign_of_the_objective():
+    from arelbo.train import SignSymmetricPlateau
+
+    rng = torch.Generator().manual_seed(0)
+    noise = (torch.rand(30, generator=rng) * 0.4 - 0.2).tolist()   # a plateau with ±0.2 noise
+    above = [3000.0 + e for e in noise]
+    below = [-3000.0 - e for e in noise]                            # the mirror image below zero
+    # PyTorch's relative test treats the mirrored plateau differently (the bug this guards against) ...
+    plain = torch.optim.lr_scheduler.ReduceLROnPlateau
+    assert _halvings(above, plain, mode="min") > _halvings(below, plain, mode="min")
+    # ... the trainer's does not, and still halves on a flat plateau.
+    assert _halvings(above, SignSymmetricPlateau) == _halvings(below, SignSymmetricPlateau) >= 3
+    # a real improvement (beyond 1e-4 relative) resets the patience on both sides of zero
+    steady = [-100.0 * (1.01 ** k) for k in range(30)]                # keeps improving below zero
+    assert _halvings(steady, SignSymmetricPlateau) == 0
+    assert _halvings([100.0 * (0.99 ** k) for k in range(30)], SignSymmetricPlateau) == 0
+
+
+def test_training_halves_the_lr_alike_on_plateaus_above_and_below_zero(tmp_path):
+    """Through fit(): a validation objective that plateaus at +3000 ± 0.2 and its mirror image at
+    −3000 ∓ 0.2 give the same learning-rate schedule (PyTorch's default test does not)."""
+    rng = torch.Generator().manual_seed(1)
+    noise = (torch.rand(24, generator=rng) * 0.4 - 0.2).tolist()
+    schedules = {}
+    for sign in (1.0, -1.0):
+        calls = {"val": 0}
+
+        def loss_fn(net, x, sign=sign, calls=calls):
+            if net.training:
+                return _tiny_loss(net, x)
+            epoch = calls["val"] // 2   # two validation batches per epoch
+            calls["val"] += 1
+            value = torch.tensor(sign * (3000.0 + noise[epoch]))
+            return value, {"mse": value}
+
+        train, val = _tiny_data()
+        spec = TrainSpec("tiny", "mnist", 0, lr=1e-2, epochs=24, batch_size=16)
+        fit(_Tiny(), spec, train, val, loss_fn, tmp_path / str(sign), device=torch.device("cpu"), progress=False)
+        schedules[sign] = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / str(sign) / LOG))]
+    assert schedules[1.0] == schedules[-1.0]
+    assert schedules[1.0][-1] <= 1e-2 / 4   # and the plateau does get halved
