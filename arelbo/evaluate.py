@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .runtime import atomic_path, atomic_write_text, pick_device
+from .runtime import atomic_path, atomic_write_text, device_info, pick_device
 
 INTERPOLATION_SAMPLERS = ("interp_mid", "interp_random")
-# Each sampler draws from its own stream: seed = 1000·(config seed) + offset.
-SAMPLER_SEED_OFFSET = {"prior": 1, "2ndvae": 2, "gmm10": 3, "gmm100": 4, "interp_mid": 5, "interp_random": 6}
+# Each estimator draws from its own stream: seed = 1000·(config seed) + offset. The two interpolation
+# samplers share one stream on purpose: the same test pairs (interpolation_latents draws the pairs
+# first, then t for "random"), so Table 4's two columns differ only in t.
+SAMPLER_SEED_OFFSET = {"prior": 1, "2ndvae": 2, "gmm10": 3, "gmm100": 4, "interp_mid": 5, "interp_random": 5}
 DECODE_BATCH = 500
 
 
@@ -134,10 +136,11 @@ def sample(cfg, dataset: str, model_file: Path, sampler: str, seed: int, out: Pa
     return out
 
 
-def _write_metric(out: Path, cfg, dataset, model, seed, metric, value, **extra) -> None:
+def _write_metric(out: Path, cfg, dataset, model, seed, metric, value, *, device, **extra) -> None:
+    # device, its name, torch and CUDA versions: which machine computed a number is never a guess
     record = {"table": 4 if metric.startswith("fid_interp") else 3, "dataset": dataset, "model": model,
               "seed": int(seed), "metric": metric, "value": float(value), "config": cfg.name,
-              "commit": git_commit(), **extra}
+              "commit": git_commit(), **extra, **device_info(device)}
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
 
 
@@ -156,8 +159,20 @@ def mse(cfg, dataset: str, model: str, model_file: Path, seed: int, out: Path) -
         mu, _ = net.encode(x)
         x_mean, _ = net.decode(mu)
         total += float((x - x_mean).pow(2).flatten(1).sum(1).double().sum())
-    _write_metric(out, cfg, dataset, model, seed, "mse", total / len(images), n=len(images))
+    _write_metric(out, cfg, dataset, model, seed, "mse", total / len(images), n=len(images),
+                  device=device)
     return out
+
+
+def expected_reference_count(cfg, dataset: str) -> int:
+    """The n a dataset's FID reference statistics must have under this config."""
+    from .layout import dataset_cache_meta
+
+    count = cfg.fid_reference_count(dataset)
+    if count is not None:
+        return int(count)
+    meta = dataset_cache_meta(cfg.resources, cfg.dataset_tag(dataset))
+    return int(json.loads(meta.read_text())["shapes"][cfg.fid.reference_split][0])
 
 
 def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, reference: Path,
@@ -166,13 +181,19 @@ def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, r
     from .metrics.fid import fid_against
 
     ref = np.load(reference)
+    expected = expected_reference_count(cfg, dataset)
+    if int(ref["n"]) != expected:
+        from .data import DataError
+
+        raise DataError(f"{reference} holds statistics of {int(ref['n'])} reference images, but config "
+                         f"{cfg.name!r} asks for {expected}; delete the file and re-run to recompute it")
     images = np.load(samples)["images"]
     device = pick_device(cfg.device)
     inception = build_inception(weights).to(device)
     value = fid_against(images, {"mu": ref["mu"], "sigma": ref["sigma"]}, inception,
                         batch_size=cfg.fid.batch_size, device=device, progress=False)
     _write_metric(out, cfg, dataset, model, seed, f"fid_{sampler}", value, n_samples=len(images),
-                  n_reference=int(ref["n"]))
+                  n_reference=int(ref["n"]), device=device)
     return out
 
 

@@ -77,6 +77,20 @@ def test_encode_and_interpolation_samples(tmp_path, ci_config, model_files):
     assert grid.size == (8 * 30 + 2, rows * 30 + 2)  # 8 columns of 28 px images with 2 px padding
 
 
+def test_mid_and_random_interpolations_share_their_pairs(tmp_path, ci_config, model_files):
+    """Table 4's two columns differ only in t: the same seeded test pairs for both samplers."""
+    latents = evaluate.encode(ci_config, "mnist", model_files["vae"], tmp_path / "latents.npz")
+    mid = np.load(evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_mid", 2, tmp_path / "m.npz",
+                                  latents=latents))
+    rnd = np.load(evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_random", 2, tmp_path / "r.npz",
+                                  latents=latents))
+    np.testing.assert_array_equal(mid["pairs"], rnd["pairs"])
+    assert (mid["t"] == 0.5).all() and not (rnd["t"] == 0.5).all()
+    other_seed = np.load(evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_mid", 3,
+                                         tmp_path / "o.npz", latents=latents))
+    assert not np.array_equal(other_seed["pairs"], mid["pairs"])   # each config seed has its own pairs
+
+
 def test_mse_is_the_per_image_sum_of_squares(tmp_path, ci_config, model_files):
     from arelbo.data import load_split
     from arelbo.train import load_trained
@@ -125,3 +139,21 @@ def test_fid_record_against_the_cached_reference(tmp_path, ci_config, model_file
     assert record["metric"] == "fid_interp_mid" and record["table"] == 4
     assert np.isfinite(record["value"]) and record["value"] > 0
     assert record["n_samples"] == cfg.fid.n_samples and record["n_reference"] == cfg.fid.reference_count
+
+
+@pytest.mark.slow
+def test_fid_refuses_reference_statistics_of_another_size(tmp_path, ci_config):
+    """A reference .npz whose n is not what the config asks for (a stale or foreign file) is refused
+    with the file and the fix named, never silently scored against."""
+    from arelbo import layout
+
+    reference = tmp_path / "ref.npz"
+    np.savez(reference, mu=np.zeros(2048), sigma=np.eye(2048), n=np.int64(ci_config.fid.reference_count + 1))
+    samples = tmp_path / "s.npz"
+    np.savez(samples, images=np.zeros((4, 1, 28, 28), np.uint8))
+    from arelbo.data import DataError
+
+    with pytest.raises(DataError, match=r"ref\.npz holds statistics of 21 reference images.*asks for 20.*delete"):
+        evaluate.fid(ci_config, "mnist", "vae", 0, "prior", samples, reference,
+                     layout.inception_weights(ci_config.resources), tmp_path / "fid.json")
+    assert not (tmp_path / "fid.json").exists()

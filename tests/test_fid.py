@@ -251,6 +251,88 @@ def test_reference_stats_cache(tmp_path, inception, fid_weights):
         reference_stats(tmp_path / "big.npz", images_fn, count=6, weights_path=fid_weights, **kw)
 
 
+class _TinyFeatures(torch.nn.Module):
+    """A stand-in for Inception with its output shape (N×2048): the cache logic needs no real network."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(3 * 4 * 4, 2048)
+
+    def forward(self, x):
+        return [self.proj(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1))[:, :, None, None]]
+
+
+def test_reference_over_the_whole_split_when_the_count_is_null(tmp_path):
+    """fid.reference_count: null (the paper config: "the whole test split") uses every image given."""
+    pool = _rand_grey(7, seed=3)
+    calls = {"n": 0}
+
+    def images_fn():
+        calls["n"] += 1
+        return pool
+
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"weights")
+    kw = dict(dataset="toy", split="test", weights_path=weights, model=_TinyFeatures(), batch_size=4,
+              device="cpu", progress=False)
+    whole = reference_stats(tmp_path / "ref.npz", images_fn, count=None, **kw)
+    assert whole["n"] == 7
+    np.testing.assert_allclose(whole["mu"], reference_stats(tmp_path / "ref7.npz", images_fn, count=7, **kw)["mu"])
+    # served from the cache (images_fn is still called: the split's size is the cache key)
+    again = reference_stats(tmp_path / "ref.npz", images_fn, count=None, **{**kw, "model": None})
+    assert again["n"] == 7 and np.array_equal(again["mu"], whole["mu"])
+    # a split that changed size since the cache was written is recomputed, not served stale
+    pool = _rand_grey(9, seed=4)
+    assert reference_stats(tmp_path / "ref.npz", images_fn, count=None, **kw)["n"] == 9
+    with pytest.raises(ValueError, match="at least 2"):
+        reference_stats(tmp_path / "one.npz", lambda: pool[:1], count=None, **kw)
+
+
+def test_reference_file_names_the_count_the_config_resolves_to():
+    from arelbo import layout
+    from arelbo.config import load_config
+
+    paper = load_config(check_folders=False)
+    assert paper.fid.reference_count is None and paper.fid_reference_count("mnist") is None
+    assert layout.fid_reference("res", "mnist", "test", paper.fid_reference_count("mnist")).name == "mnist-test-nall.npz"
+    # null with a limited test split: the split as the config uses it, so a reduced run never shares
+    # (or overwrites) the paper's whole-split statistics
+    limited = load_config(check_folders=False, overrides={"data": {"mnist": {"limit": {"test": 64}}}})
+    assert limited.fid_reference_count("mnist") == 64
+    explicit = load_config(check_folders=False, overrides={"fid": {"reference_count": 500}})
+    assert explicit.fid_reference_count("mnist") == explicit.fid_reference_count("celeba") == 500
+
+
+@pytest.mark.slow
+def test_frechet_distance_at_2049_samples_is_pytorch_fids_own_function(monkeypatch):
+    """N − 1 ≥ 2048: the generated covariance has full rank and pytorch-fid's calculate_frechet_distance
+    (scipy's sqrtm) is called unchanged; it agrees with the exact low-rank identity to 1e-6."""
+    import pytorch_fid.fid_score as fid_score
+
+    rng = np.random.default_rng(2049)
+    dim = 2048
+    gen = rng.normal(size=(2049, dim)) * 0.5 + 0.05
+    ref_feats = rng.normal(size=(300, dim))
+    mu_r, sigma_r = feature_stats(ref_feats)
+    calls = {"n": 0}
+    real = fid_score.calculate_frechet_distance
+
+    def spy(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fid_score, "calculate_frechet_distance", spy)
+    got = frechet_distance_to_features(gen, {"mu": mu_r, "sigma": sigma_r})
+    assert calls["n"] == 1
+    # the same quantity by the identity Tr√(Σ_g Σ_r) = Σ √λ(Aᵀ Σ_r A), A = (X − μ)ᵀ/√(N − 1)
+    mu_g, sigma_g = feature_stats(gen)
+    a = (gen - mu_g).T / np.sqrt(len(gen) - 1)
+    lam = np.linalg.eigvalsh(a.T @ sigma_r @ a)
+    exact = (mu_g - mu_r) @ (mu_g - mu_r) + np.trace(sigma_g) + np.trace(sigma_r) - 2 * np.sqrt(np.clip(lam, 0, None)).sum()
+    assert got == pytest.approx(exact, rel=1e-6)
+
+
 # --------------------------------------------------------------------------------------------
 # FID separates real datasets: MNIST test vs a disjoint MNIST train subset is far closer than
 # MNIST vs the (synthetic) CelebA faces.

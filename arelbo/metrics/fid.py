@@ -168,7 +168,7 @@ def reference_stats(
     *,
     dataset: str,
     split: str,
-    count: int,
+    count: int | None,
     weights_path: Union[str, os.PathLike],
     model: torch.nn.Module | None = None,
     batch_size: int = 200,
@@ -179,21 +179,29 @@ def reference_stats(
 
     The cache at ``cache_path`` is used when its stored (dataset, split, n, weights fingerprint)
     equal the requested ones; otherwise ``images_fn()`` is called (uint8 images; the first
-    ``count`` are used), the statistics computed and the cache rewritten atomically.
+    ``count`` are used, all of them when ``count`` is None — the paper's "whole test split"), the
+    statistics computed and the cache rewritten atomically.
     Returns ``{"mu", "sigma", "n", "dataset", "split", "weights"}``.
     """
     from arelbo.inception_weights import build_inception
 
     cache_path = Path(cache_path)
+    images = None
+    if count is None:
+        images = images_fn()  # a memory-mapped split: cheap next to Inception; gives n for the cache key
+        count = int(images.shape[0])
     key = {"dataset": str(dataset), "split": str(split), "n": int(count), "weights": weights_fingerprint(weights_path)}
     cached = _load_cached(cache_path, key)
     if cached is not None:
         return cached
 
-    images = images_fn()
+    if images is None:
+        images = images_fn()
     if images.shape[0] < count:
         raise ValueError(f"{dataset}/{split}: asked for {count} reference images, images_fn gave {images.shape[0]}")
     images = images[:count]
+    if count < 2:
+        raise ValueError(f"{dataset}/{split}: FID reference statistics need at least 2 images, got {count}")
     if model is None:
         model = build_inception(weights_path)
     feats = inception_features(images, model, batch_size=batch_size, device=device, progress=progress)
