@@ -20,10 +20,25 @@ from pathlib import Path
 log = logging.getLogger("arelbo")
 
 
-def _load(args, check_folders: bool = True):
-    from .config import load_config
+def _load(args, check_folders: bool = False, datasets=None):
+    """The merged config; with `datasets`, the folders of just those datasets are checked (a job
+    checks the data it reads: MNIST jobs of the paper config run while CelebA is not downloaded)."""
+    from .config import check_paths, load_config
 
-    return load_config(*(args.config or []), check_folders=check_folders)
+    cfg = load_config(*(args.config or []), check_folders=check_folders)
+    if datasets:
+        check_paths(cfg, datasets=datasets)
+    return cfg
+
+
+def _job_device(cfg):
+    """Resolve the config's device before any work (a clear error for an unusable `cuda`) and log
+    which device, GPU model, torch and CUDA versions this job runs on."""
+    from .runtime import describe_device, device_info, pick_device
+
+    device = pick_device(cfg.device)
+    log.info("device: %s", describe_device(device_info(device)))
+    return device
 
 
 def _resources(args) -> Path:
@@ -59,7 +74,7 @@ def cmd_provision(args) -> None:
                 provision.make_celeba_fixture(Path(cfg.data.celeba.root), standin.n, standin.seed)
         from .config import check_paths
 
-        check_paths(cfg)
+        check_paths(cfg, datasets=[args.dataset])
         print(f"{args.dataset}: {prepare_dataset(args.dataset, cfg, workers=args.threads)}")
 
 
@@ -78,8 +93,9 @@ def cmd_fid_reference(args) -> None:
     from .metrics.fid import reference_stats
     from .runtime import pick_device
 
-    cfg = _load(args)
-    split, count = cfg.fid.reference_split, cfg.fid.reference_count
+    cfg = _load(args, datasets=[args.dataset])
+    _job_device(cfg)
+    split, count = cfg.fid.reference_split, cfg.fid_reference_count(args.dataset)
     output = Path(args.output) if args.output else layout.fid_reference(cfg.resources, cfg.dataset_tag(args.dataset), split, count)
     stats = reference_stats(
         output,
@@ -99,9 +115,10 @@ def cmd_train(args) -> None:
 
     from .train import train_model
 
-    cfg = _load(args)
+    cfg = _load(args, datasets=[args.dataset])
     if args.threads:
         torch.set_num_threads(args.threads)
+    _job_device(cfg)
     path = train_model(cfg, args.dataset, args.model, args.seed, Path(args.out), progress=not args.no_progress)
     print(f"trained {args.model} on {args.dataset} (seed {args.seed}): {path}")
 
@@ -111,9 +128,10 @@ def cmd_sweep_train(args) -> None:
 
     from .section3 import GridPoint, train_point
 
-    cfg = _load(args)
+    cfg = _load(args, datasets=["mnist"])  # Section 3 is an MNIST study
     if args.threads:
         torch.set_num_threads(args.threads)
+    _job_device(cfg)
     point = GridPoint.parse(args.point)
     path = train_point(cfg, point, args.seed, Path(args.out), progress=not args.no_progress)
     print(f"trained Section 3 point {point.id} (seed {args.seed}): {path}")
@@ -126,13 +144,16 @@ def cmd_criteria(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(Path(write_criteria(_load(args), Path(args.model_file), args.seed, Path(args.out))).read_text())
+    cfg = _load(args, datasets=["mnist"])
+    _job_device(cfg)
+    print(Path(write_criteria(cfg, Path(args.model_file), args.seed, Path(args.out))).read_text())
 
 
 def cmd_figure(args) -> None:
     from .section3 import draw_figure1, draw_tsne, load_point_model
 
-    cfg = _load(args)
+    cfg = _load(args, datasets=["mnist"])
+    _job_device(cfg)
     files = {load_point_model(Path(f))[1]["point"]: Path(f) for f in args.models}
     if args.number == 1:
         path = draw_figure1(cfg, files, args.seed, Path(args.out))
@@ -170,19 +191,25 @@ def cmd_plot(args) -> None:
 def cmd_encode(args) -> None:
     from .evaluate import encode
 
-    print(encode(_load(args), args.dataset, Path(args.model_file), Path(args.out)))
+    cfg = _load(args, datasets=[args.dataset])
+    _job_device(cfg)
+    print(encode(cfg, args.dataset, Path(args.model_file), Path(args.out)))
 
 
 def cmd_fit(args) -> None:
     from .evaluate import fit
 
-    print(fit(_load(args), args.estimator, Path(args.latents), args.seed, Path(args.out)))
+    cfg = _load(args)
+    _job_device(cfg)
+    print(fit(cfg, args.estimator, Path(args.latents), args.seed, Path(args.out)))
 
 
 def cmd_sample(args) -> None:
     from .evaluate import sample
 
-    print(sample(_load(args), args.dataset, Path(args.model_file), args.sampler, args.seed, Path(args.out),
+    cfg = _load(args, datasets=[args.dataset])
+    _job_device(cfg)
+    print(sample(cfg, args.dataset, Path(args.model_file), args.sampler, args.seed, Path(args.out),
                  estimator_file=Path(args.estimator_file) if args.estimator_file else None,
                  latents=Path(args.latents) if args.latents else None))
 
@@ -190,13 +217,14 @@ def cmd_sample(args) -> None:
 def cmd_metric(args) -> None:
     from . import evaluate, layout
 
-    cfg = _load(args)
+    cfg = _load(args, datasets=[args.dataset])
+    _job_device(cfg)
     if args.metric == "mse":
         evaluate.mse(cfg, args.dataset, args.model, Path(args.model_file), args.seed, Path(args.out))
     else:
         sampler = args.metric.removeprefix("fid_")
         reference = layout.fid_reference(cfg.resources, cfg.dataset_tag(args.dataset),
-                                         cfg.fid.reference_split, cfg.fid.reference_count)
+                                         cfg.fid.reference_split, cfg.fid_reference_count(args.dataset))
         evaluate.fid(cfg, args.dataset, args.model, args.seed, sampler, Path(args.samples), reference,
                      layout.inception_weights(cfg.resources), Path(args.out))
     print(Path(args.out).read_text())
@@ -211,10 +239,14 @@ def cmd_table(args) -> None:
 
 
 def cmd_config(args) -> None:
-    from .config import dump_config
+    from .config import celeba_problem, dump_config
 
     cfg = _load(args)
     sys.stdout.write(dump_config(cfg))
+    # A missing download is not a config error: the MNIST jobs run without it. Say so, on stderr.
+    problem = celeba_problem(cfg) if "celeba" in cfg.datasets else None
+    if problem:
+        print(f"arelbo config: warning: CelebA jobs will fail until it is downloaded: {problem}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,11 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .provision import ProvisionError
+    from .runtime import DeviceError
     from .train import TrainingDiverged
 
     try:
         args.func(args)
-    except (ConfigError, DataError, ProvisionError, TrainingDiverged) as exc:
+    except (ConfigError, DataError, ProvisionError, TrainingDiverged, DeviceError) as exc:
         print(f"arelbo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -10,19 +10,108 @@ from pathlib import Path
 from typing import Iterator
 
 
+class DeviceError(RuntimeError):
+    """The configured device cannot be used here; the message says what to change."""
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA kernel driver's version when one is loaded (a GPU is present), else None.
+
+    Read from /proc (no subprocess): present whenever the driver is, whether or not torch can use it.
+    """
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text()
+    except OSError:
+        return None
+    import re
+
+    match = re.search(r"Kernel Module\s+(?:for\s+\S+\s+)?([0-9][0-9.]+)", text)
+    return match.group(1) if match else text.strip().splitlines()[0][:80]
+
+
+def _cuda_unusable_reason() -> str:
+    """Why torch cannot use a present NVIDIA GPU, with both versions a user needs to fix it."""
+    import torch
+
+    driver = nvidia_driver_version()
+    return (f"an NVIDIA GPU is present (driver {driver}) but torch {torch.__version__} cannot use it "
+            f"(torch.cuda.is_available() is False; this torch build needs CUDA "
+            f"{torch.version.cuda or 'none: it is a CPU-only build'}). Install a torch wheel whose CUDA "
+            "version the driver supports (see `nvidia-smi`), or update the driver")
+
+
 def pick_device(requested: str | None = None):
-    """`requested` ("cpu", "cuda", "cuda:1", "auto"/None) → torch.device; auto prefers CUDA."""
+    """`requested` ("cpu", "cuda", "cuda:1", "auto"/None) → torch.device; auto prefers CUDA.
+
+    `auto` on a machine with an NVIDIA GPU that torch cannot use warns loudly (once per process)
+    rather than silently running a GPU-sized workload on the CPU; an explicit `cuda` without a usable
+    GPU is a DeviceError before any work.
+    """
     import torch
 
     if requested in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device {requested!r} was requested but CUDA is not available here; "
-            "set `device: auto` (or `cpu`) in the config"
-        )
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if nvidia_driver_version() is not None:
+            _warn_once("device: auto falls back to the CPU: " + _cuda_unusable_reason() + ". Set "
+                       "`device: cpu` to silence this, or `device: cuda` to make it an error.")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise DeviceError(f"device {requested!r} is not a device torch knows ({exc}); use auto, cpu, cuda "
+                          "or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (_cuda_unusable_reason() if nvidia_driver_version() is not None
+                   else "no NVIDIA GPU or driver is present on this machine")
+            raise DeviceError(f"device {requested!r} was requested but CUDA is not usable: {why}. "
+                              "Set `device: auto` or `cpu` to run on the CPU.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) here "
+                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return device
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    import logging
+    import warnings
+
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    logging.getLogger("arelbo").warning("%s", message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def device_info(device) -> dict:
+    """Which device a job ran on, never a guess: recorded in every log and metric/criteria record."""
+    import platform
+
+    import torch
+
+    device = torch.device(device)
+    info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "host": platform.node()}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        info["device"] = f"cuda:{index}"
+        info["device_name"] = torch.cuda.get_device_name(index)
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["driver"] = nvidia_driver_version()
+    else:
+        info["device_name"] = platform.processor() or platform.machine()
+        info["threads"] = torch.get_num_threads()
+    return info
+
+
+def describe_device(info: dict) -> str:
+    extra = f", cuDNN {info['cudnn']}, driver {info['driver']}" if "cudnn" in info else f", {info.get('threads')} threads"
+    return (f"{info['device']} ({info['device_name']}) on {info['host']}: torch {info['torch']}, "
+            f"CUDA {info['cuda'] or 'none (CPU build)'}{extra}")
 
 
 def seed_everything(seed: int) -> None:

@@ -172,15 +172,16 @@ def criteria(model: Section3Model, images: Tensor, *, seed: int, device, mi_batc
 def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
     """The tidy records (one per metric) of a grid point's criteria on the training set."""
     from .evaluate import git_commit
-    from .runtime import pick_device
+    from .runtime import device_info, pick_device
 
     device = pick_device(cfg.device)
     model, meta = load_point_model(model_file, device)
     values = criteria(model, study_images(cfg, "train"), seed=seed, device=device,
                       mi_batch_size=cfg.section3.mi_batch_size)
-    point, commit = model.point, git_commit()
+    point, commit, runtime = model.point, git_commit(), device_info(device)
     return [{"table": point.table, "dataset": "mnist", **point.keys, "seed": int(seed), "metric": metric,
-             "value": float(value), "config": cfg.name, "commit": commit} for metric, value in values.items()]
+             "value": float(value), "config": cfg.name, "commit": commit, **runtime}
+            for metric, value in values.items()]
 
 
 def write_criteria(cfg, model_file: Path, seed: int, out: Path) -> Path:

@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from arelbo import layout
-from arelbo.config import ConfigError, dump_config, from_dict
+from arelbo.config import MNIST_ONLY_HINT, ConfigError, celeba_problem, dump_config, from_dict
 
 try:
     CFG = from_dict(config, source="workflow config", check_folders=False)
@@ -30,12 +30,12 @@ if not CONFIG_FILE.is_file() or CONFIG_FILE.read_text() != _resolved:
 TAGS = {dataset: CFG.dataset_tag(dataset) for dataset in CFG.datasets}
 DATASET_OF_TAG = {tag: dataset for dataset, tag in TAGS.items()}
 
-if "celeba" in CFG.datasets and CFG.data.celeba.synthetic_standin is None:
-    if layout.celeba_folder(CFG.data.celeba.root) is None:
-        logger.warning(
-            f"CelebA not found at data.celeba.root={CFG.data.celeba.root!r} (img_align_celeba/ + "
-            "list_eval_partition.txt): CelebA jobs will fail until it is downloaded there."
-        )
+if "celeba" in CFG.datasets and celeba_problem(CFG) is not None:
+    logger.warning(
+        f"CelebA not found at data.celeba.root={CFG.data.celeba.root!r} (img_align_celeba/ + "
+        "list_eval_partition.txt): CelebA jobs will fail until it is downloaded there; MNIST jobs run. "
+        + MNIST_ONLY_HINT
+    )
 
 
 def _alternatives(values):
@@ -52,7 +52,7 @@ wildcard_constraints:
 
 
 def fid_reference_file(dataset):
-    return str(layout.fid_reference(RES, TAGS[dataset], CFG.fid.reference_split, CFG.fid.reference_count))
+    return str(layout.fid_reference(RES, TAGS[dataset], CFG.fid.reference_split, CFG.fid_reference_count(dataset)))
 
 
 def dataset_meta(dataset):

@@ -106,6 +106,7 @@ rule figure:
     resources:
         mem_mb=8000,
         runtime=30,
+        gpu=1,  # decodes and encodes with the grid points' networks on the config's device
     shell:
         "{ARELBO} figure {wildcards.number} --config {CONFIG_FILE} --models {input} --seed {params.seed} "
         "--out {output} > {log} 2>&1"
