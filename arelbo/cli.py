@@ -34,9 +34,11 @@ def _load(args, check_folders: bool = False, datasets=None):
 def _job_device(cfg):
     """Resolve the config's device before any work (a clear error for an unusable `cuda`) and log
     which device, GPU model, torch and CUDA versions this job runs on."""
-    from .runtime import describe_device, device_info, pick_device
+    from .runtime import configure_cuda_determinism, describe_device, device_info, pick_device
 
     device = pick_device(cfg.device)
+    if device.type == "cuda":
+        configure_cuda_determinism(cfg.cuda_deterministic)
     log.info("device: %s", describe_device(device_info(device)))
     return device
 

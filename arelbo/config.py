@@ -135,6 +135,7 @@ class Config:
     reduced: bool = False
     logdir: str = "logs"
     device: str = "auto"
+    cuda_deterministic: bool = False
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def dataset_tag(self, dataset: str) -> str:

@@ -87,6 +87,24 @@ def _warn_once(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def configure_cuda_determinism(deterministic: bool) -> None:
+    """`cuda_deterministic: true`: deterministic kernels everywhere (an error where none exists),
+    no TF32 in convolutions or matmuls, cuDNN's autotuner off and cuBLAS's workspace pinned — what
+    PyTorch's reproducibility notes ask for. false leaves PyTorch's defaults (cuDNN convolutions may
+    use TF32 on Ampere and newer; some backward kernels use atomics)."""
+    import torch
+
+    if not deterministic:
+        return
+    # must be set before cuBLAS creates its handle: this runs at job start, before any CUDA work
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def device_info(device) -> dict:
     """Which device a job ran on, never a guess: recorded in every log and metric/criteria record."""
     import platform
@@ -102,6 +120,8 @@ def device_info(device) -> dict:
         info["device_name"] = torch.cuda.get_device_name(index)
         info["cudnn"] = torch.backends.cudnn.version()
         info["driver"] = nvidia_driver_version()
+        info["deterministic"] = torch.are_deterministic_algorithms_enabled()
+        info["tf32_conv"] = bool(torch.backends.cudnn.allow_tf32)
     else:
         info["device_name"] = platform.processor() or platform.machine()
         info["threads"] = torch.get_num_threads()
@@ -109,7 +129,11 @@ def device_info(device) -> dict:
 
 
 def describe_device(info: dict) -> str:
-    extra = f", cuDNN {info['cudnn']}, driver {info['driver']}" if "cudnn" in info else f", {info.get('threads')} threads"
+    if "cudnn" in info:
+        extra = (f", cuDNN {info['cudnn']}, driver {info['driver']}, deterministic={info['deterministic']}, "
+                 f"TF32 convolutions={info['tf32_conv']}")
+    else:
+        extra = f", {info.get('threads')} threads"
     return (f"{info['device']} ({info['device_name']}) on {info['host']}: torch {info['torch']}, "
             f"CUDA {info['cuda'] or 'none (CPU build)'}{extra}")
 

@@ -96,3 +96,25 @@ def test_a_job_logs_the_device_it_runs_on(tmp_path, ci_config):
     assert result.returncode == 0, result.stderr[-2000:]
     line = next(l for l in result.stderr.splitlines() if "device:" in l)
     assert "cpu" in line and f"torch {torch.__version__}" in line and "CUDA" in line
+
+
+def test_cuda_determinism_switch_sets_what_pytorch_documents(monkeypatch):
+    from arelbo.runtime import configure_cuda_determinism
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        configure_cuda_determinism(False)
+        assert torch.are_deterministic_algorithms_enabled() == before[0]   # false: PyTorch's defaults
+        configure_cuda_determinism(True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark and not torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+         torch.backends.cuda.matmul.allow_tf32) = before[1:]

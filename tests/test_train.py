@@ -167,7 +167,7 @@ class _Tiny(torch.nn.Module):
 
     def forward(self, x):
         x = x.flatten(1)
-        z = self.enc(x) + 0.1 * torch.randn(len(x), 4)  # draws from the global RNG, as the VAEs do
+        z = self.enc(x) + 0.1 * torch.randn(len(x), 4, device=x.device)  # the global RNG, as the VAEs
         return (self.dec(z) - x).pow(2).sum(1).mean()
 
 
@@ -186,7 +186,7 @@ class _Interrupt(Exception):
     pass
 
 
-def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4):
+def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4, device: str = "cpu"):
     """fit() of the tiny model; with stop_at_epoch, dies at that epoch's first step (after the
     previous epoch's checkpoint was written), like a job killed mid-run."""
     from arelbo.runtime import seed_everything
@@ -203,7 +203,7 @@ def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4):
     seed_everything(5)
     net = _Tiny()
     spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=epochs, batch_size=16)
-    return fit(net, spec, train, val, loss_fn, out, device=torch.device("cpu"), progress=False)
+    return fit(net, spec, train, val, loss_fn, out, device=torch.device(device), progress=False)
 
 
 def _rewrite_as_if_saved_on_cuda(path: Path) -> None:
@@ -290,8 +290,8 @@ def test_plateau_halvings_do_not_depend_on_the_sign_of_the_objective():
     rng = torch.Generator().manual_seed(0)
     noise = (torch.rand(30, generator=rng) * 0.4 - 0.2).tolist()   # a plateau with ±0.2 noise
     above = [3000.0 + e for e in noise]
-    below = [-3000.0 - e for e in noise]                            # the mirror image below zero
-    # PyTorch's relative test treats the mirrored plateau differently (the bug this guards against) ...
+    below = [-3000.0 + e for e in noise]                            # the same plateau below zero
+    # PyTorch's relative test treats the plateau below zero differently (the bug this guards against) ...
     plain = torch.optim.lr_scheduler.ReduceLROnPlateau
     assert _halvings(above, plain, mode="min") > _halvings(below, plain, mode="min")
     # ... the trainer's does not, and still halves on a flat plateau.
@@ -303,8 +303,8 @@ def test_plateau_halvings_do_not_depend_on_the_sign_of_the_objective():
 
 
 def test_training_halves_the_lr_alike_on_plateaus_above_and_below_zero(tmp_path):
-    """Through fit(): a validation objective that plateaus at +3000 ± 0.2 and its mirror image at
-    −3000 ∓ 0.2 give the same learning-rate schedule (PyTorch's default test does not)."""
+    """Through fit(): a validation objective that plateaus at +3000 ± 0.2 and the same plateau moved
+    to −3000 ± 0.2 give the same learning-rate schedule (PyTorch's default test does not)."""
     rng = torch.Generator().manual_seed(1)
     noise = (torch.rand(24, generator=rng) * 0.4 - 0.2).tolist()
     schedules = {}
@@ -316,7 +316,7 @@ def test_training_halves_the_lr_alike_on_plateaus_above_and_below_zero(tmp_path)
                 return _tiny_loss(net, x)
             epoch = calls["val"] // 2   # two validation batches per epoch
             calls["val"] += 1
-            value = torch.tensor(sign * (3000.0 + noise[epoch]))
+            value = torch.tensor(sign * 3000.0 + noise[epoch])
             return value, {"mse": value}
 
         train, val = _tiny_data()
