@@ -136,6 +136,7 @@ class Config:
     logdir: str = "logs"
     device: str = "auto"
     cuda_deterministic: bool = False
+    keep_checkpoints: bool = False
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def dataset_tag(self, dataset: str) -> str:

@@ -116,14 +116,71 @@ def decode_celeba(root: Path, workers: int = 2) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------- cache
 
+def verified_mnist_raw(raw_dir: Path) -> dict[str, str]:
+    """MD5 of the four raw MNIST files, each checked against its canonical value (SPEC §1) where it
+    is used: a corrupted or replaced file is refused with its name and the fix (~0.1 s)."""
+    from .provision import MNIST_FILES, md5sum
+
+    digests = {}
+    for name, expected in MNIST_FILES.items():
+        path = Path(raw_dir) / name
+        if not path.is_file():
+            raise DataError(f"MNIST file {path} is missing; run `arelbo provision mnist` first")
+        digest = md5sum(path)
+        if digest != expected:
+            raise DataError(f"MNIST file {path} is corrupt: MD5 {digest}, expected {expected}. Delete it and run "
+                            "`arelbo provision mnist` to fetch a verified copy.")
+        digests[name] = digest
+    return digests
+
+
+def celeba_listing_digest(folder: Path) -> str:
+    """A digest of CelebA's partition file and the name, size and mtime of every image it lists:
+    a changed, added or replaced image changes it (~1 s of stat() calls for 202,599 files)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    partition = (folder / "list_eval_partition.txt").read_bytes()
+    h.update(partition)
+    for line in partition.decode().split("\n"):
+        name = line.split()[0] if line.strip() else None
+        if name:
+            try:
+                st = (folder / "img_align_celeba" / name).stat()
+                h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            except FileNotFoundError:
+                h.update(f"{name}:missing\n".encode())
+    return h.hexdigest()
+
+
 def _source_key(dataset: str, cfg) -> dict:
+    """What a dataset cache was decoded from, checksums included: the cache is rebuilt when it changes."""
     if dataset == "mnist":
-        return {"dataset": "mnist", "val_size": cfg.data.mnist.val_size, "format": CACHE_FORMAT}
+        return {"dataset": "mnist", "val_size": cfg.data.mnist.val_size, "format": CACHE_FORMAT,
+                "raw_md5": verified_mnist_raw(mnist_raw_dir(Path(cfg.resources)))}
     if dataset == "celeba":
         root = cfg.data.celeba.root
+        folder = celeba_folder(root) if root else None
         return {"dataset": "celeba", "root": str(Path(root).resolve()) if root else None,
-                "crop": CELEBA_CROP, "size": CELEBA_SIZE, "format": CACHE_FORMAT}
+                "crop": CELEBA_CROP, "size": CELEBA_SIZE, "format": CACHE_FORMAT,
+                "listing": celeba_listing_digest(folder) if folder is not None else None}
     raise DataError(f"unknown dataset {dataset!r}")
+
+
+def _cache_complete(meta_path: Path, meta: dict) -> bool:
+    """Every split file is there with the shape meta.json recorded (a partly deleted or truncated
+    cache is rebuilt, not read)."""
+    for split in SPLITS:
+        path = meta_path.parent / f"{split}.npy"
+        if not path.is_file():
+            return False
+        try:
+            shape = list(np.load(path, mmap_mode="r").shape)
+        except (ValueError, OSError):
+            return False
+        if shape != meta.get("shapes", {}).get(split):
+            return False
+    return True
 
 
 def prepare_dataset(dataset: str, cfg, workers: int = 2) -> Path:
@@ -133,10 +190,10 @@ def prepare_dataset(dataset: str, cfg, workers: int = 2) -> Path:
     meta_path = dataset_cache_meta(resources, tag)
     key = _source_key(dataset, cfg)
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("source") == key and all((meta_path.parent / f"{s}.npy").is_file() for s in SPLITS):
+        meta = _read_meta(meta_path)
+        if meta.get("source") == key and _cache_complete(meta_path, meta):
             return meta_path
-        log.info("dataset cache %s was built from another source; rebuilding", meta_path.parent)
+        log.info("dataset cache %s is incomplete or was built from another source; rebuilding", meta_path.parent)
     if dataset == "mnist":
         splits = decode_mnist(mnist_raw_dir(resources), cfg.data.mnist.val_size)
     else:
@@ -153,6 +210,13 @@ def prepare_dataset(dataset: str, cfg, workers: int = 2) -> Path:
     return meta_path
 
 
+def _read_meta(meta_path: Path) -> dict:
+    try:
+        return json.loads(meta_path.read_text())
+    except (ValueError, OSError):
+        return {}   # unreadable: treated as absent, so the cache is rebuilt
+
+
 def load_split(dataset: str, split: str, cfg, limit: int | None | str = "config"):
     """uint8 torch tensor N×C×H×W of one split, from the cache (built on first use).
 
@@ -163,7 +227,8 @@ def load_split(dataset: str, split: str, cfg, limit: int | None | str = "config"
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of {SPLITS}")
     meta = dataset_cache_meta(cfg.resources, cfg.dataset_tag(dataset))
-    if not meta.is_file() or json.loads(meta.read_text()).get("source") != _source_key(dataset, cfg):
+    recorded = _read_meta(meta) if meta.is_file() else {}
+    if recorded.get("source") != _source_key(dataset, cfg) or not _cache_complete(meta, recorded):
         prepare_dataset(dataset, cfg)
     array = np.load(meta.parent / f"{split}.npy", mmap_mode="r")
     if limit == "config":

@@ -119,7 +119,8 @@ def train_point(cfg, point: GridPoint, seed: int, out_dir: Path, *, progress: bo
     model = Section3Model(point, s3.latent_dim)
     return fit(model, spec, study_images(cfg, "train"), study_images(cfg, "val"),
                loss_fn_for(point), out_dir, device=pick_device(cfg.device), progress=progress,
-               extra_meta={"config_name": cfg.name, "point": point.id, "latent_dim": s3.latent_dim})
+               extra_meta={"config_name": cfg.name, "point": point.id, "latent_dim": s3.latent_dim},
+               keep_checkpoint=cfg.keep_checkpoints)
 
 
 def load_point_model(model_file: Path, device=None) -> tuple[Section3Model, dict]:

@@ -172,11 +172,30 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def data_fingerprint(*tensors: torch.Tensor) -> str:
+    """A digest of the exact images a training sees (shapes and bytes, in order): a checkpoint is
+    resumed only onto the same data, whatever changed upstream (limits, val_size, a re-decoded
+    cache). blake2b runs at ~1 GB/s: ~0.05 s for MNIST, ~2 s for CelebA's 2 GB training split."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(memoryview(t.view(torch.uint8).reshape(-1).numpy()) if t.numel() else b"")
+    return h.hexdigest()
+
+
 def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_images: torch.Tensor,
         loss_fn: Callable, out_dir: Path, *, device: torch.device, progress: bool = True,
-        extra_meta: dict | None = None) -> Path:
+        extra_meta: dict | None = None, keep_checkpoint: bool = False) -> Path:
     """Train `net` with `loss_fn(net, x) -> (loss, terms)`; write model.pt (best validation
-    weights) and train_log.csv into out_dir. Resumes from out_dir/checkpoint.pt when it matches."""
+    weights) and train_log.csv into out_dir.
+
+    Resumes from out_dir/checkpoint.pt only when its settings (`spec`) and data (a fingerprint of
+    the training and validation images) equal this run's; otherwise it is discarded with a log line.
+    Once model.pt and train_log.csv are written the checkpoint is deleted (213 MB for an MNIST
+    model), unless `keep_checkpoint` — so a forced or triggered re-run trains afresh."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     where = f"{spec.model_id} on {spec.dataset} (seed {spec.seed})"
@@ -191,9 +210,10 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
     start_epoch = 1
 
     ckpt_path = out_dir / CHECKPOINT
+    data = data_fingerprint(train_images, val_images)
     if ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("spec") == asdict(spec):
+        if ckpt.get("spec") == asdict(spec) and ckpt.get("data") == data:
             net.load_state_dict(ckpt["net"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -201,7 +221,9 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
             _set_rng_state(ckpt["rng"], device)
             log.info("%s: resuming after epoch %d from %s", where, ckpt["epoch"], ckpt_path)
         else:
-            log.warning("%s: %s belongs to other settings; starting afresh", where, ckpt_path)
+            what = "settings" if ckpt.get("spec") != asdict(spec) else "data (images or limits changed)"
+            log.warning("%s: discarding %s: it was written for other %s; training afresh", where, ckpt_path, what)
+            ckpt_path.unlink()
 
     for epoch in range(start_epoch, spec.epochs + 1):
         started = time.perf_counter()
@@ -229,8 +251,12 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
         with atomic_path(ckpt_path) as tmp:
             torch.save({"spec": asdict(spec), "epoch": epoch, "net": net.state_dict(),
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rows": rows, "best": best, "rng": _rng_state(device)}, tmp)
+                        "rows": rows, "best": best, "rng": _rng_state(device), "data": data}, tmp)
         _write_log(out_dir / LOG, rows)
+
+    if best["state"] is None:
+        raise RuntimeError(f"{where}: no epoch was trained (epochs={spec.epochs}); nothing to write")
+    _write_log(out_dir / LOG, rows)   # also when a finished checkpoint was resumed: no epoch left to run
 
     model_file = out_dir / MODEL
     meta = {"state_dict": best["state"], "spec": asdict(spec), "best_epoch": best["epoch"],
@@ -239,6 +265,9 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
         meta["net_config"] = asdict(net.config)  # enough to rebuild the network (load_trained)
     with atomic_path(model_file) as tmp:
         torch.save({**meta, **(extra_meta or {})}, tmp)
+    if not keep_checkpoint and ckpt_path.exists():
+        ckpt_path.unlink()   # the outputs are complete; nothing reads the resume state any more
+        log.info("%s: outputs written; removed the resume state %s", where, ckpt_path)
     return model_file
 
 
@@ -279,7 +308,7 @@ def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, p
     device = pick_device(cfg.device)
     return fit(net, spec, load_split(dataset, "train", cfg), load_split(dataset, "val", cfg),
                model_loss_fn(model_id, dataset, hparams), out_dir, device=device, progress=progress,
-               extra_meta={"config_name": cfg.name})
+               extra_meta={"config_name": cfg.name}, keep_checkpoint=cfg.keep_checkpoints)
 
 
 def load_trained(model_file: Path, device=None):

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from arelbo import data, layout
+from arelbo.data import DataError
 from arelbo.provision import (
     CELEBA_SYNTHETIC_MARKER,
     MNIST_FILES,
@@ -150,3 +151,76 @@ def test_bad_partition_line_names_the_line(tmp_path):
     (root / "list_eval_partition.txt").write_text("000001.jpg 0\n000002.jpg seven\n")
     with pytest.raises(data.DataError, match="line 2"):
         data.read_celeba_partition(root)
+
+
+# --------------------------------------------------------------------------------------------
+# inputs verified where they are used: raw MNIST checksums, incomplete caches, changed CelebA
+# --------------------------------------------------------------------------------------------
+
+def _config_with_resources(tmp_path, mnist_raw_dir, **data):
+    import shutil
+
+    from arelbo.config import load_config
+
+    raw = tmp_path / "resources" / "mnist" / "raw"
+    raw.mkdir(parents=True)
+    for f in mnist_raw_dir.iterdir():
+        shutil.copy(f, raw / f.name)
+    return load_config("config/ci.yaml", check_folders=False,
+                       overrides={"resources": str(tmp_path / "resources"), "datasets": ["mnist"], **data}), raw
+
+
+def test_a_corrupt_raw_mnist_file_is_refused_before_decoding(tmp_path, mnist_raw_dir):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from arelbo.data import prepare_dataset
+
+    cfg, raw = _config_with_resources(tmp_path, mnist_raw_dir)
+    target = raw / "train-images-idx3-ubyte"
+    data = bytearray(target.read_bytes())
+    data[100_000] ^= 0xFF                      # one flipped byte in an image
+    target.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte is corrupt.*arelbo provision mnist"):
+        prepare_dataset("mnist", cfg)
+    assert not (tmp_path / "resources" / "datasets").exists()   # nothing decoded from it
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(yaml.safe_dump({"resources": str(tmp_path / "resources"), "datasets": ["mnist"]}))
+    result = subprocess.run([sys.executable, "-m", "arelbo", "provision", "data", "--dataset", "mnist", "--config",
+                             "config/ci.yaml", "--config", str(overlay)], capture_output=True, text=True)
+    assert result.returncode == 2 and "is corrupt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_partly_deleted_or_truncated_cache_is_rebuilt(tmp_path, mnist_raw_dir):
+    from arelbo import layout
+    from arelbo.data import load_split, prepare_dataset
+
+    cfg, _ = _config_with_resources(tmp_path, mnist_raw_dir)
+    meta = prepare_dataset("mnist", cfg)
+    expected = load_split("mnist", "val", cfg)
+    (meta.parent / "val.npy").unlink()           # meta.json still says the cache is there
+    assert torch.equal(load_split("mnist", "val", cfg), expected)
+    test_file = meta.parent / "test.npy"
+    test_file.write_bytes(test_file.read_bytes()[:5000])   # truncated
+    assert load_split("mnist", "test", cfg).shape == (128, 1, 28, 28)
+    assert meta == layout.dataset_cache_meta(cfg.resources, "mnist")
+
+
+def test_celeba_cache_is_rebuilt_when_an_image_changes(tmp_path):
+    from arelbo.config import load_config
+    from arelbo.data import load_split
+
+    root = make_celeba_fixture(tmp_path / "celeba", n=10, seed=3)
+    cfg = load_config("config/ci.yaml", check_folders=False, overrides={
+        "resources": str(tmp_path / "resources"), "datasets": ["celeba"],
+        "data": {"celeba": {"root": str(root), "synthetic_standin": None, "limit": {"train": None, "val": None}}}})
+    before = load_split("celeba", "train", cfg)
+    from arelbo.data import read_celeba_partition
+
+    first = sorted(read_celeba_partition(root)["train"])[0]
+    other = make_celeba_fixture(tmp_path / "other", n=10, seed=4)
+    (root / "img_align_celeba" / first).write_bytes((other / "img_align_celeba" / first).read_bytes())
+    after = load_split("celeba", "train", cfg)
+    assert not torch.equal(before[0], after[0]) and torch.equal(before[1:], after[1:])

@@ -325,3 +325,64 @@ def test_training_halves_the_lr_alike_on_plateaus_above_and_below_zero(tmp_path)
         schedules[sign] = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / str(sign) / LOG))]
     assert schedules[1.0] == schedules[-1.0]
     assert schedules[1.0][-1] <= 1e-2 / 4   # and the plateau does get halved
+
+
+# --------------------------------------------------------------------------------------------
+# re-runs redo the work cleanly; a checkpoint resumes only onto the same settings and data
+# --------------------------------------------------------------------------------------------
+
+def _state(path: Path) -> dict:
+    return torch.load(path, weights_only=False)["state_dict"]
+
+
+def test_finished_training_leaves_no_resume_state_and_a_rerun_trains_again(tmp_path):
+    first = _state(_fit_tiny(tmp_path))
+    assert not (tmp_path / CHECKPOINT).exists()          # 213 MB per MNIST model, read by nothing now
+    log_before = (tmp_path / LOG).read_text()
+    for output in (MODEL, LOG):                           # Snakemake removes outputs before a re-run
+        (tmp_path / output).unlink()
+    again = _state(_fit_tiny(tmp_path))
+    assert (tmp_path / LOG).read_text().splitlines()[1:] != [] and not (tmp_path / CHECKPOINT).exists()
+    for name, tensor in first.items():
+        assert torch.equal(tensor, again[name]), name
+    assert [r.split(",")[3:] for r in (tmp_path / LOG).read_text().splitlines()] == \
+        [r.split(",")[3:] for r in log_before.splitlines()]   # same losses (the seconds column differs)
+
+
+def test_a_kept_finished_checkpoint_rewrites_both_outputs(tmp_path):
+    from arelbo.runtime import seed_everything
+
+    train, val = _tiny_data()
+    spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=2, batch_size=16)
+    seed_everything(5)
+    first = fit(_Tiny(), spec, train, val, _tiny_loss, tmp_path, device=torch.device("cpu"), progress=False,
+                keep_checkpoint=True)
+    assert (tmp_path / CHECKPOINT).is_file()
+    weights, log = _state(first), (tmp_path / LOG).read_text()
+    for output in (MODEL, LOG):
+        (tmp_path / output).unlink()
+    seed_everything(5)
+    fit(_Tiny(), spec, train, val, _tiny_loss, tmp_path, device=torch.device("cpu"), progress=False,
+        keep_checkpoint=True)   # resumes after the last epoch: nothing to train, both outputs written
+    assert (tmp_path / LOG).read_text() == log
+    assert all(torch.equal(t, _state(tmp_path / MODEL)[k]) for k, t in weights.items())
+
+
+def test_a_checkpoint_of_other_data_is_discarded_not_resumed(tmp_path, caplog):
+    from arelbo.runtime import seed_everything
+
+    with pytest.raises(_Interrupt):
+        _fit_tiny(tmp_path / "run", stop_at_epoch=3)
+    assert (tmp_path / "run" / CHECKPOINT).is_file()
+    train, val = _tiny_data()
+    spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=4, batch_size=16)
+    results = {}
+    for name in ("run", "fresh"):   # the same settings on a smaller training set (a changed data limit)
+        seed_everything(5)
+        with caplog.at_level("WARNING", logger="arelbo.train"):
+            results[name] = _state(fit(_Tiny(), spec, train[:64], val, _tiny_loss, tmp_path / name,
+                                       device=torch.device("cpu"), progress=False))
+    assert any("discarding" in r.getMessage() and "data" in r.getMessage() for r in caplog.records)
+    for key, tensor in results["fresh"].items():
+        assert torch.equal(tensor, results["run"][key]), key
+    assert len((tmp_path / "run" / LOG).read_text().splitlines()) == 1 + 4
