@@ -375,12 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .provision import ProvisionError
+    from .inception_weights import WeightsError
     from .runtime import DeviceError
     from .train import TrainingDiverged
 
     try:
         args.func(args)
-    except (ConfigError, DataError, ProvisionError, TrainingDiverged, DeviceError) as exc:
+    except (ConfigError, DataError, ProvisionError, TrainingDiverged, DeviceError, WeightsError) as exc:
         print(f"arelbo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

