@@ -134,7 +134,12 @@ def cmd_sweep_train(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     _job_device(cfg)
-    point = GridPoint.parse(args.point)
+    try:
+        point = GridPoint.parse(args.point)
+    except ValueError as exc:
+        from .config import ConfigError
+
+        raise ConfigError(str(exc)) from None
     path = train_point(cfg, point, args.seed, Path(args.out), progress=not args.no_progress)
     print(f"trained Section 3 point {point.id} (seed {args.seed}): {path}")
 
@@ -376,12 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .provision import ProvisionError
     from .inception_weights import WeightsError
-    from .runtime import DeviceError
+    from .runtime import DeviceError, NotWritable, OutOfSpace
     from .train import TrainingDiverged
 
     try:
         args.func(args)
-    except (ConfigError, DataError, ProvisionError, TrainingDiverged, DeviceError, WeightsError) as exc:
+    except (ConfigError, DataError, ProvisionError, TrainingDiverged, DeviceError, WeightsError,
+            OutOfSpace, NotWritable) as exc:
         print(f"arelbo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -214,7 +214,14 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{where}: YAML syntax error: {what}. Fix the file there (indentation, a missing "
+                              "colon or an unclosed bracket are the usual causes).") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
@@ -333,10 +340,48 @@ def _section3_problems(s3: Section3Config) -> list[str]:
     return problems
 
 
+# Folder keys normalised before use: `./results/x`, `results/x/` and `results/x` are one outdir
+# (the DAG matches output paths as strings).
+PATH_KEYS = ("outdir", "resources", "logdir")
+
+
+def _normalise_paths(raw: dict) -> dict:
+    import os
+
+    raw = copy.deepcopy(raw)
+    for key in PATH_KEYS:
+        if isinstance(raw.get(key), str) and raw[key].strip():
+            raw[key] = os.path.normpath(raw[key])
+    return raw
+
+
+def train_batch_problems(cfg: Config, dataset: str, n_train: int) -> list[str]:
+    """A training set whose last minibatch holds one image: BatchNorm (in both Table 3 networks)
+    cannot normalise a batch of one in training mode and the job would fail mid-epoch."""
+    batch = getattr(cfg.train, dataset).batch_size
+    if n_train % batch == 1:
+        return [f"- train.{dataset}.batch_size={batch} with {n_train} training images leaves a last minibatch "
+                f"of 1 image, which BatchNorm cannot train on; change data.{dataset}.limit.train or the "
+                "batch size by one"]
+    return []
+
+
+def _known_size_problems(cfg: Config) -> list[str]:
+    """Checks that need the dataset sizes, where they are known without the data (MNIST: 60,000
+    training images minus the validation split)."""
+    if "mnist" not in cfg.datasets:
+        return []
+    n_train = 60000 - cfg.data.mnist.val_size
+    if cfg.data.mnist.limit.train is not None:
+        n_train = min(n_train, cfg.data.mnist.limit.train)
+    return train_batch_problems(cfg, "mnist", n_train)
+
+
 def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> Config:
+    raw = _normalise_paths(raw)
     validate_dict(raw, source)
     cfg = _build(Config, raw)
-    problems = _section3_problems(cfg.section3)
+    problems = _section3_problems(cfg.section3) + [f"  {p}" for p in _known_size_problems(cfg)]
     if problems:
         raise ConfigError(f"invalid {source} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n"
                           + "\n".join(problems))

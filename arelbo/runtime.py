@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -148,6 +149,49 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class OutOfSpace(OSError):
+    """A write failed because the disk is full; says which file, how much is free and what to do."""
+
+    def __init__(self, final: Path, cause: BaseException):
+        import shutil
+
+        free = shutil.disk_usage(final.parent).free
+        super().__init__(errno.ENOSPC, (
+            f"no space left on the device holding {final} ({free / 2**20:.0f} MiB free) — the write failed "
+            f"({type(cause).__name__}: {str(cause)[:120]}). Nothing was written there. Free some space, or "
+            "point `outdir`/`resources` at a larger disk, and re-run: finished outputs are kept."))
+
+
+class NotWritable(OSError):
+    """The output's folder cannot be written (read-only file system, permissions)."""
+
+    def __init__(self, final: Path, cause: OSError):
+        super().__init__(cause.errno, (
+            f"cannot write {final}: {cause.strerror or cause} ({cause.filename or final.parent}). The output "
+            "folder is read-only or not yours: make it writable, or point `outdir`/`resources` elsewhere."))
+
+
+# torch.save reports a full disk as a RuntimeError from its zip writer ("unexpected pos",
+# "file write failed"), not as ENOSPC; those are read as out-of-space only when the disk is nearly full.
+_WRITE_FAILURES = ("unexpected pos", "file write failed", "write failed", "No space left")
+_NEARLY_FULL_BYTES = 64 * 2**20
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    import shutil
+
+    if isinstance(exc, (OutOfSpace, NotWritable)):
+        return False
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, RuntimeError) and any(s in str(exc) for s in _WRITE_FAILURES):
+        try:
+            return shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES
+        except OSError:
+            return False
+    return False
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.
@@ -156,8 +200,16 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     half-written file for a finished one.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or final.suffix or ".tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or final.suffix or ".tmp",
+                                   dir=final.parent)
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise NotWritable(final, exc) from exc
+        if _out_of_space(exc, final.parent if final.parent.exists() else Path(".")):
+            raise OutOfSpace(final, exc) from exc
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the final file the usual permissions (0666 minus the umask).
@@ -167,9 +219,23 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     try:
         yield tmp_path
         os.replace(tmp_path, final)
+    except (OSError, RuntimeError) as exc:
+        if _out_of_space(exc, final.parent):
+            raise OutOfSpace(final, exc) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create `folder` and prove a file can be written there, before a job spends time computing
+    what it would write (a read-only or foreign output folder is a NotWritable error up front)."""
+    folder = Path(folder)
+    with atomic_path(folder / ".arelbo-write-test") as tmp:
+        tmp.write_bytes(b"")
+    (folder / ".arelbo-write-test").unlink()
+    return folder
 
 
 def atomic_write_text(final: str | os.PathLike, text: str) -> None:

@@ -196,8 +196,9 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
     the training and validation images) equal this run's; otherwise it is discarded with a log line.
     Once model.pt and train_log.csv are written the checkpoint is deleted (213 MB for an MNIST
     model), unless `keep_checkpoint` — so a forced or triggered re-run trains afresh."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from .runtime import ensure_writable
+
+    out_dir = ensure_writable(out_dir)
     where = f"{spec.model_id} on {spec.dataset} (seed {spec.seed})"
     seed_everything(spec.seed)
     net.to(device)
@@ -294,11 +295,19 @@ def model_hparams(cfg, model_id: str, dataset: str) -> dict:
 
 
 def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, progress: bool = True) -> Path:
+    from .config import ConfigError, train_batch_problems
     from .data import load_split
     from .nets import build_net
+    from .objectives import MODELS
     from .runtime import pick_device
 
+    if model_id not in MODELS:
+        raise ConfigError(f"unknown model {model_id!r}; choose one of {', '.join(MODELS)}")
     settings = getattr(cfg.train, dataset)
+    train_images = load_split(dataset, "train", cfg)
+    problems = train_batch_problems(cfg, dataset, len(train_images))   # before any work
+    if problems:
+        raise ConfigError(f"invalid config {cfg.name!r}:\n" + "\n".join(problems))
     hparams = model_hparams(cfg, model_id, dataset)
     spec = TrainSpec(model_id=model_id, dataset=dataset, seed=seed, lr=settings.lr, epochs=settings.epochs,
                      batch_size=settings.batch_size, plateau_factor=cfg.train.lr_plateau.factor,
@@ -306,7 +315,7 @@ def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, p
     seed_everything(seed)  # network initialisation
     net = build_net(model_id, dataset)
     device = pick_device(cfg.device)
-    return fit(net, spec, load_split(dataset, "train", cfg), load_split(dataset, "val", cfg),
+    return fit(net, spec, train_images, load_split(dataset, "val", cfg),
                model_loss_fn(model_id, dataset, hparams), out_dir, device=device, progress=progress,
                extra_meta={"config_name": cfg.name}, keep_checkpoint=cfg.keep_checkpoints)
 

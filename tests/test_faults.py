@@ -1,0 +1,165 @@
+"""Fault injection: bad input and hostile conditions end in the correct result or one clear message
+naming what is wrong and how to fix it — never in an output that looks finished but is not.
+
+(Further cases live beside the code they exercise: re-runs and resume checks in test_train.py,
+corrupt raw MNIST and partial caches in test_data.py, truncated Inception weights in test_fid.py,
+a SIGKILLed training in test_train.py, CelebA missing in test_paper_config.py.)
+"""
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from arelbo.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def arelbo(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "arelbo", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def snakemake(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_clear_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr[-3000:])
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str, read_only: bool = False):
+    """A tiny file system (root only); skips the test with the reason where it cannot be mounted."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+# ---------------------------------------------------------------------------- input caught up front
+
+def test_outdir_spellings_are_one_outdir():
+    for spelling in ("./results/x", "results/x/", "results//x", "results/./x/"):
+        assert load_config(check_folders=False, overrides={"outdir": spelling}).outdir == "results/x"
+    assert load_config(check_folders=False, overrides={"resources": "./resources/"}).resources == "resources"
+
+
+def test_a_dotted_outdir_plans_the_same_dag(tmp_path):
+    import shutil
+
+    plans = {}
+    try:
+        for spelling in ("results/faults-dot", "./results/faults-dot/"):
+            result = snakemake("-n", "--cores", "2", "--configfile", "config/ci.yaml", "--config",
+                               f"outdir={spelling}", f"logdir={tmp_path}/logs")
+            assert result.returncode == 0, result.stderr[-3000:]
+            plans[spelling] = result.stdout.split("Job stats:")[1].split("total")[0]
+    finally:
+        shutil.rmtree(REPO / "results" / "faults-dot", ignore_errors=True)
+    assert plans["results/faults-dot"] == plans["./results/faults-dot/"]
+    assert "train " in plans["results/faults-dot"]
+
+
+def test_a_config_without_mnist_leaves_section3_out(tmp_path):
+    result = snakemake("-n", "--cores", "2", "--configfile", "config/ci.yaml", "--config", "datasets=[celeba]",
+                       f"outdir={tmp_path}/out", f"logdir={tmp_path}/logs")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = result.stdout.split("Job stats:")[1].split("total")[0]
+    assert "sweep_train" not in counts and "table " in counts
+    assert "Section 3" in result.stdout + result.stderr and "MNIST study" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_fid_with_fewer_than_two_samples_is_refused_before_any_work(count):
+    with pytest.raises(ConfigError, match="fid.n_samples"):
+        load_config("config/ci.yaml", check_folders=False, overrides={"fid": {"n_samples": count}})
+    with pytest.raises(ConfigError, match="fid.reference_count"):
+        load_config("config/ci.yaml", check_folders=False, overrides={"fid": {"reference_count": 1}})
+
+
+def test_a_last_minibatch_of_one_image_is_refused_before_any_work():
+    with pytest.raises(ConfigError, match=r"last minibatch\s+of 1 image.*data.mnist.limit.train"):
+        load_config("config/ci.yaml", check_folders=False,
+                    overrides={"data": {"mnist": {"limit": {"train": 129}}}})   # 129 = 2·64 + 1
+    load_config("config/ci.yaml", check_folders=False, overrides={"data": {"mnist": {"limit": {"train": 130}}}})
+
+
+def test_an_unknown_model_on_the_command_line_is_a_clear_error(tmp_path):
+    result = arelbo("train", "--config", "config/ci.yaml", "--dataset", "mnist", "--model", "vea",
+                    "--out", str(tmp_path / "out"))
+    assert_clear_error(result, "unknown model 'vea'", "iso_i_arelbo")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_grid_point_is_a_clear_error(tmp_path):
+    result = arelbo("sweep-train", "--config", "config/ci.yaml", "--point", "table9/log10_sigma_x2=-0.5",
+                    "--out", str(tmp_path / "out"))
+    assert_clear_error(result, "not a Section 3 grid point")
+
+
+def test_a_yaml_syntax_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: mine\nfid:\n  n_samples: [10\nseeds: [0]\n")
+    result = arelbo("config", "--config", str(bad))
+    assert_clear_error(result, f"{bad}:", "YAML syntax error")
+    line = int(result.stderr.split(f"{bad}:")[1].split(":")[0])
+    assert line in (3, 4)   # where the unclosed bracket is, or where YAML notices it
+
+
+# ---------------------------------------------------------------------------- hostile file systems
+
+@pytest.mark.slow
+def test_a_full_output_disk_is_a_clear_error_and_leaves_nothing_finished_looking(tmp_path, ci_config):
+    with small_tmpfs(tmp_path / "full", "4m") as out:
+        result = arelbo("train", "--config", "config/ci.yaml", "--dataset", "mnist", "--model", "vae",
+                        "--out", str(out / "model"), "--no-progress", "--threads", "1")
+        assert_clear_error(result, "no space left on the device", "Free some space")
+        left = sorted(p.name for p in (out / "model").iterdir())
+        assert left == [], left   # no model.pt, no checkpoint, no stray temporary
+
+
+@pytest.mark.slow
+def test_a_read_only_output_folder_is_refused_before_training(tmp_path, ci_config):
+    with small_tmpfs(tmp_path / "ro", "4m", read_only=True) as out:
+        result = arelbo("train", "--config", "config/ci.yaml", "--dataset", "mnist", "--model", "vae",
+                        "--out", str(out), "--no-progress", "--threads", "1")
+        assert_clear_error(result, "cannot write", "read-only")
+        assert "epoch 1" not in result.stderr   # refused before any epoch was trained
+
+
+def test_out_of_space_from_torch_save_is_recognised(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as RuntimeError('unexpected pos …'), not ENOSPC."""
+    import shutil
+
+    import torch
+
+    from arelbo.runtime import OutOfSpace, atomic_path
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1 << 20))
+    with pytest.raises(OutOfSpace, match="no space left"):
+        with atomic_path(tmp_path / "x.pt") as tmp:
+            torch.save({"a": 1}, tmp)
+            raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed "
+                               "writing file data/0: file write failed / unexpected pos 64 vs 0")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="unrelated"):   # other errors are not relabelled
+        with atomic_path(tmp_path / "y.pt"):
+            raise RuntimeError("unrelated")
