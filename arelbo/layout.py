@@ -60,6 +60,13 @@ def fid_reference(resources: str | Path, tag: str, split: str, count: int | None
     return Path(resources) / "fid" / f"{tag}-{split}-n{count if count else 'all'}.npz"
 
 
+def resolved_config(outdir: str | Path, text: str) -> Path:
+    """<outdir>/configs/<sha256 prefix>.yaml: the merged config, named by its content."""
+    import hashlib
+
+    return Path(outdir) / "configs" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+
+
 def model_dir(outdir: str | Path, dataset: str, model: str, seed: int | str) -> Path:
     return Path(outdir) / "models" / dataset / model / f"seed{seed}"
 

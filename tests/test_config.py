@@ -50,7 +50,7 @@ def test_overlays_merge_key_by_key(in_repo):
         ({"models": ["vae", "beta_vae"]}, "models[1]: 'beta_vae' is not a known id"),
         ({"datasets": ["mnist", "cifar10"]}, "datasets[1]: 'cifar10' is not a known id"),
         ({"estimators": ["gmm7"]}, "estimators[0]: 'gmm7' is not a known id; choose one of prior, 2ndvae, gmm10, gmm100"),
-        ({"fid": {"n_samples": 0}}, "fid.n_samples: 0 is less than the minimum of 1"),
+        ({"fid": {"n_samples": 0}}, "fid.n_samples: 0 is less than the minimum of 2"),
         ({"train": {"mnist": {"batch_size": -64}}}, "train.mnist.batch_size: -64 is less than the minimum of 1"),
         ({"train": {"celeba": {"lr": 0}}}, "train.celeba.lr: 0 is less than or equal to the minimum of 0"),
         ({"data": {"mnist": {"limit": {"train": 0}}}}, "data.mnist.limit.train"),

@@ -163,3 +163,149 @@ def test_out_of_space_from_torch_save_is_recognised(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="unrelated"):   # other errors are not relabelled
         with atomic_path(tmp_path / "y.pt"):
             raise RuntimeError("unrelated")
+
+
+# ---------------------------------------------------------------------------- two invocations, one outdir
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_a_second_config_on_the_same_outdir_cannot_change_a_running_workflow(tmp_path, ci_config):
+    """Run A trains and measures an MSE; while it trains, config B (same outdir, another test-split
+    limit) is dry-run and then really started (refused: A holds the lock). A's outputs are made with
+    A's settings, A's user-facing config copy is A's, A sees nothing left to do, and B sees exactly
+    the jobs its settings change."""
+    import json
+
+    out = tmp_path / "results"
+    other = tmp_path / "B.yaml"
+    other.write_text(yaml.safe_dump({"name": "ci-b", "data": {"mnist": {"limit": {"test": 64}}}}))
+    common = ["--config", f"outdir={out}", f"logdir={tmp_path}/logs"]
+    target = f"{out}/metrics/mnist/vae/seed0/mse.json"
+    a_cmd = [sys.executable, "-m", "snakemake", target, f"{out}/config.yaml", "--cores", "1",
+             "--configfile", "config/ci.yaml", *common]
+    run_a = subprocess.Popen(a_cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: (out / "models/mnist/vae/seed0").is_dir(), 300, "A's training to start")
+        dry_b = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(other),
+                          *common)
+        assert dry_b.returncode == 0, dry_b.stderr[-2000:]
+        real_b = snakemake(target, "--cores", "1", "--configfile", "config/ci.yaml", str(other),
+                           *common)
+        assert real_b.returncode != 0 and "lock" in (real_b.stdout + real_b.stderr).lower()
+    finally:
+        log_a, _ = run_a.communicate(timeout=900)
+    assert run_a.returncode == 0, log_a[-3000:]
+    record = json.loads(Path(target).read_text())
+    assert record["config"] == "ci" and record["n"] == 128          # A's settings, not B's (64)
+    assert (out / "config.yaml").read_text().startswith("name: ci\n")
+    assert len(list((out / "configs").glob("*.yaml"))) == 2          # A's and B's, side by side
+    again_a = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", *common)
+    assert "Nothing to be done" in again_a.stdout + again_a.stderr, again_a.stdout[-2000:]
+    again_b = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(other),
+                        *common)
+    jobs_b = again_b.stdout.split("Job stats:")[1].split("total")[0]
+    assert "metric_mse" in jobs_b and "train " not in jobs_b        # B re-runs the MSE only
+
+
+# ---------------------------------------------------------------------------- SIGKILL, then re-run
+
+def _kill_at(cmd: list[str], seconds: float) -> bool:
+    """Start cmd, SIGKILL it after `seconds`; True if it was still running (really interrupted)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    alive = proc.poll() is None
+    if alive:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return alive
+
+
+def _strays(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*") if p.is_file())   # atomic_path's temporaries
+
+
+def _kill_then_rerun(cmd: list[str], outputs: list[Path], kill_times: list[float]) -> None:
+    killed = 0
+    for seconds in kill_times:
+        if _kill_at(cmd, seconds):
+            killed += 1
+            assert not any(p.exists() for p in outputs), "a killed job left an output behind"
+            assert not _strays(outputs[0].parent), _strays(outputs[0].parent)
+    assert killed, "every kill came after the job had finished; kill earlier"
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_killed_fid_job_reruns_to_the_uninterrupted_value(tmp_path, ci_config):
+    import json
+    import random
+
+    import numpy as np
+
+    from arelbo import layout
+    from arelbo.data import load_split
+    from arelbo.metrics.fid import reference_stats
+
+    cfg = ci_config
+    count = cfg.fid_reference_count("mnist")
+    reference_stats(layout.fid_reference(cfg.resources, "mnist", "test", count),
+                    lambda: load_split("mnist", "test", cfg, limit=count), dataset="mnist", split="test",
+                    count=count, weights_path=layout.inception_weights(cfg.resources), progress=False)
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, images=load_split("mnist", "train", cfg)[: cfg.fid.n_samples].numpy())
+
+    def cmd(out):
+        return [sys.executable, "-m", "arelbo", "metric", "fid_prior", "--config",
+                "config/ci.yaml", "--dataset", "mnist", "--model", "vae", "--samples", str(samples), "--out", str(out)]
+
+    straight = tmp_path / "straight" / "fid_prior.json"
+    assert subprocess.run(cmd(straight), cwd=REPO, capture_output=True).returncode == 0
+    killed = tmp_path / "killed" / "fid_prior.json"
+    rng = random.Random(12)   # kill times seeded: imports, weights loading, Inception forward
+    _kill_then_rerun(cmd(killed), [killed], [rng.uniform(0.5, 6.0) for _ in range(3)])
+    assert json.loads(killed.read_text())["value"] == json.loads(straight.read_text())["value"]
+
+
+@pytest.mark.slow
+def test_a_killed_table_job_reruns_to_identical_files(tmp_path):
+    import json
+    import random
+
+    records = []
+    for i, model in enumerate(["vae", "ae", "iso_i_arelbo"]):
+        records.append({"table": 3, "dataset": "mnist", "model": model, "seed": 0, "metric": "mse",
+                        "value": 10.0 + i, "config": "ci", "commit": "x"})
+        if model != "ae":
+            records.append({"table": 3, "dataset": "mnist", "model": model, "seed": 0, "metric": "fid_prior",
+                            "value": 50.0 - i, "config": "ci", "commit": "x"})
+    files = []
+    for i, record in enumerate(records):
+        files.append(tmp_path / f"r{i}.json")
+        files[-1].write_text(json.dumps(record))
+
+    def cmd(outdir):
+        return [sys.executable, "-m", "arelbo", "table", "--config", "config/ci.yaml", "--table", "3",
+                "--outdir", str(outdir), *map(str, files)]
+
+    assert subprocess.run(cmd(tmp_path / "straight"), cwd=REPO, capture_output=True).returncode == 0
+    names = ["table3.tex", "tables/table3_tidy.csv", "tables/table3_paper.csv", "tables/table3_vs_paper.csv"]
+    rng = random.Random(3)
+    _kill_then_rerun(cmd(tmp_path / "killed"), [tmp_path / "killed" / names[0]],
+                     [rng.uniform(0.2, 2.5) for _ in range(3)])
+    for name in names:
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+    assert not _strays(tmp_path / "killed")

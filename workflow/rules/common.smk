@@ -1,4 +1,5 @@
 # Config validation, the resolved config file the jobs read, wildcard constraints, target lists.
+import re
 import sys
 from pathlib import Path
 
@@ -19,13 +20,46 @@ LOGS = f"{CFG.logdir}/{CFG.name}"
 # Jobs run `python -m arelbo` with Snakemake's own interpreter: no reliance on PATH or an activated venv.
 ARELBO = f"{sys.executable} -m arelbo"
 
-# The merged, validated config every job reads; rewritten only when it changes.
-CONFIG_FILE = Path(OUT) / "config.yaml"
+# The merged, validated config every job reads, content-addressed: <outdir>/configs/<sha256>.yaml.
+# Writing it while the workflow is parsed (also for a dry run, or a run Snakemake then refuses with
+# a LockException) can never change what another invocation's jobs read: another config is another
+# file. Which settings each output depends on is recorded per rule (`tracked` below), so Snakemake
+# re-runs exactly the jobs whose settings changed. <outdir>/config.yaml, the user-facing copy, is
+# written by a rule (`resolved_config`), i.e. only by a run that holds the workflow's lock.
 _resolved = dump_config(CFG)
-if not CONFIG_FILE.is_file() or CONFIG_FILE.read_text() != _resolved:
+CONFIG_FILE = layout.resolved_config(OUT, _resolved)
+if not CONFIG_FILE.is_file():
     from arelbo.runtime import atomic_write_text
 
     atomic_write_text(CONFIG_FILE, _resolved)
+
+
+def _lookup(tree, dotted):
+    for key in dotted.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+# Which images a split holds: the source (CelebA folder or stand-in; MNIST's validation size). A split's
+# limit is tracked by the rules that read that split.
+def split_keys(dataset, *splits):
+    return (f"data.{dataset}.root", f"data.{dataset}.synthetic_standin",
+            f"data.{dataset}.val_size", *(f"data.{dataset}.limit.{s}" for s in splits))
+
+
+def tracked(*keys):
+    """params for a rule: the config entries its outputs depend on (dotted keys; {dataset} and
+    {model} are filled from the job's wildcards). Snakemake records them per output, so a change
+    re-runs exactly the jobs it affects, and settings from another invocation are never mistaken
+    for those an output was made with."""
+
+    def settings(wildcards):
+        names = dict(wildcards.items())
+        return {key.format(**names): _lookup(CFG.raw, key.format(**names)) for key in keys}
+
+    return settings
 
 TAGS = {dataset: CFG.dataset_tag(dataset) for dataset in CFG.datasets}
 DATASET_OF_TAG = {tag: dataset for dataset, tag in TAGS.items()}
@@ -85,3 +119,82 @@ def table_metric_files(table):
                     files += [f"{base}/fid_interp_{mode}.json" for mode in ("mid", "random")]
     return files
 
+
+# ------------------------------------------------------------------ helpers of provision.smk
+def _prepare_inputs(wildcards):
+    if DATASET_OF_TAG[wildcards.tag] == "mnist":
+        return rules.provision_mnist.output
+    return []
+
+
+# ------------------------------------------------------------------ helpers of evaluate.smk
+def _sampler_source(wildcards):
+    if wildcards.sampler.startswith("interp_"):
+        return {"latents": f"{OUT}/models/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/latents.npz"}
+    ext = "pt" if wildcards.sampler == "2ndvae" else "pkl"
+    return {"estimator": f"{OUT}/estimators/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/{wildcards.sampler}.{ext}"}
+
+
+def _sampler_flag(wildcards, input):
+    return f"--latents {input.latents}" if "latents" in input.keys() else f"--estimator-file {input.estimator}"
+
+
+# ------------------------------------------------------------------ helpers of sweeps.smk
+# Section 3 is an MNIST study (the Appendix D net on MNIST's training split): without MNIST in
+# `datasets` it is absent from the DAG, and the workflow says so once.
+SWEEP_POINTS = {p.id: p for p in layout.grid_points(CFG.section3)} if "mnist" in CFG.datasets else {}
+if "mnist" not in CFG.datasets:
+    logger.info("Section 3 (Tables 1 and 5, Figures 1-3) is an MNIST study; `datasets` has no mnist, so it "
+                "is left out. Add mnist to `datasets` to run it.")
+FIGS = CFG.section3.figures
+
+
+def sweep_model(point_id, seed):
+    return f"{layout.sweep_dir(OUT, point_id, seed)}/model.pt"
+
+
+def sweep_criteria_files(table):
+    return [f"{layout.sweep_dir(OUT, pid, seed)}/criteria.json"
+            for pid, p in SWEEP_POINTS.items() if p.table == table for seed in CFG.seeds]
+
+
+def figure_points(number):
+    """Grid point ids a figure shows (config section3.figures; checked against the grid)."""
+    if number == 1:
+        return [p.id for p in SWEEP_POINTS.values() if p.table == 1
+                and any(abs(p.log10_sigma_x2 - v) < 1e-9 for v in FIGS.figure1_log10_sigma_x2)]
+    if number == 2:
+        return [p.id for p in SWEEP_POINTS.values() if p.table == 1 and p.encoding == "stochastic"
+                and any(abs(p.log10_sigma_x2 - v) < 1e-9 for v in FIGS.figure2_log10_sigma_x2)]
+    return [p.id for p in SWEEP_POINTS.values() if p.table == 5
+            and any(abs(p.log10_sigma_z2 - v) < 1e-9 for v in FIGS.figure3_log10_sigma_z2)]
+
+
+def section3_targets():
+    targets = []
+    if any(p.table == 1 for p in SWEEP_POINTS.values()):
+        targets.append(f"{OUT}/table1.tex")
+    if any(p.table == 5 for p in SWEEP_POINTS.values()):
+        targets.append(f"{OUT}/table5.tex")
+    targets += [f"{OUT}/figures/figure{n}.png" for n in (1, 2, 3) if figure_points(n)]
+    return targets
+
+
+# ------------------------------------------------------------------ helpers of tables.smk
+def table_inputs(n):
+    return sweep_criteria_files(n) if n in (1, 5) else table_metric_files(n)
+
+
+# ------------------------------------------------------------------ helpers of report.smk
+def _curve_logs(wildcards):
+    if wildcards.what == "section3":
+        return [f"{layout.sweep_dir(OUT, pid, seed)}/train_log.csv" for pid in SWEEP_POINTS for seed in CFG.seeds]
+    return [f"{OUT}/models/{wildcards.what}/{model}/seed{seed}/train_log.csv"
+            for model in CFG.models for seed in CFG.seeds]
+
+
+def report_targets():
+    tables = [n for n in (1, 3, 4, 5) if f"{OUT}/table{n}.tex" in all_targets() + section3_targets()]
+    curves = list(CFG.datasets) + (["section3"] if SWEEP_POINTS else [])
+    return ([f"{OUT}/figures/table{n}_vs_paper.png" for n in tables]
+            + [f"{OUT}/figures/training_curves_{what}.png" for what in curves])

@@ -16,6 +16,8 @@ rule encode:
         model=f"{MODEL_DIR}/model.pt",
     output:
         f"{MODEL_DIR}/latents.npz",
+    params:
+        settings=tracked(*split_keys("{dataset}", "train", "test")),   # the images encoded
     log:
         f"{LOGS}/encode/{{dataset}}/{{model}}/seed{{seed}}.log",
     benchmark:
@@ -56,7 +58,7 @@ rule fit_second_stage:
     output:
         f"{ESTIMATORS}/2ndvae.pt",
     params:
-        settings=lambda wc: CFG.raw.get("second_stage"),
+        settings=tracked("second_stage"),
     log:
         f"{LOGS}/estimators/{{dataset}}/{{model}}/seed{{seed}}/2ndvae.log",
     benchmark:
@@ -71,17 +73,6 @@ rule fit_second_stage:
         "--seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
-def _sampler_source(wildcards):
-    if wildcards.sampler.startswith("interp_"):
-        return {"latents": f"{OUT}/models/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/latents.npz"}
-    ext = "pt" if wildcards.sampler == "2ndvae" else "pkl"
-    return {"estimator": f"{OUT}/estimators/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/{wildcards.sampler}.{ext}"}
-
-
-def _sampler_flag(wildcards, input):
-    return f"--latents {input.latents}" if "latents" in input.keys() else f"--estimator-file {input.estimator}"
-
-
 rule sample:
     input:
         unpack(_sampler_source),
@@ -92,7 +83,7 @@ rule sample:
                    subcategory="{dataset}", labels={"model": "{model}", "sampler": "{sampler}", "seed": "{seed}"}),
     params:
         source=_sampler_flag,
-        n=CFG.fid.n_samples,
+        settings=tracked("fid.n_samples"),
     log:
         f"{LOGS}/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}.log",
     benchmark:
@@ -114,6 +105,9 @@ rule metric_fid:
         weights=rules.provision_inception.output,
     output:
         f"{METRICS}/fid_{{sampler}}.json",
+    params:
+        settings=tracked("fid.n_samples", "fid.reference_split", "fid.reference_count",
+                         *split_keys("{dataset}", "test")),
     log:
         f"{LOGS}/metrics/{{dataset}}/{{model}}/seed{{seed}}/fid_{{sampler}}.log",
     benchmark:
@@ -133,6 +127,8 @@ rule metric_mse:
         model=f"{MODEL_DIR}/model.pt",
     output:
         f"{METRICS}/mse.json",
+    params:
+        settings=tracked(*split_keys("{dataset}", "test")),   # the test split MSE is measured on
     log:
         f"{LOGS}/metrics/{{dataset}}/{{model}}/seed{{seed}}/mse.log",
     benchmark:

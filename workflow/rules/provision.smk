@@ -37,12 +37,6 @@ rule provision_inception:
         "{ARELBO} provision inception --config {CONFIG_FILE} > {log} 2>&1"
 
 
-def _prepare_inputs(wildcards):
-    if DATASET_OF_TAG[wildcards.tag] == "mnist":
-        return rules.provision_mnist.output
-    return []
-
-
 rule prepare_dataset:
     # Decode once into uint8 .npy caches (CelebA: 202,599 JPEGs cropped and resized; a stand-in is
     # generated first when the config asks for one).

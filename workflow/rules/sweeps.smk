@@ -1,50 +1,11 @@
 # Section 3 study: one training job and one criteria job per grid point × seed (Tables 1 and 5),
 # and the figures drawn from the grid points they show.
-import re
 
-# Section 3 is an MNIST study (the Appendix D net on MNIST's training split): without MNIST in
-# `datasets` it is absent from the DAG, and the workflow says so once.
-SWEEP_POINTS = {p.id: p for p in layout.grid_points(CFG.section3)} if "mnist" in CFG.datasets else {}
-if "mnist" not in CFG.datasets:
-    logger.info("Section 3 (Tables 1 and 5, Figures 1-3) is an MNIST study; `datasets` has no mnist, so it "
-                "is left out. Add mnist to `datasets` to run it.")
 SWEEP_DIR = f"{OUT}/sweeps/{{point}}/seed{{seed}}"
-FIGS = CFG.section3.figures
 
 
 wildcard_constraints:
     point="|".join(re.escape(p) for p in SWEEP_POINTS) or "none",
-
-
-def sweep_model(point_id, seed):
-    return f"{layout.sweep_dir(OUT, point_id, seed)}/model.pt"
-
-
-def sweep_criteria_files(table):
-    return [f"{layout.sweep_dir(OUT, pid, seed)}/criteria.json"
-            for pid, p in SWEEP_POINTS.items() if p.table == table for seed in CFG.seeds]
-
-
-def figure_points(number):
-    """Grid point ids a figure shows (config section3.figures; checked against the grid)."""
-    if number == 1:
-        return [p.id for p in SWEEP_POINTS.values() if p.table == 1
-                and any(abs(p.log10_sigma_x2 - v) < 1e-9 for v in FIGS.figure1_log10_sigma_x2)]
-    if number == 2:
-        return [p.id for p in SWEEP_POINTS.values() if p.table == 1 and p.encoding == "stochastic"
-                and any(abs(p.log10_sigma_x2 - v) < 1e-9 for v in FIGS.figure2_log10_sigma_x2)]
-    return [p.id for p in SWEEP_POINTS.values() if p.table == 5
-            and any(abs(p.log10_sigma_z2 - v) < 1e-9 for v in FIGS.figure3_log10_sigma_z2)]
-
-
-def section3_targets():
-    targets = []
-    if any(p.table == 1 for p in SWEEP_POINTS.values()):
-        targets.append(f"{OUT}/table1.tex")
-    if any(p.table == 5 for p in SWEEP_POINTS.values()):
-        targets.append(f"{OUT}/table5.tex")
-    targets += [f"{OUT}/figures/figure{n}.png" for n in (1, 2, 3) if figure_points(n)]
-    return targets
 
 
 rule sweep_train:
@@ -55,9 +16,8 @@ rule sweep_train:
         log=f"{SWEEP_DIR}/train_log.csv",
     params:
         # recorded by Snakemake: changing the study's training settings re-runs the grid
-        settings=lambda wc: {**(CFG.raw.get("section3") or {}).get("train", {}),
-                             "train_limit": (CFG.raw.get("section3") or {}).get("train_limit"),
-                             "limit": CFG.raw["data"]["mnist"].get("limit")},
+        settings=tracked("section3.train", "section3.train_limit", "section3.latent_dim",
+                         *split_keys("mnist", "train", "val")),
         outdir=lambda wc, output: str(Path(output.model).parent),
     log:
         f"{LOGS}/sweeps/{{point}}/seed{{seed}}/train.log",
@@ -78,6 +38,8 @@ rule sweep_criteria:
         model=f"{SWEEP_DIR}/model.pt",
     output:
         f"{SWEEP_DIR}/criteria.json",
+    params:
+        settings=tracked("section3.mi_batch_size", "section3.train_limit", *split_keys("mnist", "train")),
     log:
         f"{LOGS}/sweeps/{{point}}/seed{{seed}}/criteria.log",
     benchmark:
@@ -101,6 +63,7 @@ rule figure:
                labels={"figure": "Figure {number}"}),
     params:
         seed=CFG.seeds[0],
+        settings=tracked("section3.figures", "section3.train_limit", *split_keys("mnist", "train")),
     log:
         f"{LOGS}/figures/figure{{number}}.log",
     benchmark:

@@ -3,15 +3,26 @@
 
 localrules:
     table,
+    resolved_config,
 
 
-def table_inputs(n):
-    return sweep_criteria_files(n) if n in (1, 5) else table_metric_files(n)
+rule resolved_config:
+    # The user-facing copy of the merged config, written only by a run that holds the lock (the
+    # content-addressed file it copies is what the jobs read).
+    input:
+        CONFIG_FILE,
+    output:
+        f"{OUT}/config.yaml",
+    log:
+        f"{LOGS}/resolved_config.log",
+    shell:
+        "cp {input} {output} 2> {log}"
 
 
 rule table:
     input:
-        lambda wc: table_inputs(int(wc.n)),
+        metrics=lambda wc: table_inputs(int(wc.n)),
+        config=f"{OUT}/config.yaml",
     output:
         tex=f"{OUT}/table{{n}}.tex",
         tidy=f"{OUT}/tables/table{{n}}_tidy.csv",
@@ -22,5 +33,9 @@ rule table:
         n="[34]" if not SWEEP_POINTS else "[1345]",  # Tables 1 and 5 need Section 3 (MNIST)
     log:
         f"{LOGS}/tables/table{{n}}.log",
+    params:
+        outdir=lambda wc, output: str(Path(output.tex).parent),
+        settings=tracked("name", "description", "reduced", "data.celeba.root", "data.celeba.synthetic_standin"),
     shell:
-        "{ARELBO} table --config {CONFIG_FILE} --table {wildcards.n} --outdir {OUT} {input} > {log} 2>&1"
+        "{ARELBO} table --config {CONFIG_FILE} --table {wildcards.n} --outdir {params.outdir} {input.metrics} "
+        "> {log} 2>&1"

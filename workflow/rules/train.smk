@@ -1,14 +1,6 @@
 # One training job per dataset × model × seed.
 
 
-def _train_params(wildcards):
-    # Recorded by Snakemake: a change of these settings re-runs exactly the affected jobs.
-    settings = getattr(CFG.train, wildcards.dataset)
-    return {"lr": settings.lr, "epochs": settings.epochs, "batch_size": settings.batch_size,
-            "hparams": (CFG.raw.get("hparams") or {}).get(wildcards.model, {}).get(wildcards.dataset, {}),
-            "limit": CFG.raw["data"][wildcards.dataset].get("limit")}
-
-
 rule train:
     input:
         data=lambda wc: dataset_meta(wc.dataset),
@@ -16,7 +8,9 @@ rule train:
         model=f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}/model.pt",
         log=f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}/train_log.csv",
     params:
-        settings=_train_params,
+        # recorded by Snakemake: a change of these settings re-runs exactly the affected trainings
+        settings=tracked("train.{dataset}", "train.lr_plateau", "hparams.{model}.{dataset}",
+                         *split_keys("{dataset}", "train", "val")),
         outdir=lambda wc, output: str(Path(output.model).parent),
     log:
         f"{LOGS}/train/{{dataset}}/{{model}}/seed{{seed}}.log",
