@@ -158,3 +158,15 @@ def test_lints_are_only_the_justified_ones():
     assert not unexpected, unexpected
     grown = {k: (v, JUSTIFIED_LINTS[k]) for k, v in found.items() if v > JUSTIFIED_LINTS[k]}
     assert not grown, grown
+
+
+def test_celeba_gmm100_fit_is_given_the_measured_runtime(tmp_path):
+    # docs/reproduction-notes.md, "GMM-100 runtime": 101 EM iterations, 46 min on one core
+    result = snakemake("-n", "--cores", "8", f"{tmp_path}/out/estimators/celeba/vae/seed0/gmm100.pkl",
+                       f"{tmp_path}/out/estimators/mnist/vae/seed0/gmm10.pkl", "--config", f"outdir={tmp_path}/out",
+                       f"logdir={tmp_path}/logs", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = result.stdout.split("rule fit_estimator:")[1:]
+    runtime = {re.search(r"pkl_estimator=(\w+)", j).group(1): int(re.search(r"runtime=(\d+)", j).group(1))
+               for j in jobs}
+    assert runtime == {"gmm100": 240, "gmm10": 60}

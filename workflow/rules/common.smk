@@ -128,6 +128,20 @@ def _prepare_inputs(wildcards):
 
 
 # ------------------------------------------------------------------ helpers of evaluate.smk
+def estimator_runtime(dataset, estimator):
+    """Minutes a cluster should allow a prior/GMM fit. Measured (docs/reproduction-notes.md, "GMM-100
+    runtime"): GMM-100 (full covariances, tol 1e-3) on 162,770 × 64 latents, CelebA's training split,
+    converged in 101 EM iterations, 46 min on one core of a 2-core machine (27.6 s per iteration,
+    k-means initialisation included). 240 min covers ~520 such iterations — five times the measured
+    count — on one core; the rule's 2 threads only make it faster. MNIST's 55,000 × 16 latents and
+    GMM-10 (10× fewer components) are far cheaper."""
+    if estimator == "prior":
+        return 10
+    if dataset == "celeba":
+        return 240 if estimator == "gmm100" else 60
+    return 60
+
+
 def _sampler_source(wildcards):
     if wildcards.sampler.startswith("interp_"):
         return {"latents": f"{OUT}/models/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/latents.npz"}

@@ -45,7 +45,7 @@ rule fit_estimator:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=lambda wc: estimator_runtime(wc.dataset, wc.pkl_estimator),
     shell:
         "{ARELBO} fit --config {CONFIG_FILE} --estimator {wildcards.pkl_estimator} --latents {input} "
         "--seed {wildcards.seed} --out {output} > {log} 2>&1"
