@@ -15,14 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_workflow import _paper_shaped, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["ae", "iso_i_arelbo"]   # a deterministic model (no prior: "–") and the paper's AR-ELBO
-
-
-def snakemake(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def paper_sizes_overlay(path: Path, celeba_root: str) -> Path:
@@ -80,12 +76,6 @@ def paper_run(tmp_path_factory, ci_config):
                        f"outdir={out}/results", f"logdir={out}/logs")
     assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-4000:])
     return out
-
-
-def _paper_shaped(path: Path):
-    import pandas as pd
-
-    return pd.read_csv(path, index_col=0, dtype=str, keep_default_na=False)
 
 
 @pytest.mark.slow
