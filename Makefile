@@ -27,6 +27,8 @@ provision: $(STAMP)
 quick: provision
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml --rerun-incomplete
 	$(BIN)/snakemake --cores 1 --configfile config/quick.yaml --report results/quick/report.html
+	@$(BIN)/arelbo claims --results results/quick --no-write
+	@echo "report: results/quick/report.html (claims first); claims with evidence: results/quick/claims.csv"
 
 test: provision
 	$(BIN)/python -m pytest -q --durations=15

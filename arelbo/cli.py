@@ -8,6 +8,7 @@
     arelbo sweep-train --config FILE --point table1/stochastic/log10_sigma_x2=-0.5 --seed S --out DIR
     arelbo criteria --config FILE --model-file F --seed S --out JSON   (Tables 1, 5)
     arelbo figure 1|2|3 --config FILE --models F... --seed S --out PNG
+    arelbo claims --results DIR                   verdicts on the paper's claims (claims.csv, claims.tex)
     arelbo config [--config FILE ...]             validate and print the merged config
 """
 from __future__ import annotations
@@ -245,6 +246,21 @@ def cmd_table(args) -> None:
         print(f"{kind}: {path}")
 
 
+def cmd_claims(args) -> None:
+    from .claims import summary_text, write_claims
+
+    reduced = {"reduced": True, "not-reduced": False, None: None}[args.comparable]
+    if args.no_write:
+        from .claims import judge, load_claims, read_tidy
+
+        verdicts = judge(read_tidy(args.results), load_claims(args.claims), reduced=reduced)
+    else:
+        verdicts = write_claims(args.results, args.out_csv, args.out_tex, claims_file=args.claims, reduced=reduced)
+    print(summary_text(verdicts, title=f"Claims of {args.results}"))
+    if not args.no_write:
+        print(f"every claim with its evidence: {args.out_csv or Path(args.results) / 'claims.csv'}")
+
+
 def cmd_config(args) -> None:
     from .config import celeba_problem, dump_config
 
@@ -340,6 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("metrics", nargs="+", help="metric JSON files")
     p.set_defaults(func=cmd_table)
 
+    p = sub.add_parser("claims", help="judge the paper's claims from a run's tidy table CSVs (PASS/FAIL/...)")
+    p.add_argument("--results", required=True, help="a run's outdir (holds tables/table*_tidy.csv)")
+    p.add_argument("--claims", help="claims file (default: arelbo/reference/claims.yaml)")
+    p.add_argument("--out-csv", help="default: <results>/claims.csv")
+    p.add_argument("--out-tex", help="default: <results>/claims.tex")
+    p.add_argument("--comparable", choices=["reduced", "not-reduced"],
+                   help="override the tidy rows' `reduced` flag (value claims are judged only when not reduced)")
+    p.add_argument("--no-write", action="store_true", help="print the verdicts only (make quick's summary)")
+    p.set_defaults(func=cmd_claims)
+
     p = with_config(sub.add_parser("sweep-train", help="train one Section 3 grid point (Tables 1, 5)"))
     p.add_argument("--point", required=True, help="e.g. table1/stochastic/log10_sigma_x2=-0.5, table5/log10_sigma_z2=0.6")
     with_training_args(p, "grid point's")
@@ -383,11 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     from .inception_weights import WeightsError
     from .runtime import DeviceError, NotWritable, OutOfSpace
     from .train import TrainingDiverged
+    from .claims import ClaimsError
 
     try:
         args.func(args)
     except (ConfigError, DataError, ProvisionError, TrainingDiverged, DeviceError, WeightsError,
-            OutOfSpace, NotWritable) as exc:
+            OutOfSpace, NotWritable, ClaimsError) as exc:
         print(f"arelbo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

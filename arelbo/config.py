@@ -63,6 +63,7 @@ class FidConfig:
     reference_count: int | None = None
     n_samples: int = 10000
     batch_size: int = 200
+    bootstrap_resamples: int = 1000
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,11 @@ class ModelSpec:
     has_prior: bool                   # False where sampling from N(0, I) is undefined ("-" in the tables)
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # dataset -> hparams
 
+    @property
+    def estimates_sigma_x(self) -> bool:
+        """Σx is learned (a trainable variance) or estimated (AR-ELBO's MLE), not fixed or absent."""
+        return self.decoder_variance is not None or getattr(self.objective, "func", None) is ar_elbo
+
     def net_config(self, dataset: str) -> NetConfig:
         return NetConfig(dataset, ARCHITECTURES[dataset].latent_dim, self.stochastic, self.decoder_variance)
 

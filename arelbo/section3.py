@@ -142,28 +142,41 @@ def encode_all(model: Section3Model, images: Tensor, device, batch_size: int = 1
     return torch.cat(out)
 
 
+def _standard_error(per_image: Tensor) -> float:
+    n = per_image.numel()
+    return float(per_image.std() / n ** 0.5) if n > 1 else float("nan")
+
+
 @torch.no_grad()
 def criteria(model: Section3Model, images: Tensor, *, seed: int, device, mi_batch_size: int = 10000,
-             batch_size: int = 500) -> dict[str, float]:
-    """Every Section 3 criterion of a trained grid point on `images` (uint8, the training set)."""
+             batch_size: int = 500, uncertainty: dict | None = None) -> dict[str, float]:
+    """Every Section 3 criterion of a trained grid point on `images` (uint8, the training set). With
+    `uncertainty` (a dict), the standard errors over images of the per-image means (mse, kl) go in it."""
+    uncertainty = {} if uncertainty is None else uncertainty
     from .metrics.smoothness import expected_gap, expected_local_smoothness, mi_upper_bound
 
     model = model.to(device).eval()
     point = model.point
     mu = encode_all(model, images, device)
-    se = torch.zeros((), dtype=torch.float64)
+    errors = []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(device).float().div_(255.0)
-        se += squared_error(x, model.decode(mu[i:i + batch_size])).double().sum().cpu()
-    values = {"mse": float(se / len(images))}
+        errors.append(squared_error(x, model.decode(mu[i:i + batch_size])).double().cpu())
+    errors = torch.cat(errors)
+    values = {"mse": float(errors.mean())}
+    uncertainty["mse"] = _standard_error(errors)
     sigma_z2 = model.sigma_z2
     if point.encoding == "stochastic":
-        values["kl"] = float(_kl_scalar_variance(mu.double(), model.log_sigma_z2.double()).mean())
+        kl = _kl_scalar_variance(mu.double(), model.log_sigma_z2.double())
+        values["kl"] = float(kl.mean())
+        uncertainty["kl"] = _standard_error(kl.cpu())
     if point.table == 1 and point.encoding == "stochastic":
         values["sigma_z2"] = sigma_z2
     # One generator per criterion, each seeded from the run's seed: adding a criterion never changes another.
     gen = lambda k: torch.Generator().manual_seed(seed * 1000 + k)  # noqa: E731
     values["mi"] = mi_upper_bound(mu, sigma_z2, batch_size=mi_batch_size, generator=gen(1))
+    if sigma_z2 == 0.0:
+        uncertainty["mi"] = 0.0   # deterministic encoding: eq. (29) has no Monte-Carlo term, the value is exact
     for k, (name, s2) in enumerate(GAP_VARIANCES.items(), start=2):
         values[name] = expected_gap(model.decode, mu, s2, generator=gen(k), batch_size=batch_size)
     values["els"] = expected_local_smoothness(model.decode, mu, batch_size=batch_size)
@@ -172,16 +185,19 @@ def criteria(model: Section3Model, images: Tensor, *, seed: int, device, mi_batc
 
 def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
     """The tidy records (one per metric) of a grid point's criteria on the training set."""
-    from .evaluate import git_commit
-    from .runtime import device_info, pick_device
+    from .provenance import provenance
+    from .runtime import pick_device
 
     device = pick_device(cfg.device)
     model, meta = load_point_model(model_file, device)
-    values = criteria(model, study_images(cfg, "train"), seed=seed, device=device,
-                      mi_batch_size=cfg.section3.mi_batch_size)
-    point, commit, runtime = model.point, git_commit(), device_info(device)
+    images = study_images(cfg, "train")
+    uncertainty: dict[str, float] = {}
+    values = criteria(model, images, seed=seed, device=device, mi_batch_size=cfg.section3.mi_batch_size,
+                      uncertainty=uncertainty)
+    point, prov = model.point, provenance(cfg, "mnist", device)
     return [{"table": point.table, "dataset": "mnist", **point.keys, "seed": int(seed), "metric": metric,
-             "value": float(value), "config": cfg.name, "commit": commit, **runtime}
+             "value": float(value), "uncertainty": uncertainty.get(metric, float("nan")),
+             "n_images": len(images), "config": cfg.name, "reduced": bool(cfg.reduced), **prov}
             for metric, value in values.items()]
 
 

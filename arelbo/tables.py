@@ -53,6 +53,11 @@ FLOAT_KEYS = ("log10_sigma_x2", "log10_sigma_z2")
 KEY_COLUMNS = ("dataset", "model", "encoding", *FLOAT_KEYS)
 BASE_COLUMNS = ("table", "dataset", "seed", "metric", "value", "config", "commit")
 TIDY_COLUMNS = ("table", *KEY_COLUMNS, "seed", "metric", "value", "config", "commit")
+# Kept when the records have them: the value's within-run uncertainty (a std: FID bootstrap, KID
+# subsets, standard error over images), the sizes it was measured on, and its provenance.
+EXTRA_COLUMNS = ("uncertainty", "n_samples", "n_reference", "kid_subset_size", "n_images", "reduced",
+                 "dirty", "config_hash", "data_hash", "device", "device_name", "torch", "cuda")
+KID_SCALE = 1e3   # KID is shown ×10³, as is customary
 DASH = "–"
 CSV_FLOAT_FORMAT = "%.10g"
 
@@ -64,6 +69,8 @@ TEX_LABELS = {
     "gap_1e-2": r"Gap $10^{-2}$", "gap_1e-3": r"Gap $10^{-3}$",
     "fid_prior": "FID prior", "fid_2ndvae": "FID 2ndVAE", "fid_gmm10": "FID GMM-10", "fid_gmm100": "FID GMM-100",
     "fid_interp_mid": "FID mid-point", "fid_interp_random": "FID random-point",
+    "kid_prior": "KID prior", "kid_2ndvae": "KID 2ndVAE", "kid_gmm10": "KID GMM-10", "kid_gmm100": "KID GMM-100",
+    "kid_interp_mid": "KID mid-point", "kid_interp_random": "KID random-point", "sigma_x2": r"$\sigma_x^2$",
 }
 
 
@@ -110,6 +117,17 @@ class TableSpec:
 
 _T3 = ("mse", "fid_prior", "fid_2ndvae", "fid_gmm10", "fid_gmm100")
 _T4 = ("fid_interp_mid", "fid_interp_random")
+
+
+def kid_of(metric: str) -> str:
+    """The KID metric measured with the same samples as FID metric `metric`."""
+    return "kid_" + metric.removeprefix("fid_")
+
+
+# Not displayed in the paper's layout but carried by the tidy rows: KID next to every FID, and the σx²
+# the Σx-estimating models imply (the paper's 0.0056 / 0.0050 for Iso-I AR-ELBO).
+_T3_EXTRA = ("sigma_x2", *(kid_of(m) for m in _T3[1:]))
+_T4_EXTRA = tuple(kid_of(m) for m in _T4)
 _T1 = ("mse", "kl", "sigma_z2", "mi", "gap_1e-2", "gap_1e-3", "els")
 _T5 = ("mse", "kl", "mi", "gap_1e-2", "gap_1e-3", "els")
 TABLE_SPECS: dict[int, TableSpec] = {
@@ -123,12 +141,12 @@ TABLE_SPECS: dict[int, TableSpec] = {
                     "second-stage VAE (2ndVAE) and Gaussian mixtures with 10 and 100 components (GMM) "
                     "fitted to the latent codes",
                  DATASETS, "model", MODEL_IDS, {"mnist": _T3[:4], "celeba": _T3},
-                 group="dataset", metrics=_T3, bold_best=True,
+                 group="dataset", metrics=_T3 + _T3_EXTRA, bold_best=True,
                  undefined=frozenset((m, "fid_prior") for m in NO_PRIOR)),
     4: TableSpec(4, "FID of images decoded from interpolated latent codes of image pairs, at the "
                     "mid-point and at a random point between the two",
                  DATASETS, "model", MODEL_IDS, {"mnist": _T4, "celeba": _T4},
-                 group="dataset", metrics=_T4, bold_best=True),
+                 group="dataset", metrics=_T4 + _T4_EXTRA, bold_best=True),
     5: TableSpec(5, r"MSE, KL divergence, upper bound of the MI $I(x'; z)$, expected gap ($s_z^2 = "
                     r"10^{-2}, 10^{-3}$) and ELS for different fixed $\sigma_z^2$ ($\Sigma_x$ by Iso-I AR-ELBO)",
                  ("mnist",), "log10_sigma_z2", _log10_grid(1.0, 20), {None: _T5}, metrics=_T5),
@@ -141,6 +159,17 @@ def _spec(n: int) -> TableSpec:
     return TABLE_SPECS[n]
 
 
+def kid_view(spec: TableSpec) -> TableSpec | None:
+    """Table n's KID twin: its FID columns as KID (None for tables without FID)."""
+    import dataclasses
+
+    columns = {g: tuple(kid_of(m) for m in cols if m.startswith("fid_")) for g, cols in spec.columns.items()}
+    if not any(columns.values()):
+        return None
+    return dataclasses.replace(spec, columns=columns,
+                               undefined=frozenset((r, kid_of(m)) for r, m in spec.undefined))
+
+
 # ---------------------------------------------------------------------------- input
 
 def check_tidy(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +178,7 @@ def check_tidy(tidy: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in BASE_COLUMNS if c not in tidy.columns]
     if missing:
         raise ValueError(f"tidy data lacks required column(s): {', '.join(missing)}")
-    df = tidy.reindex(columns=list(TIDY_COLUMNS))
+    df = tidy.reindex(columns=list(TIDY_COLUMNS) + [c for c in EXTRA_COLUMNS if c in tidy.columns])
     numbers = pd.to_numeric(df["table"], errors="coerce")
     unknown = sorted(set(df["table"][~numbers.isin(list(TABLE_SPECS))].astype(str)))
     if unknown:
@@ -212,7 +241,9 @@ def _rows(tidy: pd.DataFrame, n: int) -> pd.DataFrame:
     rows = tidy[tidy["table"] == n]
     if rows.empty:
         raise ValueError(f"the tidy data has no rows for Table {n}")
-    return rows[[c for c in TIDY_COLUMNS if c in BASE_COLUMNS or c in spec.keys]].reset_index(drop=True)
+    keep = [c for c in TIDY_COLUMNS if c in BASE_COLUMNS or c in spec.keys]
+    keep += [c for c in EXTRA_COLUMNS if c in rows and rows[c].notna().any()]
+    return rows[keep].reset_index(drop=True)
 
 
 def read_paper_table(n: int) -> pd.DataFrame:
@@ -241,11 +272,21 @@ def _column(group: str | None, metric: str) -> str:
     return f"{group}/{metric}" if group else metric
 
 
-def _wide(tidy: pd.DataFrame, n: int) -> tuple[list, dict[str, pd.DataFrame]]:
+def _wide(tidy: pd.DataFrame, n: int, kid: bool = False) -> tuple[list, dict[str, pd.DataFrame]]:
     """The column blocks present and the mean/std/n_seeds of the displayed cells, one frame each:
-    index = rows present (paper order), columns = "block/metric" (just "metric" for Table 5)."""
-    spec = TABLE_SPECS[n]
-    stats = summarise(_rows(tidy, n))
+    index = rows present (paper order), columns = "block/metric" (just "metric" for Table 5). With
+    `kid`, the KID twin's cells ×10³, the std of a one-seed cell being KID's std over subsets."""
+    spec = kid_view(TABLE_SPECS[n]) if kid else TABLE_SPECS[n]
+    rows = _rows(tidy, n)
+    stats = summarise(rows)
+    if kid:
+        if "uncertainty" in rows:
+            within = rows.groupby([*spec.keys, "metric"])["uncertainty"].first().rename("within").reset_index()
+            stats = stats.merge(within, on=[*spec.keys, "metric"], how="left")
+            one = stats["n_seeds"] == 1
+            stats.loc[one, "std"] = stats.loc[one, "within"]
+        is_kid = stats["metric"].str.startswith("kid_")
+        stats.loc[is_kid, ["mean", "std"]] *= KID_SCALE
     blocks = [g for g in spec.groups if g in set(stats[spec.group])] if spec.group else [None]
     names = [_column(g, m) for g in blocks for m in spec.columns[g]]
     stats["column"] = [_column(g, m) for g, m in
@@ -291,11 +332,14 @@ def format_cell(mean: float, std: float = np.nan, n_seeds: int = 1, *,
 
 
 def _cells(tidy: pd.DataFrame, n: int, *, pm: str, dash: str, minus: str = "-",
-           bold: str | None = None) -> tuple[list, pd.DataFrame]:
+           bold: str | None = None, kid: bool = False) -> tuple[list, pd.DataFrame]:
     """Displayed cells as strings; with `bold` (a format string like "\\textbf{%s}") the lowest
-    printed mean per column is wrapped in it when the table bolds its best."""
-    blocks, stats = _wide(tidy, n)
+    printed mean per column is wrapped in it when the table bolds its best. With `kid`, the KID twin
+    (every cell shows its ± std: over seeds, or over KID's subsets for one seed)."""
+    blocks, stats = _wide(tidy, n, kid=kid)
     mean, std, count = stats["mean"], stats["std"], stats["n_seeds"]
+    if kid:
+        count = count.clip(lower=2)
     cells = pd.DataFrame({c: [format_cell(m, s, k, pm=pm, dash=dash, minus=minus)
                               for m, s, k in zip(mean[c], std[c], count[c])] for c in mean},
                          index=mean.index)
@@ -312,9 +356,31 @@ def paper_shaped(tidy: pd.DataFrame, n: int) -> pd.DataFrame:
     """The displayed table as strings: rows in paper order (index: model id or log10 σ²; Tables 3 and
     4 add the paper's `label`), the paper's columns named "block/metric" ("metric" for Table 5)."""
     _, cells = _cells(tidy, n, pm=" ± ", dash=DASH)
+    if kid_view(TABLE_SPECS[n]) is not None and _has_kid(tidy, n):
+        _, kid_cells = _cells(tidy, n, pm=" ± ", dash=DASH, kid=True)
+        cells = cells.join(kid_cells.rename(columns=lambda c: c + " (x1e3)"))
     if TABLE_SPECS[n].row == "model":
         cells.insert(0, "label", [MODEL_LABELS[m] for m in cells.index])
     return cells
+
+
+def _has_kid(tidy: pd.DataFrame, n: int) -> bool:
+    return bool(_rows(tidy, n)["metric"].str.startswith("kid_").any())
+
+
+def sample_sizes(tidy: pd.DataFrame, n: int) -> str:
+    """ "N_gen = …, N_ref = …" per dataset of Table n's FID/KID rows ("" when they have no sizes)."""
+    rows = _rows(tidy, n)
+    rows = rows[rows["metric"].str.startswith(("fid_", "kid_"))]
+    if rows.empty or "n_samples" not in rows or "n_reference" not in rows:
+        return ""
+    parts = []
+    for dataset, part in rows.groupby("dataset", sort=False):
+        gen = sorted({int(v) for v in part["n_samples"].dropna()})
+        ref = sorted({int(v) for v in part["n_reference"].dropna()})
+        parts.append(f"{TEX_LABELS.get(dataset, dataset)}: $N_{{gen}} = {'/'.join(map(str, gen))}$ generated vs "
+                     f"$N_{{ref}} = {'/'.join(map(str, ref))}$ reference images")
+    return "; ".join(parts)
 
 
 def compare_with_paper(tidy: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -364,16 +430,35 @@ def to_latex(tidy: pd.DataFrame, n: int, *, config_name: str, reduced: bool,
     if synthetic - set(DATASETS):
         raise ValueError(f"unknown synthetic dataset(s) {sorted(synthetic - set(DATASETS))}; known: {DATASETS}")
     rows = _rows(tidy, n)
-    blocks, cells = _cells(rows, n, pm=r" $\pm$ ", dash="--", minus="$-$", bold=r"\textbf{%s}")
-    caption = [f"Reproduction of Table {n} (config: {tex_escape(config_name)}): {spec.title}.",
-               r"Cells: mean $\pm$ std over seeds" + ("; best per column in bold" if spec.bold_best else "")
-               + "; -- undefined or not evaluated."]
+    from .provenance import mixed_provenance
+
+    sizes = sample_sizes(rows, n)
+    notes = [f"Sizes: {sizes}." if sizes else ""] + [f"Mixed provenance: {tex_escape(x)}." for x in mixed_provenance(rows)]
+    tex = _latex_table(rows, n, spec, label=f"tab:table{n}", config_name=config_name, reduced=reduced,
+                       synthetic=synthetic, title=spec.title, notes=notes,
+                       cells_note=r"mean $\pm$ std over seeds")
+    if kid_view(spec) is not None and _has_kid(rows, n):
+        tex += "\n" + _latex_table(
+            rows, n, kid_view(spec), label=f"tab:table{n}-kid", config_name=config_name, reduced=reduced,
+            synthetic=synthetic, kid=True, notes=notes,
+            title="Kernel Inception Distance ($\\times 10^3$; unbiased, valid at small $N$) of the samples of "
+                  f"Table {n}'s FID columns",
+            cells_note=r"KID mean $\pm$ std over seeds, or over 100 KID subsets for one seed")
+    return tex
+
+
+def _latex_table(rows: pd.DataFrame, n: int, spec: TableSpec, *, label: str, config_name: str, reduced: bool,
+                 synthetic: set, title: str, notes: list[str], cells_note: str, kid: bool = False) -> str:
+    blocks, cells = _cells(rows, n, pm=r" $\pm$ ", dash="--", minus="$-$", bold=r"\textbf{%s}", kid=kid)
+    caption = [f"Reproduction of Table {n} (config: {tex_escape(config_name)}): {title}.",
+               f"Cells: {cells_note}" + ("; best per column in bold" if spec.bold_best else "")
+               + "; -- undefined or not evaluated.", *(x for x in notes if x)]
     if reduced:
         caption.append("Reduced configuration: these numbers are not comparable with the paper.")
     caption += [f"{TEX_LABELS[d]} here is a synthetic stand-in." for d in DATASETS
                 if d in synthetic and d in set(rows["dataset"])]
     lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{' '.join(caption)}}}",
-             rf"\label{{tab:table{n}}}", rf"\begin{{tabular}}{{l{'r' * cells.shape[1]}}}", r"\toprule"]
+             rf"\label{{{label}}}", rf"\begin{{tabular}}{{l{'r' * cells.shape[1]}}}", r"\toprule"]
     if spec.group:
         spans, rules, first = [""], [], 2
         for g in blocks:

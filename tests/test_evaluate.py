@@ -21,7 +21,7 @@ def model_files(tmp_path_factory):
     """model.pt files (untrained, seeded) in the format the trainer writes."""
     folder = tmp_path_factory.mktemp("models")
     files = {}
-    for model_id in ("vae", "ae"):
+    for model_id in ("vae", "ae", "iso_i_arelbo"):
         seed_everything(0)
         net = build_net(model_id, "mnist").eval()
         path = folder / f"{model_id}.pt"
@@ -95,13 +95,34 @@ def test_mse_is_the_per_image_sum_of_squares(tmp_path, ci_config, model_files):
     from arelbo.data import load_split
     from arelbo.train import load_trained
 
-    record = json.loads(evaluate.mse(ci_config, "mnist", "ae", model_files["ae"], 0, tmp_path / "m.json").read_text())
+    (record,) = json.loads(evaluate.mse(ci_config, "mnist", "ae", model_files["ae"], 0, tmp_path / "m.json").read_text())
     net, _ = load_trained(model_files["ae"])
     x = load_split("mnist", "test", ci_config).float() / 255
     with torch.no_grad():
         expected = (x - net.decode(net.encode(x)[0])[0]).pow(2).sum((1, 2, 3)).mean().item()
     assert record["value"] == pytest.approx(expected, rel=1e-5)
     assert record["metric"] == "mse" and record["table"] == 3 and record["config"] == "ci"
+    # its standard error over the test images, and where it came from
+    per_image = (x - net.decode(net.encode(x)[0])[0]).detach().pow(2).sum((1, 2, 3))
+    assert record["uncertainty"] == pytest.approx(float(per_image.std() / len(x) ** 0.5), rel=1e-4)
+    assert record["n_images"] == len(x) and record["reduced"] is True
+    assert len(record["config_hash"]) == 16 and record["commit"] and record["data_hash"] != "missing"
+    assert record["dirty"] in (True, False)
+
+
+def test_arelbo_records_the_sigma_x2_its_objective_implies(tmp_path, ci_config, model_files, monkeypatch):
+    """Iso-I AR-ELBO's σx² is the minibatch MLE MSE/d (the paper's 0.0056 = 4.40/784): recorded beside
+    the MSE, close to the deterministic reconstruction's MSE/d, with the standard error of its
+    minibatch estimates; models without Σx have none."""
+    monkeypatch.setattr(evaluate, "DECODE_BATCH", 32)   # 4 minibatches of the 128 test images
+    records = json.loads(evaluate.mse(ci_config, "mnist", "iso_i_arelbo", model_files["iso_i_arelbo"], 0,
+                                      tmp_path / "m.json").read_text())
+    mse, sigma_x2 = records
+    assert sigma_x2["metric"] == "sigma_x2" and sigma_x2["table"] == 3
+    assert sigma_x2["value"] == pytest.approx(mse["value"] / 784, rel=0.05)
+    assert 0 < sigma_x2["uncertainty"] < 0.05 * sigma_x2["value"]
+    (only,) = json.loads(evaluate.mse(ci_config, "mnist", "vae", model_files["vae"], 0, tmp_path / "v.json").read_text())
+    assert only["metric"] == "mse"
 
 
 def test_records_assemble_into_table3(tmp_path, ci_config):
@@ -135,10 +156,15 @@ def test_fid_record_against_the_cached_reference(tmp_path, ci_config, model_file
     np.savez(samples, images=images)
     out = evaluate.fid(cfg, "mnist", "vae", 0, "interp_mid", samples, reference,
                        layout.inception_weights(cfg.resources), tmp_path / "fid.json")
-    record = json.loads(out.read_text())
+    record, kid = json.loads(out.read_text())
     assert record["metric"] == "fid_interp_mid" and record["table"] == 4
     assert np.isfinite(record["value"]) and record["value"] > 0
     assert record["n_samples"] == cfg.fid.n_samples and record["n_reference"] == cfg.fid.reference_count
+    assert record["uncertainty"] > 0 and "bootstrap" in record["uncertainty_method"]
+    # KID of the same samples, next to it: torch-fidelity's subsets of min(1000, N_gen, N_ref)
+    assert kid["metric"] == "kid_interp_mid" and kid["table"] == 4 and np.isfinite(kid["value"])
+    assert kid["kid_subset_size"] == min(1000, cfg.fid.n_samples, cfg.fid.reference_count)
+    assert kid["uncertainty"] >= 0 and kid["n_samples"] == record["n_samples"]
 
 
 @pytest.mark.slow

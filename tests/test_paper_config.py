@@ -100,8 +100,8 @@ def test_paper_config_runs_to_tables_1_3_4_5(paper_run):
 def test_paper_fids_use_the_whole_configured_test_split(paper_run, ci_config):
     from arelbo import layout
 
-    records = [json.loads(p.read_text()) for p in (paper_run / "results" / "metrics").rglob("fid_*.json")]
-    assert len(records) == 2 * 5 - 1 + 2 * 6 - 1   # MNIST 5 FIDs, CelebA 6 (GMM-100); no AE prior
+    records = [r for p in (paper_run / "results" / "metrics").rglob("fid_*.json") for r in json.loads(p.read_text())]
+    assert len(records) == 2 * (2 * 5 - 1 + 2 * 6 - 1)   # FID and KID: MNIST 5, CelebA 6 (GMM-100); no AE prior
     n_reference = {r["dataset"] for r in records}
     assert n_reference == {"mnist", "celeba"}
     for record in records:

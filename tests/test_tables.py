@@ -53,7 +53,8 @@ def test_tables_module_does_not_import_torch():
 def test_specs_agree_with_the_reference_tables():
     for n, spec in TABLE_SPECS.items():
         paper = read_paper_table(n)
-        assert [c for c in paper if c not in spec.keys] == list(spec.metrics)
+        displayed = [m for m in spec.metrics if not m.startswith("kid_") and m != "sigma_x2"]
+        assert [c for c in paper if c not in spec.keys] == displayed
         if spec.group:
             for group, part in paper.groupby(spec.group, sort=False):
                 assert tuple(part[spec.row]) == spec.rows
@@ -320,3 +321,32 @@ def test_workflow_table3_estimators_equal_the_table_spec():
     spec = TABLE_SPECS[3]
     assert {d: tuple(m.removeprefix("fid_") for m in cols if m.startswith("fid_"))
             for d, cols in spec.columns.items()} == copy
+
+
+def test_kid_twin_table_states_sizes_and_shows_subset_std_for_one_seed():
+    """Next to every FID, KID ×10³ (± its std over subsets for one seed); both captions state N
+    generated and N reference; extra record columns (uncertainty, sizes, provenance) reach the tidy CSV."""
+    common = {"n_samples": 32, "n_reference": 500, "uncertainty": 0.002, "config_hash": "h1"}
+    records = cells(4, [{"model": "vae"}, {"model": "ae"}],
+                    {"fid_interp_mid": 80.0, "fid_interp_random": 70.0}, **common)
+    records += cells(4, [{"model": "vae"}, {"model": "ae"}],
+                     {"kid_interp_mid": 0.031, "kid_interp_random": 0.024}, **common)
+    tidy = tidy_from_records(records)
+    assert {"uncertainty", "n_samples", "n_reference", "config_hash"} <= set(tidy.columns)
+    tex = to_latex(tidy, 4, config_name="cfg", reduced=True)
+    assert tex.count(r"\begin{table}") == 2 and r"\label{tab:table4-kid}" in tex
+    assert tex.count(r"$N_{gen} = 32$ generated vs $N_{ref} = 500$") == 2
+    kid_rows = latex_body(tex[tex.index("tab:table4-kid"):])
+    assert kid_rows[0][1] == r"\textbf{31.00 $\pm$ 2.00}"   # 0.031 ×10³ ± 0.002 ×10³ (one seed: subsets)
+    shaped = paper_shaped(tidy, 4)
+    assert shaped.loc["vae", "mnist/kid_interp_mid (x1e3)"] == "31.00 ± 2.00"
+    assert "Mixed provenance" not in tex
+
+
+def test_tables_say_when_their_records_come_from_several_commits_or_configs():
+    records = cells(4, [{"model": "vae"}], {"fid_interp_mid": 80.0, "fid_interp_random": 70.0},
+                    config_hash="aaaa")
+    records[0] = {**records[0], "commit": "c1", "config_hash": "bbbb"}
+    tex = to_latex(tidy_from_records(records), 4, config_name="cfg", reduced=True)
+    assert "Mixed provenance: built from records of 2 commits (c0, c1)" in tex
+    assert "2 config hashes (aaaa, bbbb)" in tex

@@ -156,7 +156,11 @@ def _load_cached(cache_path: Path, key: dict[str, Any]) -> dict[str, Any] | None
             if stored != key:
                 log.info("FID reference cache %s is stale (%s != %s); recomputing", cache_path, stored, key)
                 return None
-            return {"mu": z["mu"].copy(), "sigma": z["sigma"].copy(), **stored}
+            if "features" not in z.files or z["features"].shape != (key["n"], z["mu"].shape[0]):
+                log.info("FID reference cache %s has no reference features (KID needs them); recomputing",
+                         cache_path)
+                return None
+            return {"mu": z["mu"].copy(), "sigma": z["sigma"].copy(), "features": z["features"].copy(), **stored}
     except Exception as exc:  # noqa: BLE001 - unreadable cache: recompute
         log.warning("could not read FID reference cache %s (%s); recomputing", cache_path, exc)
         return None
@@ -181,7 +185,8 @@ def reference_stats(
     equal the requested ones; otherwise ``images_fn()`` is called (uint8 images; the first
     ``count`` are used, all of them when ``count`` is None — the paper's "whole test split"), the
     statistics computed and the cache rewritten atomically.
-    Returns ``{"mu", "sigma", "n", "dataset", "split", "weights"}``.
+    The pool3 features themselves are cached too (float32, ``features``): KID compares feature sets.
+    Returns ``{"mu", "sigma", "features", "n", "dataset", "split", "weights"}``.
     """
     from arelbo.inception_weights import build_inception
 
@@ -213,12 +218,13 @@ def reference_stats(
                 f,
                 mu=mu,
                 sigma=sigma,
+                features=feats.astype(np.float32),
                 n=np.int64(key["n"]),
                 dataset=np.array(key["dataset"]),
                 split=np.array(key["split"]),
                 weights=np.array(key["weights"]),
             )
-    return {"mu": mu, "sigma": sigma, **key}
+    return {"mu": mu, "sigma": sigma, "features": feats.astype(np.float32), **key}
 
 
 def fid_against(images: ImagesLike, ref: StatsLike, model: torch.nn.Module, **kw: Any) -> float:
@@ -258,3 +264,58 @@ class FidScorer:
 
     def fid(self, images: ImagesLike, ref: StatsLike) -> float:
         return frechet_distance_to_features(self.features(images), ref)
+
+
+def fid_bootstrap(features: np.ndarray, ref: StatsLike, *, resamples: int, seed: int,
+                  device: Union[str, torch.device] = "cpu") -> np.ndarray:
+    """FIDs of ``resamples`` bootstrap resamples (with replacement) of the generated ``features``
+    against fixed reference statistics: the within-run uncertainty of one FID (SPEC §8).
+
+    Each resample's covariance is np.cov of the resampled rows, written as a weighted sum over the
+    distinct rows, so no resample is materialised: with Y = X − x̄ and bootstrap weights w (counts/N),
+    μ_b = x̄ + Yᵀw and (N−1)·Σ_b = Yᵀ diag(Nw) Y − N·(Yᵀw)(Yᵀw)ᵀ. When N − 1 < D the trace of
+    √(Σ_b Σ_ref) comes from the N×N matrix B Σ_ref Bᵀ, B = diag(√(Nw)) (Y − 1(Yᵀw)ᵀ)/√(N−1) (the
+    frechet_distance_to_features identity); otherwise from the D×D matrix S Σ_b S, S = √Σ_ref. Both
+    run in float64 on ``device`` and equal pytorch-fid's distance of the resampled rows
+    (tests/test_fid.py).
+    """
+    x = torch.as_tensor(np.asarray(features, dtype=np.float64), device=device)
+    mu_ref, sigma_ref = (torch.as_tensor(np.asarray(a, dtype=np.float64), device=device) for a in _as_mu_sigma(ref))
+    n, dim = x.shape
+    if n < 2:
+        raise ValueError(f"a bootstrap of FID needs at least 2 feature vectors, got {n}")
+    gen = np.random.default_rng(seed)
+    counts = torch.as_tensor(np.stack([np.bincount(gen.integers(0, n, n), minlength=n) for _ in range(resamples)]),
+                             dtype=torch.float64, device=device)                       # resamples × N
+    y = x - x.mean(0)
+    offset = x.mean(0) - mu_ref
+    tr_ref = torch.trace(sigma_ref)
+    small = n - 1 < dim
+    if small:
+        k = y @ sigma_ref @ y.T                                                        # N × N
+        gram = y @ y.T
+    else:
+        evals, evecs = torch.linalg.eigh(sigma_ref)
+        root = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T                           # √Σ_ref
+    out = np.empty(resamples)
+    for b in range(resamples):
+        c = counts[b]
+        w = c / n
+        shift = y.T @ w                                                                # μ_b − x̄
+        mean_term = float((offset + shift) @ (offset + shift))
+        if small:
+            # B = diag(√c)(Y − 1 shiftᵀ)/√(N−1); B Σ_ref Bᵀ and Tr Σ_b = Tr(B Bᵀ) from K and the Gram
+            kw = k @ w
+            centred = k - kw[:, None] - kw[None, :] + w @ kw
+            gw = gram @ w
+            g_centred_diag = torch.diagonal(gram) - 2 * gw + w @ gw
+            root_c = c.sqrt()
+            m = root_c[:, None] * centred * root_c[None, :] / (n - 1)
+            tr_sigma = float((c * g_centred_diag).sum() / (n - 1))
+        else:
+            sigma_b = (y.T * c) @ y / (n - 1) - n * torch.outer(shift, shift) / (n - 1)
+            m = root @ sigma_b @ root
+            tr_sigma = float(torch.trace(sigma_b))
+        eig = torch.linalg.eigvalsh((m + m.T) / 2)
+        out[b] = mean_term + tr_sigma + float(tr_ref) - 2.0 * float(eig.clamp_min(0).sqrt().sum())
+    return out

@@ -4,6 +4,7 @@
 localrules:
     table,
     resolved_config,
+    claims,
 
 
 rule resolved_config:
@@ -39,3 +40,19 @@ rule table:
     shell:
         "{ARELBO} table --config {CONFIG_FILE} --table {wildcards.n} --outdir {params.outdir} {input.metrics} "
         "> {log} 2>&1"
+
+
+rule claims:
+    # Verdicts on the paper's claims from the tidy CSVs of every table this config builds (a claim on a
+    # dataset or table it does not build is listed as NOT RUN).
+    input:
+        [f"{OUT}/tables/table{n}_tidy.csv" for n in built_tables()],
+    output:
+        csv=report(f"{OUT}/claims.csv", caption="../report/claims.rst", category="1. Claims"),
+        tex=f"{OUT}/claims.tex",
+    log:
+        f"{LOGS}/claims.log",
+    params:
+        results=lambda wc, output: str(Path(output.csv).parent),
+    shell:
+        "{ARELBO} claims --results {params.results} --out-csv {output.csv} --out-tex {output.tex} > {log} 2>&1"

@@ -1,0 +1,78 @@
+"""Where a number came from: written into every metric and criteria record, read by tables and claims.
+
+A record's provenance is the code (git commit and whether the working tree had uncommitted changes),
+the settings (a hash of the merged config), the data (a hash of the dataset cache's meta file, which
+names the verified raw files and the array shapes) and the machine (device, torch and CUDA versions,
+from `runtime.device_info`). Tables and claims built from records of more than one commit or config
+hash say so in their captions (`mixed_provenance`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HASH_CHARS = 16
+# Columns a tidy row may carry besides its value; tables and claims pass them through.
+PROVENANCE_COLUMNS = ("commit", "dirty", "config_hash", "data_hash", "device", "device_name", "torch", "cuda")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit() -> str:
+    """The short commit of the code that ran, "unknown" outside a git checkout."""
+    out = _git("rev-parse", "--short=12", "HEAD")
+    return out.strip() if out and out.strip() else "unknown"
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit (results are then not reproducible from the
+    commit alone); None outside a git checkout. Untracked files (results, logs) do not count."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out.strip())
+
+
+def config_hash(raw: dict) -> str:
+    """sha256 prefix of the merged config as canonical JSON: equal settings give equal hashes,
+    whatever the key order or the files they were merged from."""
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
+
+
+def data_hash(cfg, dataset: str) -> str:
+    """sha256 prefix of the dataset cache's meta.json (raw-file digests or CelebA listing, shapes);
+    "missing" when the cache has not been built."""
+    from .layout import dataset_cache_meta
+
+    meta = dataset_cache_meta(cfg.resources, cfg.dataset_tag(dataset))
+    return hashlib.sha256(meta.read_bytes()).hexdigest()[:HASH_CHARS] if meta.is_file() else "missing"
+
+
+def provenance(cfg, dataset: str, device) -> dict:
+    """The provenance fields of one record (see the module docstring)."""
+    from .runtime import device_info
+
+    return {"commit": git_commit(), "dirty": git_dirty(), "config_hash": config_hash(cfg.raw),
+            "data_hash": data_hash(cfg, dataset), **device_info(device)}
+
+
+def mixed_provenance(frame) -> list[str]:
+    """Sentences saying which provenance fields differ between the rows of a tidy frame (a table or
+    claim mixing commits or configs says so); [] when every row shares them."""
+    notes = []
+    for column, what in (("commit", "commits"), ("config_hash", "config hashes")):
+        if column in frame:
+            values = sorted({str(v) for v in frame[column].dropna()})
+            if len(values) > 1:
+                notes.append(f"built from records of {len(values)} {what} ({', '.join(values)})")
+    if "dirty" in frame and frame["dirty"].map(lambda v: str(v).lower() == "true").any():
+        notes.append("some records come from a working tree with uncommitted changes")
+    return notes
