@@ -250,6 +250,15 @@ def cmd_claims(args) -> None:
     from .claims import summary_text, write_claims
 
     reduced = {"reduced": True, "not-reduced": False, None: None}[args.comparable]
+    if args.paper:   # the paper's own tables: does the claims file encode what its numbers say?
+        from .claims import judge, load_claims, paper_tidy
+
+        print(summary_text(judge(paper_tidy(), load_claims(args.claims)), title="Claims judged on the paper's own tables"))
+        return
+    if args.results is None:
+        from .claims import ClaimsError
+
+        raise ClaimsError("give --results DIR (a run's outdir) or --paper")
     if args.no_write:
         from .claims import judge, load_claims, read_tidy
 
@@ -357,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("claims", help="judge the paper's claims from a run's tidy table CSVs (PASS/FAIL/...)")
-    p.add_argument("--results", required=True, help="a run's outdir (holds tables/table*_tidy.csv)")
+    p.add_argument("--results", help="a run's outdir (holds tables/table*_tidy.csv)")
+    p.add_argument("--paper", action="store_true",
+                   help="judge the paper's own tables instead (each value ± 0.1): checks the claims file")
     p.add_argument("--claims", help="claims file (default: arelbo/reference/claims.yaml)")
     p.add_argument("--out-csv", help="default: <results>/claims.csv")
     p.add_argument("--out-tex", help="default: <results>/claims.tex")

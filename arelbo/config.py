@@ -353,6 +353,10 @@ def _normalise_paths(raw: dict) -> dict:
     for key in PATH_KEYS:
         if isinstance(raw.get(key), str) and raw[key].strip():
             raw[key] = os.path.normpath(raw[key])
+    # `snakemake --config 'seeds=[0,1,2]'` hands the list's items over as strings: read integer ones
+    if isinstance(raw.get("seeds"), list):
+        raw["seeds"] = [int(s) if isinstance(s, str) and s.strip().lstrip("-").isdigit() else s
+                        for s in raw["seeds"]]
     return raw
 
 

@@ -3,7 +3,11 @@ assembly runs as a light local job.
 
 Tidy data: one row per table × key × seed × metric, columns `table, dataset, seed, metric, value
 (float, NaN allowed), config, commit` plus the table's keys: `model` (Tables 3, 4), `encoding` and
-`log10_sigma_x2` (Table 1), `log10_sigma_z2` (Table 5). `check_tidy` validates and canonicalises it.
+`log10_sigma_x2` (Table 1), `log10_sigma_z2` (Table 5), and, when the records have them, EXTRA_COLUMNS:
+the value's within-run uncertainty, the sizes it was measured on (N generated / reference) and its
+provenance. `check_tidy` validates and canonicalises it. Tables 3 and 4 also carry KID next to every FID
+(shown ×10³ in a second LaTeX table and in the paper-shaped CSV) and Table 3 the σx² of the models that
+estimate Σx; arelbo.claims judges the paper's claims from these tidy rows.
 
 Cells. The mean over the seeds with a non-NaN value; "mean ± std" (std with ddof=1) when there are
 two or more; "–" where the paper leaves the cell undefined (prior FID of AE, RAE, RAE-GP) or no seed

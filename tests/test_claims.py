@@ -281,3 +281,13 @@ def test_make_quicks_grids_can_decide_every_trend_claim():
             assert forward < alpha, (claim["id"], forward)
     _, p_three, _ = C.spearman_trend(np.array([0.0, -0.5, -1.0]), np.array([0.0, -0.5, -1.0]))
     assert p_three > alpha
+
+
+def test_the_paper_own_tables_pass_the_claims_file_except_the_documented_cases():
+    """Judged on the paper's own numbers (± 0.1), every claim passes but two, both recorded in the notes:
+    'competitive on CelebA' fails in the prior column (AR-ELBO 64.40 vs WAE 52.89), and the KL 'nearly
+    zero' at σx² = 1 (printed 0.00) cannot be shown below 0.1 with a stand-in uncertainty of 0.1."""
+    verdicts = C.judge(C.paper_tidy()).set_index("id")["verdict"]
+    exceptions = {"arelbo-competitive-fid-celeba": C.FAIL, "t1-collapse-at-sigma-x2-1": C.INCONCLUSIVE}
+    for claim_id, verdict in verdicts.items():
+        assert verdict == exceptions.get(claim_id, C.PASS), (claim_id, verdict)

@@ -52,6 +52,21 @@ def test_table_targets_build_the_whole_evaluation_dag(tmp_path):
     assert counts["table"] == 2  # Tables 3 and 4
 
 
+def test_several_seeds_multiply_every_seeded_job_and_feed_one_claims_job(tmp_path):
+    """`seeds: [0, 1, 2]` (the multi-seed run the claims' Welch tests are for): each seed is trained,
+    sampled and scored, and the one claims job reads the tables built from all of them."""
+    out = tmp_path / "out"
+    result = snakemake("-n", "--cores", "8", "--configfile", "config/ci.yaml", "--config", "seeds=[0,1,2]",
+                       f"outdir={out}", f"logdir={tmp_path}/logs")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    one = job_counts(snakemake("-n", "--cores", "8", "--configfile", "config/ci.yaml", "--config",
+                               f"outdir={out}", f"logdir={tmp_path}/logs").stdout)
+    for rule in ("train", "encode", "metric_mse", "metric_fid", "sample", "sweep_train", "sweep_criteria"):
+        assert counts[rule] == 3 * one[rule], rule
+    assert counts["claims"] == one["claims"] == 1 and counts["table"] == one["table"] == 4
+
+
 def test_paper_config_dry_run_lists_the_section3_grid(tmp_path):
     result = snakemake(f"{tmp_path}/out/table1.tex", f"{tmp_path}/out/table5.tex", "-n", "--cores", "8",
                        "--config", f"outdir={tmp_path}/out", f"logdir={tmp_path}/logs")
