@@ -366,6 +366,7 @@ def judge_ordering(claim: dict, tidy: dict[int, pd.DataFrame], groups: dict, alp
     dataset, require = claim["dataset"], claim["require"]
     factor = float(claim.get("factor", 1.0)) / float(claim.get("ratio_at_least", 1.0))
     comparisons, notes, used, seeds, frames = [], [], [], set(), []
+    best_incomplete = False
     for table in _tables_of(claim):
         rows = tidy.get(table)
         metrics = _fid_columns(table, dataset) if claim["metrics"] == "fid" else list(claim["metrics"])
@@ -395,6 +396,11 @@ def judge_ordering(claim: dict, tidy: dict[int, pd.DataFrame], groups: dict, alp
             if "best_of" in claim:
                 candidates = [side(m) for m in models(claim["best_of"])]
                 present = [s for s in candidates if len(s.values)]
+                if len(present) < len(candidates):
+                    notes.append(f"{len(candidates) - len(present)} of the {len(candidates)} models the best is "
+                                 f"chosen from not run for {decided}: an unrun one could be the best, so the "
+                                 "claim cannot fail")
+                    best_incomplete = True
                 best = min(present, key=lambda s: s.mean) if present else Side("best", np.array([]), np.array([]))
                 best.label = f"best AR ({best.label})" if present else "best (none run)"
                 pairs = [(best, side(m)) for m in models(claim["versus"])]
@@ -419,6 +425,8 @@ def judge_ordering(claim: dict, tidy: dict[int, pd.DataFrame], groups: dict, alp
         verdict = PASS if wins > total / 2 else FAIL if losses >= total / 2 else INCONCLUSIVE
     else:   # half
         verdict = PASS if wins >= total / 2 else FAIL if losses > total / 2 else INCONCLUSIVE
+    if verdict == FAIL and best_incomplete:
+        verdict = INCONCLUSIVE
     scale = lambda metric: 1e3 if metric.startswith("kid_") else 1.0  # noqa: E731
     rel = "<" if factor == 1 else f"< {factor:.3g}×"
     details = []

@@ -110,6 +110,18 @@ def test_best_of_picks_the_best_member_and_skips_undefined_cells():
     assert row["verdict"] == C.PASS and "1 of 1" in row["evidence"] and "diag_d_arelbo" in row["evidence"]
 
 
+def test_best_of_cannot_fail_while_a_candidate_for_the_best_was_not_run():
+    groups = {"ar": ["iso_i_arelbo", "diag_d_arelbo"], "others": ["vae"]}
+    claim = {**ordering(best_of="ar", versus="others", metrics=["fid_prior"])}
+    del claim["pairs"]
+    rows = t3_rows({"iso_i_arelbo": 30.0, "vae": 20.0}, metric="fid_prior")   # diag_d_arelbo not run
+    row = C.judge({3: check_tidy(pd.DataFrame(rows))}, {"alpha": 0.05, "groups": groups, "claims": [claim]}).iloc[0]
+    assert row["verdict"] == C.INCONCLUSIVE and "an unrun one could be the best" in row["evidence"]
+    rows += t3_rows({"diag_d_arelbo": 25.0}, metric="fid_prior")             # every candidate run: now it fails
+    row = C.judge({3: check_tidy(pd.DataFrame(rows))}, {"alpha": 0.05, "groups": groups, "claims": [claim]}).iloc[0]
+    assert row["verdict"] == C.FAIL
+
+
 def test_factor_shifts_the_margin():
     far_worse = ordering(ratio_at_least=1.5, metrics=["mse"], pairs=[["ae", "vae"]])
     rows = t3_rows({"ae": 10.0, "vae": 14.0}, metric="mse", uncertainty=0.01)   # 14 < 1.5 × 10: the reverse

@@ -84,9 +84,10 @@ def test_paper_config_runs_to_tables_1_3_4_5(paper_run):
     table3 = _paper_shaped(results / "tables" / "table3_paper.csv")
     assert list(table3.index) == MODELS
     assert "celeba/fid_gmm100" in table3.columns and "mnist/fid_gmm100" not in table3.columns
+    assert "celeba/kid_gmm100 (x1e3)" in table3.columns   # KID beside every FID
     for column, cells in table3.drop(columns="label").items():
         for model, cell in cells.items():
-            undefined = column.endswith("fid_prior") and model == "ae"
+            undefined = column.endswith(("fid_prior", "kid_prior (x1e3)")) and model == "ae"
             assert (cell == "–") if undefined else (cell and cell != "–"), (column, model, cell)
     table4 = _paper_shaped(results / "tables" / "table4_paper.csv")
     assert not (table4 == "–").any().any() and not (table4 == "").any().any()
