@@ -570,6 +570,22 @@ def summary_text(verdicts: pd.DataFrame, *, title: str = "Claims") -> str:
     return "\n".join(lines)
 
 
+# The claims' Unicode maths in LaTeX that pdflatex also compiles (tex_escape first, then these).
+_TEX_UNICODE = {"σ": r"$\sigma$", "Σ": r"$\Sigma$", "ρ": r"$\rho$", "²": r"$^2$", "⁻¹": r"$^{-1}$",
+                "⁻²": r"$^{-2}$", "⁻³": r"$^{-3}$", "×": r"$\times$", "≈": r"$\approx$", "≥": r"$\geq$",
+                "≤": r"$\leq$", "→": r"$\to$", "±": r"$\pm$", "α": r"$\alpha$", "–": "--", "—": "---",
+                "✓": "yes", "✗": "no", "’": "'"}
+
+
+def tex_text(text: str) -> str:
+    from .tables import tex_escape
+
+    out = tex_escape(text)
+    for char, tex in sorted(_TEX_UNICODE.items(), key=lambda kv: -len(kv[0])):
+        out = out.replace(char, tex)
+    return out
+
+
 def to_latex(verdicts: pd.DataFrame, *, config_name: str = "", notes: tuple[str, ...] = ()) -> str:
     """Two booktabs tables: every textual claim (id, claim, verdict, evidence head) and the per-table
     counts of the value claims."""
@@ -580,13 +596,13 @@ def to_latex(verdicts: pd.DataFrame, *, config_name: str = "", notes: tuple[str,
     caption = (f"Verdicts on the paper's claims (config: {tex_escape(config_name)}). PASS: the claimed ordering or "
                "trend is significant (one-sided, $\\alpha = 0.05$, Holm within a claim) or a value is within its "
                "tolerance; FAIL: the reverse is significant or the value is outside; INCONCLUSIVE: the evidence "
-               "does not separate the sides; NOT RUN: no data in this run. " + " ".join(tex_escape(n) for n in notes))
+               "does not separate the sides; NOT RUN: no data in this run. " + " ".join(tex_text(n) for n in notes))
     lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{caption}}}", r"\label{tab:claims}", r"\small",
              r"\begin{tabular}{p{0.22\linewidth}p{0.36\linewidth}lp{0.28\linewidth}}", r"\toprule",
              r"Claim & Statement & Verdict & Evidence \\", r"\midrule"]
     for row in text.itertuples():
-        lines.append(" & ".join([tex_escape(row.id), tex_escape(row.claim), row.verdict,
-                                 tex_escape(row.evidence.split("; ")[0])]) + r" \\")
+        lines.append(" & ".join([tex_text(row.id), tex_text(row.claim), row.verdict,
+                                 tex_text(row.evidence.split("; ")[0])]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", "",
               r"\begin{table}[htbp]", r"\centering",
               r"\caption{Value claims: every cell of the paper's tables against the reproduction (MSE $\pm$10\%, "

@@ -271,6 +271,7 @@ def test_claims_command_writes_csv_and_latex_from_a_results_folder(tmp_path):
     assert len(verdicts) == len(C.load_claims()["claims"]) + len(C.value_claims(C.load_claims()))
     tex = (results / "claims.tex").read_text()
     assert r"\begin{tabular}" in tex and "sigma-x2-mnist" in tex and "Value claims" in tex
+    assert tex.isascii(), "claims.tex must compile with pdflatex too"
     assert "sigma-x2-mnist" in out.stdout
     missing = subprocess.run([sys.executable, "-m", "arelbo", "claims", "--results", str(tmp_path / "nope")],
                              capture_output=True, text=True, cwd=REPO)
