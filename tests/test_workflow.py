@@ -135,10 +135,12 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
     assert set(verdicts["verdict"]) <= set(VERDICTS)
     values = verdicts[verdicts.index.str.contains(":")]
     assert (values["verdict"] == "NOT RUN").all()   # a reduced config's numbers are not comparable
-    # the CelebA claims are judged (the stand-in is configured); models not in ci.yaml make the
-    # "best AR-ELBO" claims not run, never silently dropped
+    # claims on models ci.yaml does not train are listed as NOT RUN, never silently dropped; the
+    # Section 3 claims are judged (two grid points: a trend cannot be decided, a threshold can)
     assert verdicts.loc["arelbo-best-fid-mnist", "verdict"] == "NOT RUN"
-    assert verdicts.loc["vae-reconstructs-far-worse-celeba", "verdict"] != "NOT RUN"
+    assert verdicts.loc["vae-reconstructs-far-worse-celeba", "verdict"] == "NOT RUN"
+    assert verdicts.loc["t1-kl-rises-as-sigma-x2-falls", "verdict"] == "INCONCLUSIVE"
+    assert verdicts.loc["t5-kl-far-from-zero", "verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
     assert "kid_" in verdicts.loc["wae-low-prior-fid-mnist", "evidence"] or \
         verdicts.loc["wae-low-prior-fid-mnist", "verdict"] == "NOT RUN"
     assert (results / "claims.tex").read_text().count(r"\begin{tabular}") == 2
