@@ -282,16 +282,25 @@ def _provenance(rows: pd.DataFrame) -> str:
     return "; ".join(mixed_provenance(rows))
 
 
-def judge_value(claim: dict, tidy: dict[int, pd.DataFrame], reduced: bool | None) -> Verdict:
+def _one_cell(claim: dict, tidy: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame, Side, Verdict | None]:
+    """The rows and values of a single-cell claim (value, threshold), or its NOT RUN verdict."""
     (table,) = _tables_of(claim)
     rows = tidy.get(table)
     if rows is None:
-        return _base(claim, verdict=NOT_RUN, evidence=f"Table {table} was not built by this run")
+        return None, None, _base(claim, verdict=NOT_RUN, evidence=f"Table {table} was not built by this run")
     cell = _matches(rows[rows["metric"] == claim["metric"]], claim.get("where"))
     side = _side(cell, claim["metric"])
-    datasets = ",".join(sorted(set(cell["dataset"]))) if len(cell) else str((claim.get("where") or {}).get("dataset", ""))
     if not len(side.values):
-        return _base(claim, verdict=NOT_RUN, datasets=datasets, evidence="no reproduced value for this cell")
+        datasets = str((claim.get("where") or {}).get("dataset", ""))
+        return cell, side, _base(claim, verdict=NOT_RUN, datasets=datasets, evidence="no reproduced value for this cell")
+    return cell, side, None
+
+
+def judge_value(claim: dict, tidy: dict[int, pd.DataFrame], reduced: bool | None) -> Verdict:
+    cell, side, not_run = _one_cell(claim, tidy)
+    if not_run:
+        return not_run
+    datasets = ",".join(sorted(set(cell["dataset"])))
     if reduced is None:
         return _base(claim, verdict=NOT_RUN, datasets=datasets,
                      evidence="unknown whether the config is reduced (no `reduced` column): pass --not-reduced")
@@ -316,14 +325,9 @@ def judge_value(claim: dict, tidy: dict[int, pd.DataFrame], reduced: bool | None
 def judge_threshold(claim: dict, tidy: dict[int, pd.DataFrame], alpha: float) -> Verdict:
     from scipy import stats
 
-    (table,) = _tables_of(claim)
-    rows = tidy.get(table)
-    if rows is None:
-        return _base(claim, verdict=NOT_RUN, evidence=f"Table {table} was not built by this run")
-    cell = _matches(rows[rows["metric"] == claim["metric"]], claim.get("where"))
-    side = _side(cell, claim["metric"])
-    if not len(side.values):
-        return _base(claim, verdict=NOT_RUN, evidence="no reproduced value for this cell")
+    cell, side, not_run = _one_cell(claim, tidy)
+    if not_run:
+        return not_run
     below = "below" in claim
     bound = float(claim["below"] if below else claim["above"])
     if len(side.values) >= 2:
