@@ -77,40 +77,63 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def _mean_terms(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
-    return {k: float(v) / max(count, 1) for k, v in sums.items()}
+# How many steps may pass between two host-side checks of the losses: one .item() sync per check
+# instead of one per step (a sync stalls the launch queue of a small GPU net, issue 14). A run that
+# diverges stops at most this many steps late; no model file is written either way.
+FINITE_CHECK_EVERY = 200
+
+
+def _raise_if_diverged(losses: torch.Tensor, terms: dict[str, torch.Tensor], steps: int, *, where: str,
+                       epoch: int, training: bool) -> None:
+    """One host sync: raise TrainingDiverged naming the first non-finite step among the first `steps`."""
+    finite = torch.isfinite(losses[:steps])
+    if bool(finite.all()):
+        return
+    step = int((~finite).nonzero()[0, 0])
+    shown = ", ".join(f"{k}={float(v[step]):.4g}" for k, v in terms.items())
+    raise TrainingDiverged(
+        f"{where}: non-finite loss ({float(losses[step]):.4g}) at epoch {epoch}, "
+        f"{'training' if training else 'validation'} step {step} ({shown}). "
+        "Lower the learning rate or check the data; no model file was written."
+    )
 
 
 def run_epoch(net, batches: Batches, loss_fn: Callable, *, optimizer=None, generator=None,
               where: str = "", epoch: int = 0, progress: bool = False) -> dict[str, float]:
-    """One pass; returns the batch-averaged loss and terms. Trains when an optimizer is given."""
+    """One pass; returns the batch-averaged loss and terms. Trains when an optimizer is given.
+
+    The per-step loss and terms are written into preallocated device tensors (no host sync per
+    step); their finiteness is checked every FINITE_CHECK_EVERY steps and at the end of the pass."""
     from tqdm import tqdm
 
     training = optimizer is not None
     net.train(training)
-    sums: dict[str, torch.Tensor] = {}
+    n_steps = len(batches)
+    device = batches.images.device
+    losses = torch.empty(n_steps, dtype=torch.float64, device=device)
+    terms_per_step: dict[str, torch.Tensor] = {}
     steps = 0
-    bar = tqdm(batches.epoch(generator), total=len(batches), disable=not progress, leave=False,
+    bar = tqdm(batches.epoch(generator), total=n_steps, disable=not progress, leave=False,
                desc=f"{where} epoch {epoch}", unit="batch")
     for step, x in enumerate(bar):
         loss, terms = loss_fn(net, x)
-        # A cheap device-side check; the .item() sync it implies is negligible next to a step.
-        if not torch.isfinite(loss.detach()).item():
-            shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-            raise TrainingDiverged(
-                f"{where}: non-finite loss ({float(loss.detach()):.4g}) at epoch {epoch}, "
-                f"{'training' if training else 'validation'} step {step} ({shown}). "
-                "Lower the learning rate or check the data; no model file was written."
-            )
+        losses[step] = loss.detach().float().mean()
+        for name, value in terms.items():
+            if name not in terms_per_step:
+                terms_per_step[name] = torch.zeros(n_steps, dtype=torch.float64, device=device)
+            value = value.detach().float().mean() if torch.is_tensor(value) else float(value)
+            terms_per_step[name][step] = value
         if training:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        for name, value in {"loss": loss, **terms}.items():
-            value = value.detach() if torch.is_tensor(value) else torch.tensor(float(value))
-            sums[name] = sums.get(name, 0.0) + value.float().mean()
         steps += 1
-    return _mean_terms(sums, steps)
+        if steps % FINITE_CHECK_EVERY == 0:
+            _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training)
+    _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training)
+    count = max(steps, 1)
+    means = torch.stack([losses[:steps].sum(), *(v[:steps].sum() for v in terms_per_step.values())]) / count
+    return dict(zip(["loss", *terms_per_step], means.tolist()))
 
 
 def _rng_state(device: torch.device) -> dict:

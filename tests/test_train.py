@@ -110,6 +110,57 @@ def test_non_finite_loss_stops_with_model_epoch_and_step(tmp_path, ci_config):
     assert not (tmp_path / MODEL).exists()
 
 
+def _host_reads_of_one_epoch(monkeypatch, n_images: int) -> int:
+    """How often run_epoch reads a tensor back to the host (.item(), bool(), float(), .tolist())
+    during one training epoch of a small linear model whose loss itself never syncs."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 4)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2)   # SGD: Adam reads its step counter with .item()
+    batches = Batches(torch.randn(n_images, 4), batch_size=8)
+
+    def loss_fn(net, x):
+        err = (net(x) - x).pow(2).sum(1).mean()
+        return err, {"err": err}
+
+    reads = {"n": 0}
+    for name in ("item", "__bool__", "__float__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            reads["n"] += 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    run_epoch(net, batches, loss_fn, optimizer=opt)
+    monkeypatch.undo()
+    return reads["n"]
+
+
+def test_training_steps_do_not_read_the_loss_back_to_the_host_each_step(monkeypatch):
+    # A host sync per step stalls a GPU's launch queue (issue 14): the host reads of an epoch are a
+    # constant (the end-of-epoch check and means), not a number that grows with its steps.
+    few, many = (_host_reads_of_one_epoch(monkeypatch, n) for n in (8 * 4, 8 * 40))
+    assert few == many and few <= 3, (few, many)
+
+
+def test_divergence_found_at_a_periodic_check_still_names_its_step(monkeypatch):
+    import arelbo.train as train
+
+    monkeypatch.setattr(train, "FINITE_CHECK_EVERY", 4)
+    net = torch.nn.Linear(2, 2)
+    calls = {"n": 0}
+
+    def loss_fn(net, x):
+        calls["n"] += 1
+        loss = net(x).pow(2).mean()
+        return (loss * float("nan") if calls["n"] == 6 else loss), {"sq": loss}
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 3, training step 5 \(sq="):
+        run_epoch(net, Batches(torch.randn(80, 2), 4), loss_fn, optimizer=torch.optim.SGD(net.parameters(), 0.1),
+                  where="toy", epoch=3)
+    assert calls["n"] == 8   # stopped at the next check (every 4 steps), not at the end of the 20-step epoch
+
+
 def test_cli_reports_divergence_as_a_clear_error(tmp_path, ci_config):
     overlay = _overlay(tmp_path, lr=1e30, epochs=1, batch_size=64)
     result = subprocess.run(_train_cmd(overlay, tmp_path / "out", model="diag_d_trainable"), cwd=REPO,
