@@ -36,6 +36,7 @@ test: provision
 bench: provision
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/fid_throughput.py
+	$(BIN)/python benchmarks/frechet_distance.py
 
 clean-results:
 	rm -rf results/quick results/ci

@@ -226,7 +226,7 @@ def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, r
     features = inception_features(images, inception, batch_size=cfg.fid.batch_size, device=device,
                                   progress=False)
     stats = {"mu": ref["mu"], "sigma": ref["sigma"]}
-    value = frechet_distance_to_features(features, stats)
+    value = frechet_distance_to_features(features, stats, device=device)
     stream = sampler_seed(seed, sampler)
     spread = float("nan")
     if cfg.fid.bootstrap_resamples > 0:

@@ -1,7 +1,8 @@
 """GPU checks (`pytest -m gpu`): run where CUDA is usable, skipped elsewhere — never needed by CI.
 
-They are the CUDA halves of tests/test_train.py's resume tests: a training interrupted on the GPU
-resumes there, and a checkpoint moves between the GPU and the CPU in both directions.
+They are the CUDA halves of CPU tests: a training interrupted on the GPU resumes there, a checkpoint
+moves between the GPU and the CPU in both directions, and the full-rank Fréchet distance gives the
+same number on the GPU as on the CPU.
 """
 from __future__ import annotations
 
@@ -38,3 +39,18 @@ def test_a_checkpoint_moves_between_devices(tmp_path, first, second):
     assert all(torch.isfinite(t).all() for t in weights.values())
     log = (tmp_path / "train_log.csv").read_text().splitlines()
     assert len(log) == 1 + 4
+
+
+def test_full_rank_frechet_distance_on_cuda_equals_the_cpu_route():
+    import numpy as np
+
+    from arelbo.metrics.fid import feature_stats, frechet_distance_to_features
+
+    rng = np.random.default_rng(0)
+    dim = 2048
+    mixing = rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    gen = rng.normal(size=(dim + 1, dim)) @ mixing
+    ref = dict(zip(("mu", "sigma"), feature_stats(rng.normal(size=(3000, dim)) @ (mixing * 0.9) + 0.1)))
+    on_cpu = frechet_distance_to_features(gen, ref, device="cpu")
+    on_cuda = frechet_distance_to_features(gen, ref, device="cuda")
+    assert on_cuda == pytest.approx(on_cpu, rel=1e-9)
