@@ -122,6 +122,12 @@ class GridPoint:
         return f"table5/log10_sigma_z2={format_log10(self.log10_sigma_z2)}"
 
     @property
+    def group(self) -> str:
+        """The points that train alike but for one scalar (σx² in Table 1 per encoding, σz² in
+        Table 5), and so can train as one batched job (section3.batched)."""
+        return f"table1/{self.encoding}" if self.table == 1 else "table5"
+
+    @property
     def keys(self) -> dict:
         """The tidy-table keys of this point's records."""
         if self.table == 1:
@@ -148,3 +154,11 @@ def grid_points(section3_cfg) -> list[GridPoint]:
 
 def sweep_dir(outdir: str | Path, point_id: str, seed: int | str) -> Path:
     return Path(outdir) / "sweeps" / point_id / f"seed{seed}"
+
+
+SWEEP_GROUPS = ("table1/stochastic", "table1/deterministic", "table5")
+
+
+def sweep_group_checkpoint(outdir: str | Path, group: str, seed: int | str) -> Path:
+    """The resume state of a batched group's training (beside its points' folders, never in one)."""
+    return Path(outdir) / "sweeps" / group / f"batched-seed{seed}" / "checkpoint.pt"

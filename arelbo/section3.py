@@ -86,14 +86,27 @@ def fixed_sigma_z_arelbo_loss(x: Tensor, model: Section3Model):
     return rec + kl, {"rec": rec.detach(), "kl": kl.detach(), "mse": se, "sigma_x2": se / x[0].numel()}
 
 
+def group_loss(group: str):
+    """`loss(model, x, value)` of one group of grid points (GridPoint.group), `value` the scalar
+    the group's points differ in: σx² in Table 1; Table 5's fixed σz² is the model's own buffer."""
+    if group == "table5":
+        return lambda model, x, value: fixed_sigma_z_arelbo_loss(x, model)
+    if group == "table1/stochastic":
+        return lambda model, x, sigma_x2: stochastic_loss(x, model, sigma_x2)
+    if group == "table1/deterministic":
+        return lambda model, x, sigma_x2: deterministic_loss(x, model, sigma_x2)
+    raise ValueError(f"unknown Section 3 group {group!r}")
+
+
+def point_value(point: GridPoint) -> float:
+    """The scalar `group_loss` takes for this point (0 for Table 5, whose σz² the model holds)."""
+    return 10.0 ** point.log10_sigma_x2 if point.table == 1 else 0.0
+
+
 def loss_fn_for(point: GridPoint):
     """`loss_fn(model, x) -> (loss, terms)` of a grid point, for `arelbo.train.fit`."""
-    if point.table == 5:
-        return lambda model, x: fixed_sigma_z_arelbo_loss(x, model)
-    sigma_x2 = 10.0 ** point.log10_sigma_x2
-    if point.encoding == "stochastic":
-        return lambda model, x: stochastic_loss(x, model, sigma_x2)
-    return lambda model, x: deterministic_loss(x, model, sigma_x2)
+    loss, value = group_loss(point.group), point_value(point)
+    return lambda model, x: loss(model, x, value)
 
 
 # ---------------------------------------------------------------------------- training
@@ -107,20 +120,50 @@ def study_images(cfg, split: str = "train"):
     return images[:limit] if (split == "train" and limit) else images
 
 
-def train_point(cfg, point: GridPoint, seed: int, out_dir: Path, *, progress: bool = True) -> Path:
-    from .runtime import pick_device, seed_everything
-    from .train import TrainSpec, fit
+def _point_spec(cfg, point: GridPoint, seed: int):
+    from .train import TrainSpec
 
     s3 = cfg.section3
-    spec = TrainSpec(model_id=point.id, dataset="mnist", seed=seed, lr=s3.train.lr, epochs=s3.train.epochs,
+    return TrainSpec(model_id=point.id, dataset="mnist", seed=seed, lr=s3.train.lr, epochs=s3.train.epochs,
                      batch_size=s3.train.batch_size, hparams={"latent_dim": s3.latent_dim},
                      lr_plateau=False, keep="last")
-    seed_everything(seed)  # network initialisation
-    model = Section3Model(point, s3.latent_dim)
-    return fit(model, spec, study_images(cfg, "train"), study_images(cfg, "val"),
-               loss_fn_for(point), out_dir, device=pick_device(cfg.device), progress=progress,
-               extra_meta={"config_name": cfg.name, "point": point.id, "latent_dim": s3.latent_dim},
-               keep_checkpoint=cfg.keep_checkpoints)
+
+
+def _point_meta(cfg, point: GridPoint) -> dict:
+    return {"config_name": cfg.name, "point": point.id, "latent_dim": cfg.section3.latent_dim}
+
+
+def _initial_model(cfg, point: GridPoint, seed: int) -> Section3Model:
+    from .runtime import seed_everything
+
+    seed_everything(seed)  # network initialisation: the same weights for every point of one seed
+    return Section3Model(point, cfg.section3.latent_dim)
+
+
+def train_point(cfg, point: GridPoint, seed: int, out_dir: Path, *, progress: bool = True) -> Path:
+    from .runtime import pick_device
+    from .train import fit
+
+    return fit(_initial_model(cfg, point, seed), _point_spec(cfg, point, seed), study_images(cfg, "train"),
+               study_images(cfg, "val"), loss_fn_for(point), out_dir, device=pick_device(cfg.device),
+               progress=progress, extra_meta=_point_meta(cfg, point), keep_checkpoint=cfg.keep_checkpoints)
+
+
+def train_points_batched(cfg, points: list[GridPoint], seed: int, out_dirs: list[Path], checkpoint: Path, *,
+                         progress: bool = True) -> list[Path]:
+    """The points of one group trained as one vectorised job (section3.batched): the same files in
+    the same folders as `train_point` for each, equal to them to float tolerance (tests/test_section3.py)."""
+    from .runtime import pick_device
+    from .train import fit_batched
+
+    groups = {p.group for p in points}
+    if len(groups) != 1:
+        raise ValueError(f"batched points must be of one group, got {sorted(groups)}")
+    return fit_batched([_initial_model(cfg, p, seed) for p in points], [_point_spec(cfg, p, seed) for p in points],
+                       torch.tensor([point_value(p) for p in points]), study_images(cfg, "train"),
+                       study_images(cfg, "val"), group_loss(groups.pop()), out_dirs, checkpoint,
+                       device=pick_device(cfg.device), progress=progress,
+                       extra_metas=[_point_meta(cfg, p) for p in points], keep_checkpoint=cfg.keep_checkpoints)
 
 
 def load_point_model(model_file: Path, device=None) -> tuple[Section3Model, dict]:

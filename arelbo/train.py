@@ -84,55 +84,66 @@ FINITE_CHECK_EVERY = 200
 
 
 def _raise_if_diverged(losses: torch.Tensor, terms: dict[str, torch.Tensor], steps: int, *, where: str,
-                       epoch: int, training: bool) -> None:
-    """One host sync: raise TrainingDiverged naming the first non-finite step among the first `steps`."""
+                       epoch: int, training: bool, names: list[str] | None = None) -> None:
+    """One host sync: raise TrainingDiverged naming the first non-finite step among the first `steps`
+    (and, for K stacked models, the first of them whose loss is not finite there)."""
     finite = torch.isfinite(losses[:steps])
     if bool(finite.all()):
         return
-    step = int((~finite).nonzero()[0, 0])
-    shown = ", ".join(f"{k}={float(v[step]):.4g}" for k, v in terms.items())
+    bad = (~finite).reshape(steps, -1)
+    step = int(bad.any(1).nonzero()[0, 0])
+    k = int(bad[step].nonzero()[0, 0])
+    pick = (lambda v: v[step]) if names is None else (lambda v: v[step, k])
+    shown = ", ".join(f"{name}={float(pick(v)):.4g}" for name, v in terms.items())
+    who = where if names is None else f"{where}, model {names[k]}"
     raise TrainingDiverged(
-        f"{where}: non-finite loss ({float(losses[step]):.4g}) at epoch {epoch}, "
+        f"{who}: non-finite loss ({float(pick(losses)):.4g}) at epoch {epoch}, "
         f"{'training' if training else 'validation'} step {step} ({shown}). "
         "Lower the learning rate or check the data; no model file was written."
     )
 
 
 def run_epoch(net, batches: Batches, loss_fn: Callable, *, optimizer=None, generator=None,
-              where: str = "", epoch: int = 0, progress: bool = False) -> dict[str, float]:
+              where: str = "", epoch: int = 0, progress: bool = False,
+              names: list[str] | None = None) -> dict[str, float]:
     """One pass; returns the batch-averaged loss and terms. Trains when an optimizer is given.
 
     The per-step loss and terms are written into preallocated device tensors (no host sync per
-    step); their finiteness is checked every FINITE_CHECK_EVERY steps and at the end of the pass."""
+    step); their finiteness is checked every FINITE_CHECK_EVERY steps and at the end of the pass.
+    With K stacked models (`names`, one per model) `loss_fn` returns K losses and K-vectors of
+    terms; their sum is minimised (the models share no parameter, so each gets its own gradient)
+    and each value returned is a list of K floats."""
     from tqdm import tqdm
 
     training = optimizer is not None
     net.train(training)
     n_steps = len(batches)
     device = batches.images.device
-    losses = torch.empty(n_steps, dtype=torch.float64, device=device)
+    shape = (len(names),) if names is not None else ()
+    losses = torch.empty((n_steps, *shape), dtype=torch.float64, device=device)
     terms_per_step: dict[str, torch.Tensor] = {}
     steps = 0
     bar = tqdm(batches.epoch(generator), total=n_steps, disable=not progress, leave=False,
                desc=f"{where} epoch {epoch}", unit="batch")
     for step, x in enumerate(bar):
         loss, terms = loss_fn(net, x)
-        losses[step] = loss.detach().float().mean()
+        losses[step] = loss.detach().reshape(*shape, -1).mean(-1)
         for name, value in terms.items():
             if name not in terms_per_step:
-                terms_per_step[name] = torch.zeros(n_steps, dtype=torch.float64, device=device)
-            value = value.detach().float().mean() if torch.is_tensor(value) else float(value)
+                terms_per_step[name] = torch.zeros((n_steps, *shape), dtype=torch.float64, device=device)
+            value = value.detach().float().reshape(*shape, -1).mean(-1) if torch.is_tensor(value) else float(value)
             terms_per_step[name][step] = value
         if training:
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.sum().backward()
             optimizer.step()
         steps += 1
         if steps % FINITE_CHECK_EVERY == 0:
-            _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training)
-    _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training)
+            _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training,
+                               names=names)
+    _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training, names=names)
     count = max(steps, 1)
-    means = torch.stack([losses[:steps].sum(), *(v[:steps].sum() for v in terms_per_step.values())]) / count
+    means = torch.stack([losses[:steps].sum(0), *(v[:steps].sum(0) for v in terms_per_step.values())]) / count
     return dict(zip(["loss", *terms_per_step], means.tolist()))
 
 
@@ -209,6 +220,44 @@ def data_fingerprint(*tensors: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def _matching_checkpoint(path: Path, spec: dict, data: str, where: str) -> dict | None:
+    """The checkpoint at `path` if its settings and data equal this run's; otherwise it is deleted
+    (with a log line saying why) and None is returned, so the run trains afresh."""
+    if not path.is_file():
+        return None
+    ckpt = load_checkpoint(path)
+    if ckpt.get("spec") == spec and ckpt.get("data") == data:
+        log.info("%s: resuming after epoch %d from %s", where, ckpt["epoch"], path)
+        return ckpt
+    what = "settings" if ckpt.get("spec") != spec else "data (images or limits changed)"
+    log.warning("%s: discarding %s: it was written for other %s; training afresh", where, path, what)
+    path.unlink()
+    return None
+
+
+def _validate(net, val_batches: Batches, loss_fn: Callable, *, seed: int, device: torch.device, where: str,
+              epoch: int, names: list[str] | None = None) -> dict:
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed + 7919)  # the same validation noise every epoch
+        with torch.set_grad_enabled(bool(getattr(loss_fn, "needs_grad", False))):
+            return run_epoch(net, val_batches, loss_fn, where=where, epoch=epoch, names=names)
+
+
+def _write_model(out_dir: Path, state: dict, spec: TrainSpec, best_epoch: int, best_val_loss: float,
+                 extra_meta: dict) -> Path:
+    model_file = out_dir / MODEL
+    meta = {"state_dict": state, "spec": asdict(spec), "best_epoch": best_epoch, "best_val_loss": best_val_loss}
+    with atomic_path(model_file) as tmp:
+        torch.save({**meta, **extra_meta}, tmp)
+    return model_file
+
+
+def _remove_resume_state(ckpt_path: Path, where: str) -> None:
+    if ckpt_path.exists():
+        ckpt_path.unlink()   # the outputs are complete; nothing reads the resume state any more
+        log.info("%s: outputs written; removed the resume state %s", where, ckpt_path)
+
+
 def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_images: torch.Tensor,
         loss_fn: Callable, out_dir: Path, *, device: torch.device, progress: bool = True,
         extra_meta: dict | None = None, keep_checkpoint: bool = False) -> Path:
@@ -235,19 +284,13 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
 
     ckpt_path = out_dir / CHECKPOINT
     data = data_fingerprint(train_images, val_images)
-    if ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("spec") == asdict(spec) and ckpt.get("data") == data:
-            net.load_state_dict(ckpt["net"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            rows, best, start_epoch = ckpt["rows"], ckpt["best"], ckpt["epoch"] + 1
-            _set_rng_state(ckpt["rng"], device)
-            log.info("%s: resuming after epoch %d from %s", where, ckpt["epoch"], ckpt_path)
-        else:
-            what = "settings" if ckpt.get("spec") != asdict(spec) else "data (images or limits changed)"
-            log.warning("%s: discarding %s: it was written for other %s; training afresh", where, ckpt_path, what)
-            ckpt_path.unlink()
+    ckpt = _matching_checkpoint(ckpt_path, asdict(spec), data, where)
+    if ckpt is not None:
+        net.load_state_dict(ckpt["net"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        rows, best, start_epoch = ckpt["rows"], ckpt["best"], ckpt["epoch"] + 1
+        _set_rng_state(ckpt["rng"], device)
 
     for epoch in range(start_epoch, spec.epochs + 1):
         started = time.perf_counter()
@@ -255,10 +298,7 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
         train_terms = run_epoch(net, train_batches, loss_fn, optimizer=optimizer,
                                 generator=epoch_generator(spec.seed, epoch), where=where, epoch=epoch,
                                 progress=progress)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(spec.seed + 7919)  # the same validation noise every epoch
-            with torch.set_grad_enabled(bool(getattr(loss_fn, "needs_grad", False))):
-                val_terms = run_epoch(net, val_batches, loss_fn, where=where, epoch=epoch)
+        val_terms = _validate(net, val_batches, loss_fn, seed=spec.seed, device=device, where=where, epoch=epoch)
         if spec.lr_plateau:
             scheduler.step(val_terms["loss"])
         improved = val_terms["loss"] < best["val_loss"] or spec.keep == "last"
@@ -281,18 +321,159 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
     if best["state"] is None:
         raise RuntimeError(f"{where}: no epoch was trained (epochs={spec.epochs}); nothing to write")
     _write_log(out_dir / LOG, rows)   # also when a finished checkpoint was resumed: no epoch left to run
-
-    model_file = out_dir / MODEL
-    meta = {"state_dict": best["state"], "spec": asdict(spec), "best_epoch": best["epoch"],
-            "best_val_loss": best["val_loss"]}
+    extra = dict(extra_meta or {})
     if dataclasses.is_dataclass(getattr(net, "config", None)):
-        meta["net_config"] = asdict(net.config)  # enough to rebuild the network (load_trained)
-    with atomic_path(model_file) as tmp:
-        torch.save({**meta, **(extra_meta or {})}, tmp)
-    if not keep_checkpoint and ckpt_path.exists():
-        ckpt_path.unlink()   # the outputs are complete; nothing reads the resume state any more
-        log.info("%s: outputs written; removed the resume state %s", where, ckpt_path)
+        extra["net_config"] = asdict(net.config)  # enough to rebuild the network (load_trained)
+    model_file = _write_model(out_dir, best["state"], spec, best["epoch"], best["val_loss"], extra)
+    if not keep_checkpoint:
+        _remove_resume_state(ckpt_path, where)
     return model_file
+
+
+# ---------------------------------------------------------------------------- K models at once
+
+class StackedModels(torch.nn.Module):
+    """K models of one architecture as one module: their parameters and buffers stacked along a new
+    leading dimension (torch.func.stack_module_state) and registered here, so one optimiser and one
+    state_dict hold all K. `apply(fn, per_model, x)` evaluates fn(model_k, x, per_model[k]) for every
+    k in one vectorised call (vmap over functional_call); the random draws inside fn are the same for
+    every k (randomness="same"), as in K separate runs that share a seed."""
+
+    def __init__(self, models: list[torch.nn.Module]):
+        import copy
+
+        from torch.func import stack_module_state
+
+        super().__init__()
+        params, buffers = stack_module_state(models)
+        self.k = len(models)
+        self._param_names, self._buffer_names = list(params), list(buffers)
+        self._state_names = list(models[0].state_dict())
+        for name, value in params.items():
+            self.register_parameter(self._slot(name), torch.nn.Parameter(value.detach().clone()))
+        for name, value in buffers.items():
+            self.register_buffer(self._slot(name), value.detach().clone())
+        # the architecture only: every parameter and buffer is substituted in each call
+        self._base = (copy.deepcopy(models[0]).to("meta"),)   # a tuple: not a registered submodule
+
+    @staticmethod
+    def _slot(name: str) -> str:
+        return name.replace(".", "__")
+
+    def apply(self, fn: Callable, per_model: torch.Tensor, x: torch.Tensor):
+        from torch.func import functional_call, vmap
+
+        base = self._base[0]
+        base.train(self.training)
+        call = _Call(base, fn)   # functional_call runs a forward: this one is fn(base, x, value)
+
+        def one(params, buffers, value, x):
+            return functional_call(call, {**{f"model.{k}": v for k, v in params.items()},
+                                          **{f"model.{k}": v for k, v in buffers.items()}}, (x, value))
+
+        params = {n: getattr(self, self._slot(n)) for n in self._param_names}
+        buffers = {n: getattr(self, self._slot(n)) for n in self._buffer_names}
+        return vmap(one, in_dims=(0, 0, 0, None), randomness="same")(params, buffers, per_model, x)
+
+    def state_of(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's own state_dict (its names, in its order), detached copies."""
+        return {n: getattr(self, self._slot(n))[k].detach().clone() for n in self._state_names}
+
+
+class _Call(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, fn: Callable):
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, x, value):
+        return self.fn(self.model, x, value)
+
+
+def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], per_model: torch.Tensor,
+                train_images: torch.Tensor, val_images: torch.Tensor, loss_fn: Callable, out_dirs: list[Path],
+                checkpoint: Path, *, device: torch.device, progress: bool = True,
+                extra_metas: list[dict] | None = None, keep_checkpoint: bool = False) -> list[Path]:
+    """Train K same-architecture models that differ only in a scalar as one vectorised training:
+    `loss_fn(model, x, value) -> (loss, terms)` for one model, `per_model` its K values. Each model
+    k gets what `fit` would have written for it — out_dirs[k]/model.pt and train_log.csv — equal to
+    K separate `fit` runs on the same seed to float tolerance (same initial weights, batches and
+    noise; Adam is elementwise, so one Adam over the stacked parameters is K Adams).
+
+    For constant-learning-rate runs that keep the last epoch (Section 3's settings): a plateau
+    schedule or best-validation selection would differ per model and is refused. The resume state
+    of the group is one checkpoint (`checkpoint`), resumed only onto the same K specs and data."""
+    from .runtime import ensure_writable
+
+    k_models = len(models)
+    if not (k_models == len(specs) == len(out_dirs) == len(per_model)):
+        raise ValueError("fit_batched needs one spec, one value and one output folder per model")
+    shared = {key: value for key, value in asdict(specs[0]).items() if key not in ("model_id", "hparams")}
+    for spec in specs:
+        if {key: value for key, value in asdict(spec).items() if key in shared} != shared:
+            raise ValueError(f"batched models must share every training setting; {spec.model_id} differs")
+    if specs[0].lr_plateau or specs[0].keep != "last":
+        raise ValueError("batched training is for constant-lr runs keeping the last epoch (lr_plateau=False, "
+                         "keep='last'); train these models one by one")
+    names = [spec.model_id for spec in specs]
+    spec0 = specs[0]
+    where = f"{k_models} batched models on {spec0.dataset} (seed {spec0.seed})"
+    out_dirs = [ensure_writable(d) for d in out_dirs]
+    ensure_writable(checkpoint.parent)
+    seed_everything(spec0.seed)
+    net = StackedModels(models).to(device)
+    per_model = per_model.to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=spec0.lr)
+    train_batches = Batches(train_images.to(device), spec0.batch_size)
+    val_batches = Batches(val_images.to(device), spec0.batch_size)
+
+    def batched_loss(stacked, x):
+        return stacked.apply(loss_fn, per_model, x)
+
+    batched_loss.needs_grad = bool(getattr(loss_fn, "needs_grad", False))
+    key = [asdict(spec) for spec in specs]
+    data = data_fingerprint(train_images, val_images)
+    rows: list[list[dict]] = [[] for _ in models]
+    start_epoch = 1
+    ckpt = _matching_checkpoint(checkpoint, key, data, where)
+    if ckpt is not None:
+        net.load_state_dict(ckpt["net"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        rows, start_epoch = ckpt["rows"], ckpt["epoch"] + 1
+        _set_rng_state(ckpt["rng"], device)
+
+    for epoch in range(start_epoch, spec0.epochs + 1):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_terms = run_epoch(net, train_batches, batched_loss, optimizer=optimizer,
+                                generator=epoch_generator(spec0.seed, epoch), where=where, epoch=epoch,
+                                progress=progress, names=names)
+        val_terms = _validate(net, val_batches, batched_loss, seed=spec0.seed, device=device, where=where,
+                              epoch=epoch, names=names)
+        seconds = round(time.perf_counter() - started, 3)
+        for k in range(k_models):
+            # `seconds` is the whole batched epoch (all K models), as `batched` says
+            row = {"epoch": epoch, "lr": lr, "seconds": seconds, "batched": k_models}
+            row.update({f"train_{name}": values[k] for name, values in train_terms.items()})
+            row.update({f"val_{name}": values[k] for name, values in val_terms.items()})
+            row["best"] = 1
+            rows[k].append(row)
+        log.info("%s epoch %d/%d: train %s (%.1fs)", where, epoch, spec0.epochs,
+                 " ".join(f"{v:.4f}" for v in train_terms["loss"]), seconds)
+        with atomic_path(checkpoint) as tmp:
+            torch.save({"spec": key, "epoch": epoch, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                        "rows": rows, "rng": _rng_state(device), "data": data}, tmp)
+
+    if not rows[0]:
+        raise RuntimeError(f"{where}: no epoch was trained (epochs={spec0.epochs}); nothing to write")
+    files = []
+    for k, (spec, out_dir) in enumerate(zip(specs, out_dirs)):
+        _write_log(out_dir / LOG, rows[k])
+        last = rows[k][-1]
+        files.append(_write_model(out_dir, net.state_of(k), spec, last["epoch"], last["val_loss"],
+                                  dict((extra_metas or [{}] * k_models)[k])))
+    if not keep_checkpoint:
+        _remove_resume_state(checkpoint, where)
+    return files
 
 
 # ---------------------------------------------------------------------------- the Table 3 models
