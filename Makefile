@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.arelbo-installed
 UV_VERSION := 0.13.9
 CORES  ?= 2
+# make quick's jobs take one thread each, so two run at once on a 2-core laptop: every job spends
+# ~4 s importing torch on one core, and ~240 jobs do (docs/reproduction-notes.md, "make quick budget").
+JOB_THREADS ?= 1
 
 .PHONY: quick test provision bench clean-results help
 
@@ -25,7 +28,7 @@ provision: $(STAMP)
 	$(BIN)/arelbo provision all
 
 quick: provision
-	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml --rerun-incomplete
+	$(BIN)/snakemake --cores $(CORES) --max-threads $(JOB_THREADS) --configfile config/quick.yaml --rerun-incomplete
 	$(BIN)/snakemake --cores 1 --configfile config/quick.yaml --report results/quick/report.html
 	@$(BIN)/arelbo claims --results results/quick --no-write
 	@echo "report: results/quick/report.html (claims first); claims with evidence: results/quick/claims.csv"

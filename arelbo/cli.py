@@ -6,6 +6,7 @@
     arelbo fid-reference --config FILE --dataset D --output FILE
     arelbo train --config FILE --dataset D --model M --seed S --out DIR
     arelbo sweep-train --config FILE --point table1/stochastic/log10_sigma_x2=-0.5 --seed S --out DIR
+    arelbo sweep-train-group --config FILE --group table1/stochastic|table1/deterministic|table5 --seed S
     arelbo criteria --config FILE --model-file F --seed S --out JSON   (Tables 1, 5)
     arelbo figure 1|2|3 --config FILE --models F... --seed S --out PNG
     arelbo claims --results DIR                   verdicts on the paper's claims (claims.csv, claims.tex)
@@ -143,6 +144,27 @@ def cmd_sweep_train(args) -> None:
         raise ConfigError(str(exc)) from None
     path = train_point(cfg, point, args.seed, Path(args.out), progress=not args.no_progress)
     print(f"trained Section 3 point {point.id} (seed {args.seed}): {path}")
+
+
+def cmd_sweep_train_group(args) -> None:
+    import torch
+
+    from . import layout
+    from .config import ConfigError
+    from .section3 import grid_points, train_points_batched
+
+    cfg = _load(args, datasets=["mnist"])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _job_device(cfg)
+    points = [p for p in grid_points(cfg.section3) if p.group == args.group]
+    if not points:
+        raise ConfigError(f"the config's Section 3 grid has no point of group {args.group!r}")
+    out_dirs = [layout.sweep_dir(cfg.outdir, p.id, args.seed) for p in points]
+    train_points_batched(cfg, points, args.seed, out_dirs,
+                         layout.sweep_group_checkpoint(cfg.outdir, args.group, args.seed),
+                         progress=not args.no_progress)
+    print(f"trained {len(points)} Section 3 points of {args.group} as one batched job (seed {args.seed})")
 
 
 def cmd_criteria(args) -> None:
@@ -381,6 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point", required=True, help="e.g. table1/stochastic/log10_sigma_x2=-0.5, table5/log10_sigma_z2=0.6")
     with_training_args(p, "grid point's")
     p.set_defaults(func=cmd_sweep_train)
+
+    p = with_config(sub.add_parser("sweep-train-group", help="train every Section 3 grid point of one group as one "
+                                   "batched job (section3.batched), into the config's outdir"))
+    from .layout import SWEEP_GROUPS
+
+    p.add_argument("--group", required=True, choices=SWEEP_GROUPS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep_train_group)
 
     p = with_config(sub.add_parser("criteria", help="Section 3 criteria of a trained grid point (JSON records)"))
     p.add_argument("--model-file", required=True)

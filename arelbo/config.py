@@ -117,6 +117,9 @@ class Section3Config:
     table5: Table5Grid = field(default_factory=Table5Grid)
     mi_batch_size: int = 10000
     figures: Section3Figures = field(default_factory=Section3Figures)
+    # Train each group's points (Table 1 per encoding, Table 5) as one vectorised job instead of one
+    # job per point: the same files, a scheduling choice (docs/reproduction-notes.md, "Batched grid").
+    batched: bool = False
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,8 @@ def test_several_seeds_multiply_every_seeded_job_and_feed_one_claims_job(tmp_pat
     counts = job_counts(result.stdout)
     one = job_counts(snakemake("-n", "--cores", "8", "--configfile", "config/ci.yaml", "--config",
                                f"outdir={out}", f"logdir={tmp_path}/logs").stdout)
-    for rule in ("train", "encode", "metric_mse", "metric_fid", "sample", "sweep_train", "sweep_criteria"):
+    for rule in ("train", "encode", "metric_mse", "metric_fid", "sample", "sweep_train_table1_stochastic",
+                 "sweep_train_table5", "sweep_criteria"):
         assert counts[rule] == 3 * one[rule], rule
     assert counts["claims"] == one["claims"] == 1 and counts["table"] == one["table"] == 4
 
@@ -75,6 +76,27 @@ def test_paper_config_dry_run_lists_the_section3_grid(tmp_path):
     # Table 1: 11 σx² × 2 encodings; Table 5: 21 σz² — each point trained and evaluated by its own job
     assert counts["sweep_train"] == counts["sweep_criteria"] == 22 + 21
     assert counts["table"] == 2 and "train" not in counts  # Tables 1 and 5; no Table 3 model
+
+
+def test_batched_paper_grid_trains_one_job_per_group_into_the_same_files(tmp_path):
+    # section3.batched: the 43 points train in 3 jobs (Table 1 per encoding, Table 5) and every point
+    # keeps its own model, criteria job and place in the tables.
+    overlay = tmp_path / "batched.yaml"
+    overlay.write_text("section3:\n  batched: true\n")
+    targets = (f"{tmp_path}/out/table1.tex", f"{tmp_path}/out/table5.tex")
+    flags = ("-n", "--cores", "8", "--config", f"outdir={tmp_path}/out", f"logdir={tmp_path}/logs")
+    result = snakemake(*targets, *flags, "--configfile", str(overlay))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    assert "sweep_train" not in counts and counts["sweep_criteria"] == 43
+    assert counts["sweep_train_table1_stochastic"] == counts["sweep_train_table1_deterministic"] == 1
+    assert counts["sweep_train_table5"] == 1
+    planned = set(re.findall(r"output: (.*)", result.stdout))
+    models = {f for line in planned for f in line.split(", ") if f.endswith("/model.pt")}
+    plain = snakemake(*targets, *flags)
+    assert models == {f for line in re.findall(r"output: (.*)", plain.stdout) for f in line.split(", ")
+                      if f.endswith("/model.pt")}
+    assert len(models) == 43
 
 
 @pytest.fixture(scope="module")

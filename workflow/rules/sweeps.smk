@@ -8,29 +8,64 @@ wildcard_constraints:
     point="|".join(re.escape(p) for p in SWEEP_POINTS) or "none",
 
 
-rule sweep_train:
-    input:
-        data=lambda wc: dataset_meta("mnist"),
-    output:
-        model=f"{SWEEP_DIR}/model.pt",
-        log=f"{SWEEP_DIR}/train_log.csv",
-    params:
-        # recorded by Snakemake: changing the study's training settings re-runs the grid
-        settings=tracked("section3.train", "section3.train_limit", "section3.latent_dim",
-                         *split_keys("mnist", "train", "val")),
-        outdir=lambda wc, output: str(Path(output.model).parent),
-    log:
-        f"{LOGS}/sweeps/{{point}}/seed{{seed}}/train.log",
-    benchmark:
-        f"{LOGS}/benchmarks/sweeps/{{point}}/seed{{seed}}/train.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=360,
-        gpu=1,
-    shell:
-        "{ARELBO} sweep-train --config {CONFIG_FILE} --point {wildcards.point} --seed {wildcards.seed} "
-        "--out {params.outdir} --threads {threads} --no-progress > {log} 2>&1"
+if CFG.section3.batched:
+    # One job per group of grid points (section3.batched): the group's points train as one
+    # vectorised training and write the same files as one sweep_train job per point would.
+    for _group in layout.SWEEP_GROUPS:
+        _ids = [pid for pid, p in SWEEP_POINTS.items() if p.group == _group]
+        if not _ids:
+            continue
+
+        rule:
+            name:
+                f"sweep_train_{_group.replace('/', '_')}"
+            input:
+                data=lambda wc: dataset_meta("mnist"),
+            output:
+                models=[f"{layout.sweep_dir(OUT, pid, '{seed}')}/model.pt" for pid in _ids],
+                logs=[f"{layout.sweep_dir(OUT, pid, '{seed}')}/train_log.csv" for pid in _ids],
+            params:
+                settings=tracked("section3.train", "section3.train_limit", "section3.latent_dim",
+                                 *split_keys("mnist", "train", "val")),
+                group=_group,
+            log:
+                f"{LOGS}/sweeps/{_group}/batched-seed{{seed}}/train.log",
+            benchmark:
+                f"{LOGS}/benchmarks/sweeps/{_group}/batched-seed{{seed}}/train.tsv"
+            threads: 2
+            resources:
+                mem_mb=16000,
+                runtime=720,
+                gpu=1,
+            shell:
+                "{ARELBO} sweep-train-group --config {CONFIG_FILE} --group {params.group} --seed {wildcards.seed} "
+                "--threads {threads} --no-progress > {log} 2>&1"
+
+else:
+
+    rule sweep_train:
+        input:
+            data=lambda wc: dataset_meta("mnist"),
+        output:
+            model=f"{SWEEP_DIR}/model.pt",
+            log=f"{SWEEP_DIR}/train_log.csv",
+        params:
+            # recorded by Snakemake: changing the study's training settings re-runs the grid
+            settings=tracked("section3.train", "section3.train_limit", "section3.latent_dim",
+                             *split_keys("mnist", "train", "val")),
+            outdir=lambda wc, output: str(Path(output.model).parent),
+        log:
+            f"{LOGS}/sweeps/{{point}}/seed{{seed}}/train.log",
+        benchmark:
+            f"{LOGS}/benchmarks/sweeps/{{point}}/seed{{seed}}/train.tsv"
+        threads: 2
+        resources:
+            mem_mb=8000,
+            runtime=360,
+            gpu=1,
+        shell:
+            "{ARELBO} sweep-train --config {CONFIG_FILE} --point {wildcards.point} --seed {wildcards.seed} "
+            "--out {params.outdir} --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule sweep_criteria:
