@@ -230,3 +230,26 @@ def test_celeba_gmm100_fit_is_given_the_measured_runtime(tmp_path):
     runtime = {re.search(r"pkl_estimator=(\w+)", j).group(1): int(re.search(r"runtime=(\d+)", j).group(1))
                for j in jobs}
     assert runtime == {"gmm100": 240, "gmm10": 60}
+
+
+def test_gpu_workstation_profile_shares_the_card_and_keeps_cpu_jobs_off_it(tmp_path):
+    # profiles/gpu-workstation: a CelebA training takes the whole card (4 slots), MNIST-sized GPU jobs
+    # one slot each, CPU-only stages (GMM fits, tables) none.
+    out = tmp_path / "out"
+    result = snakemake(f"{out}/table1.tex", f"{out}/table3.tex", "-n", "--profile", "profiles/gpu-workstation",
+                       "--config", f"outdir={out}", f"logdir={tmp_path}/logs", "models=[vae]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = {}
+    for block in result.stdout.split("\n\n"):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, flags=re.M)
+        output = re.search(r"output: (\S+)", block)
+        if rule and output:
+            slots = re.search(r"gpu_slots=(\d+)", block)
+            jobs[output.group(1).rstrip(",")] = (rule.group(1), int(slots.group(1)) if slots else 0)
+    by_rule = {}
+    for path, (rule, slots) in jobs.items():
+        by_rule.setdefault((rule, "/celeba/" in path), set()).add(slots)
+    assert by_rule[("train", True)] == {4} and by_rule[("train", False)] == {1}
+    for rule in ("encode", "sample", "metric_fid", "fit_second_stage", "sweep_train", "sweep_criteria"):
+        assert by_rule[(rule, False)] == {1}, rule
+    assert by_rule[("fit_estimator", False)] == {0} and by_rule[("table", False)] == {0}

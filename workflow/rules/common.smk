@@ -85,6 +85,17 @@ wildcard_constraints:
     split="train|val|test",
 
 
+# profiles/gpu-workstation counts one GPU as GPU_SLOTS slots (the integer resource `gpu_slots`): a
+# CelebA training (≈ 1.2 TFLOP a step, several GB) has the card alone, every other GPU job takes one
+# slot, so up to four MNIST-sized jobs share it; CPU-only rules (GMM fits, tables, figures' layout,
+# claims) declare no slot and never wait for one. `gpu=1` stays for SLURM's per-job GPU request.
+GPU_SLOTS = 4
+
+
+def gpu_slots(whole_card_for_celeba=False):
+    return lambda wc: GPU_SLOTS if whole_card_for_celeba and getattr(wc, "dataset", "") == "celeba" else 1
+
+
 def fid_reference_file(dataset):
     return str(layout.fid_reference(RES, TAGS[dataset], CFG.fid.reference_split, CFG.fid_reference_count(dataset)))
 

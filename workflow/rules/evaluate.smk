@@ -27,6 +27,7 @@ rule encode:
         mem_mb=8000,
         runtime=30,
         gpu=1,
+        gpu_slots=gpu_slots(),
     shell:
         "{ARELBO} encode --config {CONFIG_FILE} --dataset {wildcards.dataset} --model-file {input.model} "
         "--out {output} > {log} 2>&1"
@@ -68,6 +69,7 @@ rule fit_second_stage:
         mem_mb=8000,
         runtime=240,
         gpu=1,
+        gpu_slots=gpu_slots(),
     shell:
         "{ARELBO} fit --config {CONFIG_FILE} --estimator 2ndvae --latents {input} "
         "--seed {wildcards.seed} --out {output} > {log} 2>&1"
@@ -93,6 +95,7 @@ rule sample:
         mem_mb=8000,
         runtime=30,
         gpu=1,
+        gpu_slots=gpu_slots(),
     shell:
         "{ARELBO} sample --config {CONFIG_FILE} --dataset {wildcards.dataset} --model-file {input.model} "
         "--sampler {wildcards.sampler} --seed {wildcards.seed} {params.source} --out {output.npz} > {log} 2>&1"
@@ -117,6 +120,7 @@ rule metric_fid:
         mem_mb=8000,
         runtime=60,
         gpu=1,
+        gpu_slots=gpu_slots(),
     shell:
         "{ARELBO} metric fid_{wildcards.sampler} --config {CONFIG_FILE} --dataset {wildcards.dataset} "
         "--model {wildcards.model} --seed {wildcards.seed} --samples {input.samples} --out {output} > {log} 2>&1"
@@ -138,6 +142,7 @@ rule metric_mse:
         mem_mb=8000,
         runtime=30,
         gpu=1,
+        gpu_slots=gpu_slots(),
     shell:
         "{ARELBO} metric mse --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
         "--seed {wildcards.seed} --model-file {input.model} --out {output} > {log} 2>&1"

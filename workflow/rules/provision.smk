@@ -78,6 +78,7 @@ rule fid_reference:
         mem_mb=8000,
         runtime=90,
         gpu=1,
+        gpu_slots=gpu_slots(),
     shell:
         "{ARELBO} fid-reference --dataset {params.dataset} --output {output} "
         "--config {CONFIG_FILE} > {log} 2>&1"

@@ -37,6 +37,7 @@ if CFG.section3.batched:
                 mem_mb=16000,
                 runtime=720,
                 gpu=1,
+                gpu_slots=gpu_slots(),
             shell:
                 "{ARELBO} sweep-train-group --config {CONFIG_FILE} --group {params.group} --seed {wildcards.seed} "
                 "--threads {threads} --no-progress > {log} 2>&1"
@@ -63,6 +64,7 @@ else:
             mem_mb=8000,
             runtime=360,
             gpu=1,
+            gpu_slots=gpu_slots(),
         shell:
             "{ARELBO} sweep-train --config {CONFIG_FILE} --point {wildcards.point} --seed {wildcards.seed} "
             "--out {params.outdir} --threads {threads} --no-progress > {log} 2>&1"
@@ -84,6 +86,7 @@ rule sweep_criteria:
         mem_mb=8000,
         runtime=60,
         gpu=1,
+        gpu_slots=gpu_slots(),
     shell:
         "{ARELBO} criteria --config {CONFIG_FILE} --model-file {input.model} --seed {wildcards.seed} "
         "--out {output} --threads {threads} > {log} 2>&1"
@@ -110,6 +113,7 @@ rule figure:
         mem_mb=8000,
         runtime=30,
         gpu=1,  # decodes and encodes with the grid points' networks on the config's device
+        gpu_slots=gpu_slots(),
     shell:
         "{ARELBO} figure {wildcards.number} --config {CONFIG_FILE} --models {input} --seed {params.seed} "
         "--out {output} > {log} 2>&1"

@@ -21,6 +21,7 @@ rule train:
         mem_mb=lambda wc: 8000 if wc.dataset == "mnist" else 32000,
         runtime=lambda wc: 240 if wc.dataset == "mnist" else 1440,
         gpu=1,
+        gpu_slots=gpu_slots(whole_card_for_celeba=True),
     shell:
         "{ARELBO} train --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
         "--seed {wildcards.seed} --out {params.outdir} --threads {threads} --no-progress > {log} 2>&1"
