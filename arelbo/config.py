@@ -80,10 +80,26 @@ class LrPlateau:
 
 
 @dataclass(frozen=True)
+class CheckpointPolicy:
+    """When a training writes its resume state (config `train.checkpoint`): after every
+    `every_epochs`-th epoch, or after the first epoch that ends `every_minutes` after the last write
+    (None: no time rule). Not part of a training's settings: the cadence changes where a killed run
+    resumes, never what it computes."""
+    every_epochs: int = 1
+    every_minutes: float | None = None
+
+    def due(self, epoch: int, last_write: float, now: float) -> bool:
+        if epoch % self.every_epochs == 0:
+            return True
+        return self.every_minutes is not None and now - last_write >= 60.0 * self.every_minutes
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     mnist: TrainSettings
     celeba: TrainSettings
     lr_plateau: LrPlateau = field(default_factory=LrPlateau)
+    checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,8 @@ def train_point(cfg, point: GridPoint, seed: int, out_dir: Path, *, progress: bo
 
     return fit(_initial_model(cfg, point, seed), _point_spec(cfg, point, seed), study_images(cfg, "train"),
                study_images(cfg, "val"), loss_fn_for(point), out_dir, device=pick_device(cfg.device),
-               progress=progress, extra_meta=_point_meta(cfg, point), keep_checkpoint=cfg.keep_checkpoints)
+               progress=progress, extra_meta=_point_meta(cfg, point), keep_checkpoint=cfg.keep_checkpoints,
+               checkpoints=cfg.train.checkpoint)
 
 
 def train_points_batched(cfg, points: list[GridPoint], seed: int, out_dirs: list[Path], checkpoint: Path, *,
@@ -163,7 +164,8 @@ def train_points_batched(cfg, points: list[GridPoint], seed: int, out_dirs: list
                        torch.tensor([point_value(p) for p in points]), study_images(cfg, "train"),
                        study_images(cfg, "val"), group_loss(groups.pop()), out_dirs, checkpoint,
                        device=pick_device(cfg.device), progress=progress,
-                       extra_metas=[_point_meta(cfg, p) for p in points], keep_checkpoint=cfg.keep_checkpoints)
+                       extra_metas=[_point_meta(cfg, p) for p in points], keep_checkpoint=cfg.keep_checkpoints,
+                       checkpoints=cfg.train.checkpoint)
 
 
 def load_point_model(model_file: Path, device=None) -> tuple[Section3Model, dict]:

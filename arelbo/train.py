@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from .config import CheckpointPolicy
 from .runtime import atomic_path, atomic_write_text, seed_everything
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,48 @@ def data_fingerprint(*tensors: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def _cpu_snapshot(tree):
+    """A copy of a nested checkpoint dict with every tensor detached and copied to the CPU, so that
+    training can go on changing the live tensors while a background thread writes the copy."""
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda v: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v, tree)
+
+
+class CheckpointWriter:
+    """Writes checkpoints off the training loop's critical path: the state is snapshotted to the CPU
+    in the loop (fast: a device-to-host copy) and torch.save + the atomic rename run on one background
+    thread (a CelebA checkpoint is ~650 MB). One write at a time: a new write first waits for the
+    previous one; `wait()` (before the outputs are written, and at the end) re-raises its error."""
+
+    def __init__(self):
+        import concurrent.futures
+
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending = None
+
+    def write(self, path: Path, state: dict) -> None:
+        self.wait()
+        snapshot = _cpu_snapshot(state)
+
+        def save():
+            with atomic_path(path) as tmp:
+                torch.save(snapshot, tmp)
+
+        self._pending = self._pool.submit(save)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 def _matching_checkpoint(path: Path, spec: dict, data: str, where: str) -> dict | None:
     """The checkpoint at `path` if its settings and data equal this run's; otherwise it is deleted
     (with a log line saying why) and None is returned, so the run trains afresh."""
@@ -260,14 +303,16 @@ def _remove_resume_state(ckpt_path: Path, where: str) -> None:
 
 def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_images: torch.Tensor,
         loss_fn: Callable, out_dir: Path, *, device: torch.device, progress: bool = True,
-        extra_meta: dict | None = None, keep_checkpoint: bool = False) -> Path:
+        extra_meta: dict | None = None, keep_checkpoint: bool = False,
+        checkpoints: CheckpointPolicy = CheckpointPolicy()) -> Path:
     """Train `net` with `loss_fn(net, x) -> (loss, terms)`; write model.pt (best validation
     weights) and train_log.csv into out_dir.
 
     Resumes from out_dir/checkpoint.pt only when its settings (`spec`) and data (a fingerprint of
     the training and validation images) equal this run's; otherwise it is discarded with a log line.
     Once model.pt and train_log.csv are written the checkpoint is deleted (213 MB for an MNIST
-    model), unless `keep_checkpoint` — so a forced or triggered re-run trains afresh."""
+    model), unless `keep_checkpoint` — so a forced or triggered re-run trains afresh. Checkpoints are
+    written when `checkpoints` says (and after the last epoch when kept), in the background."""
     from .runtime import ensure_writable
 
     out_dir = ensure_writable(out_dir)
@@ -292,31 +337,36 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
         rows, best, start_epoch = ckpt["rows"], ckpt["best"], ckpt["epoch"] + 1
         _set_rng_state(ckpt["rng"], device)
 
-    for epoch in range(start_epoch, spec.epochs + 1):
-        started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_terms = run_epoch(net, train_batches, loss_fn, optimizer=optimizer,
-                                generator=epoch_generator(spec.seed, epoch), where=where, epoch=epoch,
-                                progress=progress)
-        val_terms = _validate(net, val_batches, loss_fn, seed=spec.seed, device=device, where=where, epoch=epoch)
-        if spec.lr_plateau:
-            scheduler.step(val_terms["loss"])
-        improved = val_terms["loss"] < best["val_loss"] or spec.keep == "last"
-        if improved:
-            best = {"val_loss": val_terms["loss"], "epoch": epoch,
-                    "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
-        row = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
-        row.update({f"train_{k}": v for k, v in train_terms.items()})
-        row.update({f"val_{k}": v for k, v in val_terms.items()})
-        row["best"] = int(improved)
-        rows.append(row)
-        log.info("%s epoch %d/%d: train %.4f val %.4f%s (%.1fs)", where, epoch, spec.epochs,
-                 train_terms["loss"], val_terms["loss"], " *" if improved else "", row["seconds"])
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"spec": asdict(spec), "epoch": epoch, "net": net.state_dict(),
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rows": rows, "best": best, "rng": _rng_state(device), "data": data}, tmp)
-        _write_log(out_dir / LOG, rows)
+    writer, last_write = CheckpointWriter(), time.monotonic()
+    try:
+        for epoch in range(start_epoch, spec.epochs + 1):
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_terms = run_epoch(net, train_batches, loss_fn, optimizer=optimizer,
+                                    generator=epoch_generator(spec.seed, epoch), where=where, epoch=epoch,
+                                    progress=progress)
+            val_terms = _validate(net, val_batches, loss_fn, seed=spec.seed, device=device, where=where, epoch=epoch)
+            if spec.lr_plateau:
+                scheduler.step(val_terms["loss"])
+            improved = val_terms["loss"] < best["val_loss"] or spec.keep == "last"
+            if improved:
+                best = {"val_loss": val_terms["loss"], "epoch": epoch,
+                        "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+            row = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
+            row.update({f"train_{k}": v for k, v in train_terms.items()})
+            row.update({f"val_{k}": v for k, v in val_terms.items()})
+            row["best"] = int(improved)
+            rows.append(row)
+            log.info("%s epoch %d/%d: train %.4f val %.4f%s (%.1fs)", where, epoch, spec.epochs,
+                     train_terms["loss"], val_terms["loss"], " *" if improved else "", row["seconds"])
+            if checkpoints.due(epoch, last_write, time.monotonic()) or (keep_checkpoint and epoch == spec.epochs):
+                writer.write(ckpt_path, {"spec": asdict(spec), "epoch": epoch, "net": net.state_dict(),
+                                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                         "rows": rows, "best": best, "rng": _rng_state(device), "data": data})
+                last_write = time.monotonic()
+            _write_log(out_dir / LOG, rows)
+    finally:
+        writer.close()   # also on an error: the last checkpoint started is complete on disk
 
     if best["state"] is None:
         raise RuntimeError(f"{where}: no epoch was trained (epochs={spec.epochs}); nothing to write")
@@ -392,7 +442,8 @@ class _Call(torch.nn.Module):
 def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], per_model: torch.Tensor,
                 train_images: torch.Tensor, val_images: torch.Tensor, loss_fn: Callable, out_dirs: list[Path],
                 checkpoint: Path, *, device: torch.device, progress: bool = True,
-                extra_metas: list[dict] | None = None, keep_checkpoint: bool = False) -> list[Path]:
+                extra_metas: list[dict] | None = None, keep_checkpoint: bool = False,
+                checkpoints: CheckpointPolicy = CheckpointPolicy()) -> list[Path]:
     """Train K same-architecture models that differ only in a scalar as one vectorised training:
     `loss_fn(model, x, value) -> (loss, terms)` for one model, `per_model` its K values. Each model
     k gets what `fit` would have written for it — out_dirs[k]/model.pt and train_log.csv — equal to
@@ -441,27 +492,33 @@ def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], per_model
         rows, start_epoch = ckpt["rows"], ckpt["epoch"] + 1
         _set_rng_state(ckpt["rng"], device)
 
-    for epoch in range(start_epoch, spec0.epochs + 1):
-        started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_terms = run_epoch(net, train_batches, batched_loss, optimizer=optimizer,
-                                generator=epoch_generator(spec0.seed, epoch), where=where, epoch=epoch,
-                                progress=progress, names=names)
-        val_terms = _validate(net, val_batches, batched_loss, seed=spec0.seed, device=device, where=where,
-                              epoch=epoch, names=names)
-        seconds = round(time.perf_counter() - started, 3)
-        for k in range(k_models):
-            # `seconds` is the whole batched epoch (all K models), as `batched` says
-            row = {"epoch": epoch, "lr": lr, "seconds": seconds, "batched": k_models}
-            row.update({f"train_{name}": values[k] for name, values in train_terms.items()})
-            row.update({f"val_{name}": values[k] for name, values in val_terms.items()})
-            row["best"] = 1
-            rows[k].append(row)
-        log.info("%s epoch %d/%d: train %s (%.1fs)", where, epoch, spec0.epochs,
-                 " ".join(f"{v:.4f}" for v in train_terms["loss"]), seconds)
-        with atomic_path(checkpoint) as tmp:
-            torch.save({"spec": key, "epoch": epoch, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
-                        "rows": rows, "rng": _rng_state(device), "data": data}, tmp)
+    writer, last_write = CheckpointWriter(), time.monotonic()
+    try:
+        for epoch in range(start_epoch, spec0.epochs + 1):
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_terms = run_epoch(net, train_batches, batched_loss, optimizer=optimizer,
+                                    generator=epoch_generator(spec0.seed, epoch), where=where, epoch=epoch,
+                                    progress=progress, names=names)
+            val_terms = _validate(net, val_batches, batched_loss, seed=spec0.seed, device=device, where=where,
+                                  epoch=epoch, names=names)
+            seconds = round(time.perf_counter() - started, 3)
+            for k in range(k_models):
+                # `seconds` is the whole batched epoch (all K models), as `batched` says
+                row = {"epoch": epoch, "lr": lr, "seconds": seconds, "batched": k_models}
+                row.update({f"train_{name}": values[k] for name, values in train_terms.items()})
+                row.update({f"val_{name}": values[k] for name, values in val_terms.items()})
+                row["best"] = 1
+                rows[k].append(row)
+            log.info("%s epoch %d/%d: train %s (%.1fs)", where, epoch, spec0.epochs,
+                     " ".join(f"{v:.4f}" for v in train_terms["loss"]), seconds)
+            if checkpoints.due(epoch, last_write, time.monotonic()) or (keep_checkpoint and epoch == spec0.epochs):
+                writer.write(checkpoint, {"spec": key, "epoch": epoch, "net": net.state_dict(),
+                                          "optimizer": optimizer.state_dict(), "rows": rows, "rng": _rng_state(device),
+                                          "data": data})
+                last_write = time.monotonic()
+    finally:
+        writer.close()
 
     if not rows[0]:
         raise RuntimeError(f"{where}: no epoch was trained (epochs={spec0.epochs}); nothing to write")
@@ -521,7 +578,8 @@ def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, p
     device = pick_device(cfg.device)
     return fit(net, spec, train_images, load_split(dataset, "val", cfg),
                model_loss_fn(model_id, dataset, hparams), out_dir, device=device, progress=progress,
-               extra_meta={"config_name": cfg.name}, keep_checkpoint=cfg.keep_checkpoints)
+               extra_meta={"config_name": cfg.name}, keep_checkpoint=cfg.keep_checkpoints,
+               checkpoints=cfg.train.checkpoint)
 
 
 def load_trained(model_file: Path, device=None):

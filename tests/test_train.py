@@ -56,6 +56,9 @@ def _train_cmd(overlay: Path, out: Path, model: str = "iso_i_arelbo") -> list[st
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path, ci_config):
     overlay = _overlay(tmp_path, lr=1e-3, epochs=4, batch_size=64)
+    settings = yaml.safe_load(overlay.read_text())
+    settings["train"]["checkpoint"] = {"every_epochs": 1, "every_minutes": None}   # the config's cadence
+    overlay.write_text(yaml.safe_dump(settings))
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(_train_cmd(overlay, straight), cwd=REPO, check=True, env=env, capture_output=True)
@@ -255,6 +258,75 @@ def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4, d
     net = _Tiny()
     spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=epochs, batch_size=16)
     return fit(net, spec, train, val, loss_fn, out, device=torch.device(device), progress=False)
+
+
+def _fit_tiny_with(out: Path, policy, *, stop_at_epoch=None, epochs: int = 4):
+    from arelbo.runtime import seed_everything
+
+    train, val = _tiny_data()
+    calls = {"n": 0}
+
+    def loss_fn(net, x):
+        calls["n"] += 1
+        if stop_at_epoch is not None and calls["n"] > (stop_at_epoch - 1) * (len(train) // 16 + len(val) // 16):
+            raise _Interrupt
+        return _tiny_loss(net, x)
+
+    seed_everything(5)
+    spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=epochs, batch_size=16)
+    return fit(_Tiny(), spec, train, val, loss_fn, out, device=torch.device("cpu"), progress=False,
+               checkpoints=policy)
+
+
+def test_checkpoint_policy_epochs_and_minutes():
+    from arelbo.config import CheckpointPolicy
+
+    every_3 = CheckpointPolicy(every_epochs=3)
+    assert [e for e in range(1, 10) if every_3.due(e, last_write=0.0, now=1.0)] == [3, 6, 9]
+    timed = CheckpointPolicy(every_epochs=100, every_minutes=2)
+    assert not timed.due(1, last_write=0.0, now=119.0) and timed.due(1, last_write=0.0, now=120.0)
+
+
+def test_checkpoints_every_k_epochs_resume_from_the_last_one_written(tmp_path, monkeypatch):
+    import arelbo.train as train
+    from arelbo.config import CheckpointPolicy
+
+    written = []
+    real_write = train.CheckpointWriter.write
+
+    def spy(self, path, state):
+        written.append(state["epoch"])
+        return real_write(self, path, state)
+
+    monkeypatch.setattr(train.CheckpointWriter, "write", spy)
+    every_2 = CheckpointPolicy(every_epochs=2)
+    straight = torch.load(_fit_tiny_with(tmp_path / "straight", every_2, epochs=5), weights_only=False)
+    assert written == [2, 4]
+    written.clear()
+    with pytest.raises(_Interrupt):
+        _fit_tiny_with(tmp_path / "resumed", every_2, stop_at_epoch=4, epochs=5)   # dies in epoch 4
+    assert written == [2] and torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=False)["epoch"] == 2
+    resumed = torch.load(_fit_tiny_with(tmp_path / "resumed", every_2, epochs=5), weights_only=False)
+    assert written == [2, 4]          # epochs 3-5 trained again, epoch 4 written again
+    for name, tensor in straight["state_dict"].items():
+        assert torch.equal(tensor, resumed["state_dict"][name]), name
+    assert len((tmp_path / "resumed" / LOG).read_text().splitlines()) == 1 + 5
+
+
+def test_a_failed_background_checkpoint_write_fails_the_training(tmp_path, monkeypatch):
+    from arelbo.config import CheckpointPolicy
+
+    real_save = torch.save
+
+    def save(obj, f, *a, **k):
+        if isinstance(obj, dict) and "optimizer" in obj:
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(OSError, match="No space left"):
+        _fit_tiny_with(tmp_path, CheckpointPolicy(every_epochs=1), epochs=3)
+    assert not (tmp_path / MODEL).exists() and not (tmp_path / CHECKPOINT).exists()
 
 
 def _rewrite_as_if_saved_on_cuda(path: Path) -> None:
