@@ -11,6 +11,7 @@
     arelbo figure 1|2|3 --config FILE --models F... --seed S --out PNG
     arelbo claims --results DIR                   verdicts on the paper's claims (claims.csv, claims.tex)
     arelbo config [--config FILE ...]             validate and print the merged config
+    arelbo plan [--config FILE ...] --device KIND projected job-hours and wall time of a config
 """
 from __future__ import annotations
 
@@ -303,6 +304,14 @@ def cmd_config(args) -> None:
         print(f"arelbo config: warning: CelebA jobs will fail until it is downloaded: {problem}", file=sys.stderr)
 
 
+def cmd_plan(args) -> None:
+    from .plan import format_plan, plan, planned_jobs
+
+    cfg = _load(args)
+    jobs = planned_jobs(args.config or [])
+    print(format_plan(plan(cfg, args.device, jobs), cores=args.cores))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arelbo", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -435,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", required=True,
                    help="comparison: the table's vs_paper CSV; curves: train_log.csv files")
     p.set_defaults(func=cmd_plot)
+
+    p = with_config(sub.add_parser("plan", help="projected cost of a config on a device kind, before running it"))
+    p.add_argument("--device", default="cpu-2core", help="a device kind of arelbo/reference/costs.yaml")
+    p.add_argument("--cores", type=int, default=2)
+    p.set_defaults(func=cmd_plan)
 
     p = with_config(sub.add_parser("config", help="validate and print the merged config"))
     p.set_defaults(func=cmd_config)

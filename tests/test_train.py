@@ -240,7 +240,8 @@ class _Interrupt(Exception):
     pass
 
 
-def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4, device: str = "cpu"):
+def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4, device: str = "cpu",
+              checkpoints=None):
     """fit() of the tiny model; with stop_at_epoch, dies at that epoch's first step (after the
     previous epoch's checkpoint was written), like a job killed mid-run."""
     from arelbo.runtime import seed_everything
@@ -257,25 +258,8 @@ def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4, d
     seed_everything(5)
     net = _Tiny()
     spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=epochs, batch_size=16)
-    return fit(net, spec, train, val, loss_fn, out, device=torch.device(device), progress=False)
-
-
-def _fit_tiny_with(out: Path, policy, *, stop_at_epoch=None, epochs: int = 4):
-    from arelbo.runtime import seed_everything
-
-    train, val = _tiny_data()
-    calls = {"n": 0}
-
-    def loss_fn(net, x):
-        calls["n"] += 1
-        if stop_at_epoch is not None and calls["n"] > (stop_at_epoch - 1) * (len(train) // 16 + len(val) // 16):
-            raise _Interrupt
-        return _tiny_loss(net, x)
-
-    seed_everything(5)
-    spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=epochs, batch_size=16)
-    return fit(_Tiny(), spec, train, val, loss_fn, out, device=torch.device("cpu"), progress=False,
-               checkpoints=policy)
+    policy = {} if checkpoints is None else {"checkpoints": checkpoints}
+    return fit(net, spec, train, val, loss_fn, out, device=torch.device(device), progress=False, **policy)
 
 
 def test_checkpoint_policy_epochs_and_minutes():
@@ -300,13 +284,13 @@ def test_checkpoints_every_k_epochs_resume_from_the_last_one_written(tmp_path, m
 
     monkeypatch.setattr(train.CheckpointWriter, "write", spy)
     every_2 = CheckpointPolicy(every_epochs=2)
-    straight = torch.load(_fit_tiny_with(tmp_path / "straight", every_2, epochs=5), weights_only=False)
+    straight = torch.load(_fit_tiny(tmp_path / "straight", checkpoints=every_2, epochs=5), weights_only=False)
     assert written == [2, 4]
     written.clear()
     with pytest.raises(_Interrupt):
-        _fit_tiny_with(tmp_path / "resumed", every_2, stop_at_epoch=4, epochs=5)   # dies in epoch 4
+        _fit_tiny(tmp_path / "resumed", checkpoints=every_2, stop_at_epoch=4, epochs=5)   # dies in epoch 4
     assert written == [2] and torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=False)["epoch"] == 2
-    resumed = torch.load(_fit_tiny_with(tmp_path / "resumed", every_2, epochs=5), weights_only=False)
+    resumed = torch.load(_fit_tiny(tmp_path / "resumed", checkpoints=every_2, epochs=5), weights_only=False)
     assert written == [2, 4]          # epochs 3-5 trained again, epoch 4 written again
     for name, tensor in straight["state_dict"].items():
         assert torch.equal(tensor, resumed["state_dict"][name]), name
@@ -325,7 +309,7 @@ def test_a_failed_background_checkpoint_write_fails_the_training(tmp_path, monke
 
     monkeypatch.setattr(torch, "save", save)
     with pytest.raises(OSError, match="No space left"):
-        _fit_tiny_with(tmp_path, CheckpointPolicy(every_epochs=1), epochs=3)
+        _fit_tiny(tmp_path, checkpoints=CheckpointPolicy(every_epochs=1), epochs=3)
     assert not (tmp_path / MODEL).exists() and not (tmp_path / CHECKPOINT).exists()
 
 
