@@ -159,6 +159,11 @@ def sweep_dir(outdir: str | Path, point_id: str, seed: int | str) -> Path:
 SWEEP_GROUPS = ("table1/stochastic", "table1/deterministic", "table5")
 
 
+def sweep_group_rule(group: str) -> str:
+    """The Snakemake rule that trains a batched group: sweep_train_table1_stochastic, ..."""
+    return "sweep_train_" + group.replace("/", "_")
+
+
 def sweep_group_checkpoint(outdir: str | Path, group: str, seed: int | str) -> Path:
     """The resume state of a batched group's training (beside its points' folders, never in one)."""
     return Path(outdir) / "sweeps" / group / f"batched-seed{seed}" / "checkpoint.pt"

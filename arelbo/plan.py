@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from .layout import sweep_group_rule
+
 COSTS = Path(__file__).with_name("reference") / "costs.yaml"
 CELEBA_SPLITS = {"train": 162770, "val": 19867, "test": 19962}   # SPEC §1, the official partition
 MNIST_TEST = 10000
@@ -68,7 +70,7 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
         images = settings.epochs * (split_size(cfg, ds, "train") + split_size(cfg, ds, "val") / 3)
         seconds = None if per is None else start + per * images
     elif rule.startswith("sweep_train"):
-        k = 1 if rule == "sweep_train" else sum(1 for p in _grid(cfg) if f"sweep_train_{p.group.replace('/', '_')}" == rule)
+        k = 1 if rule == "sweep_train" else sum(1 for p in _grid(cfg) if sweep_group_rule(p.group) == rule)
         seconds = start + k * costs["section3_image_s"] * s3.train.epochs * n_s3
     elif rule == "sweep_criteria":
         seconds = start + costs["criteria_image_s"] * n_s3

@@ -18,7 +18,7 @@ if CFG.section3.batched:
 
         rule:
             name:
-                f"sweep_train_{_group.replace('/', '_')}"
+                layout.sweep_group_rule(_group)
             input:
                 data=lambda wc: dataset_meta("mnist"),
             output:
