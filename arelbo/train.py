@@ -374,7 +374,11 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
     extra = dict(extra_meta or {})
     if dataclasses.is_dataclass(getattr(net, "config", None)):
         extra["net_config"] = asdict(net.config)  # enough to rebuild the network (load_trained)
-    model_file = _write_model(out_dir, best["state"], spec, best["epoch"], best["val_loss"], extra)
+    try:
+        model_file = _write_model(out_dir, best["state"], spec, best["epoch"], best["val_loss"], extra)
+    except BaseException:
+        (out_dir / LOG).unlink(missing_ok=True)   # no finished-looking log beside a model that was not written
+        raise
     if not keep_checkpoint:
         _remove_resume_state(ckpt_path, where)
     return model_file
@@ -524,10 +528,10 @@ def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], per_model
         raise RuntimeError(f"{where}: no epoch was trained (epochs={spec0.epochs}); nothing to write")
     files = []
     for k, (spec, out_dir) in enumerate(zip(specs, out_dirs)):
-        _write_log(out_dir / LOG, rows[k])
         last = rows[k][-1]
         files.append(_write_model(out_dir, net.state_of(k), spec, last["epoch"], last["val_loss"],
                                   dict((extra_metas or [{}] * k_models)[k])))
+        _write_log(out_dir / LOG, rows[k])   # after its model: a log is never left beside a missing model
     if not keep_checkpoint:
         _remove_resume_state(checkpoint, where)
     return files
