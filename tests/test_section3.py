@@ -258,7 +258,10 @@ def test_a_batched_group_resumes_from_its_checkpoint_to_the_same_weights(tmp_pat
     from arelbo.layout import sweep_group_checkpoint
     from arelbo.section3 import train_points_batched
 
-    cfg = _tiny_study_config(tmp_path)
+    cfg = load_config("config/ci.yaml", check_folders=False, overrides={
+        "outdir": str(tmp_path), "data": {"mnist": {"limit": {"train": 512, "val": 64, "test": 64}}},
+        "train": {"checkpoint": {"every_epochs": 1}},     # a resume state after every epoch
+        "section3": {"train": {"lr": 1.0e-3, "epochs": 2, "batch_size": 32}, "train_limit": 64}})
     points = _GROUP_POINTS["table1/stochastic"]
     ckpt = sweep_group_checkpoint(tmp_path / "resumed", "table1/stochastic", 0)
     straight = train_points_batched(cfg, points, 0, [tmp_path / "straight" / p.id for p in points],
