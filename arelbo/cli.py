@@ -7,6 +7,7 @@
     arelbo train --config FILE --dataset D --model M --seed S --out DIR
     arelbo sweep-train --config FILE --point table1/stochastic/log10_sigma_x2=-0.5 --seed S --out DIR
     arelbo sweep-train-group --config FILE --group table1/stochastic|table1/deterministic|table5 --seed S
+    arelbo sample-and-score --config FILE --dataset D --model M --seed S --samplers prior gmm10 ...
     arelbo criteria --config FILE --model-file F --seed S --out JSON   (Tables 1, 5)
     arelbo figure 1|2|3 --config FILE --models F... --seed S --out PNG
     arelbo claims --results DIR                   verdicts on the paper's claims (claims.csv, claims.tex)
@@ -261,6 +262,15 @@ def cmd_metric(args) -> None:
     print(Path(args.out).read_text())
 
 
+def cmd_sample_and_score(args) -> None:
+    from .evaluate import sample_and_score
+
+    cfg = _load(args, datasets=[args.dataset])
+    _job_device(cfg)
+    for out in sample_and_score(cfg, args.dataset, args.model, args.seed, args.samplers):
+        print(out)
+
+
 def cmd_table(args) -> None:
     from .evaluate import assemble_table
 
@@ -389,6 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", help="for FIDs: the samples .npz")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_metric)
+
+    p = with_config(sub.add_parser(
+        "sample-and-score", help="samples and FID/KID records of several samplers of one trained model, in one "
+                                 "process (fid.batched), into the config's outdir"))
+    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samplers", required=True, nargs="+",
+                   choices=["prior", "2ndvae", "gmm10", "gmm100", "interp_mid", "interp_random"])
+    p.set_defaults(func=cmd_sample_and_score)
 
     p = with_config(sub.add_parser("table", help="assemble a table from metric records"))
     p.add_argument("--table", type=int, required=True, choices=[1, 3, 4, 5])

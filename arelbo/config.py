@@ -64,6 +64,9 @@ class FidConfig:
     n_samples: int = 10000
     batch_size: int = 200
     bootstrap_resamples: int = 1000
+    # Sample and score every sampler of one model in one job instead of one job per cell: the same
+    # files, a scheduling choice (docs/reproduction-notes.md, "One evaluation job per model").
+    batched: bool = False
 
 
 @dataclass(frozen=True)

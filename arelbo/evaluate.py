@@ -200,9 +200,10 @@ def expected_reference_count(cfg, dataset: str) -> int:
 
 
 def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, reference: Path,
-        weights: Path, out: Path) -> Path:
+        weights: Path, out: Path, *, inception=None) -> Path:
+    """FID and KID records of one sampler's images; `inception` (pytorch-fid's network built from
+    `weights`) is passed by a job that scores several samplers, which then builds it once."""
     from .inception_weights import build_inception
-    from .metrics.fid import fid_against
 
     ref = np.load(reference)
     expected = expected_reference_count(cfg, dataset)
@@ -222,7 +223,9 @@ def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, r
 
     images = np.load(samples)["images"]
     device = pick_device(cfg.device)
-    inception = build_inception(weights).to(device)
+    if inception is None:
+        inception = build_inception(weights)
+    inception = inception.to(device)
     features = inception_features(images, inception, batch_size=cfg.fid.batch_size, device=device,
                                   progress=False)
     stats = {"mu": ref["mu"], "sigma": ref["sigma"]}
@@ -243,6 +246,32 @@ def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, r
                 uncertainty_method=f"std over 100 subsets of {subset}", kid_subset_size=subset, **sizes),
     ])
     return out
+
+
+def sample_and_score(cfg, dataset: str, model: str, seed: int, samplers: list[str]) -> list[Path]:
+    """Every sampler of one trained model in one process (config `fid.batched`): each sampler's
+    samples (.npz + PNG) and FID/KID records, the same files the one-job-per-cell `sample` and
+    `metric fid_*` jobs write, from the same seeds; torch, torchvision and the Inception network are
+    loaded once instead of once per cell. Paths follow arelbo.layout under the config's outdir."""
+    from . import layout
+    from .inception_weights import build_inception
+
+    model_file = layout.model_dir(cfg.outdir, dataset, model, seed) / "model.pt"
+    latents = layout.model_dir(cfg.outdir, dataset, model, seed) / "latents.npz"
+    samples = {s: layout.samples_path(cfg.outdir, dataset, model, seed, s) for s in samplers}
+    for sampler, out in samples.items():
+        if sampler in INTERPOLATION_SAMPLERS:
+            sample(cfg, dataset, model_file, sampler, seed, out, latents=latents)
+        else:
+            sample(cfg, dataset, model_file, sampler, seed, out,
+                   estimator_file=layout.estimator_path(cfg.outdir, dataset, model, seed, sampler))
+    weights = layout.inception_weights(cfg.resources)
+    reference = layout.fid_reference(cfg.resources, cfg.dataset_tag(dataset), cfg.fid.reference_split,
+                                     cfg.fid_reference_count(dataset))
+    inception = build_inception(weights)
+    return [fid(cfg, dataset, model, seed, sampler, out, reference, weights,
+                layout.metric_path(cfg.outdir, dataset, model, seed, f"fid_{sampler}"), inception=inception)
+            for sampler, out in samples.items()]
 
 
 def assemble_table(cfg, table: int, metric_files: list[Path], outdir: Path) -> dict:

@@ -183,3 +183,51 @@ def test_fid_refuses_reference_statistics_of_another_size(tmp_path, ci_config):
         evaluate.fid(ci_config, "mnist", "vae", 0, "prior", samples, reference,
                      layout.inception_weights(ci_config.resources), tmp_path / "fid.json")
     assert not (tmp_path / "fid.json").exists()
+
+
+@pytest.mark.slow
+def test_one_job_per_model_writes_what_the_per_cell_jobs_write(tmp_path, ci_config, model_files):
+    """fid.batched's `sample_and_score` (samplers of one model in one process, Inception built once)
+    writes the same samples and the same FID/KID values as one `sample` and one `metric fid_*` job per
+    cell: batching is a scheduling choice, never a change of outputs."""
+    import dataclasses
+    import shutil
+
+    from arelbo import layout
+    from arelbo.data import load_split
+    from arelbo.metrics.fid import reference_stats
+
+    cfg = dataclasses.replace(ci_config, outdir=str(tmp_path / "out"))
+    reference = layout.fid_reference(cfg.resources, "mnist", cfg.fid.reference_split, cfg.fid.reference_count)
+    weights = layout.inception_weights(cfg.resources)
+    reference_stats(reference, lambda: load_split("mnist", "test", cfg, limit=cfg.fid.reference_count),
+                    dataset="mnist", split="test", count=cfg.fid.reference_count, weights_path=weights,
+                    progress=False)
+    model_dir = layout.model_dir(cfg.outdir, "mnist", "vae", 1)
+    model_dir.mkdir(parents=True)
+    shutil.copy(model_files["vae"], model_dir / "model.pt")
+    latents = evaluate.encode(cfg, "mnist", model_dir / "model.pt", model_dir / "latents.npz")
+    for estimator in ("prior", "gmm10"):
+        evaluate.fit(cfg, estimator, latents, 1, layout.estimator_path(cfg.outdir, "mnist", "vae", 1, estimator))
+    samplers = ["prior", "gmm10", "interp_random"]
+
+    written = evaluate.sample_and_score(cfg, "mnist", "vae", 1, samplers)
+
+    assert written == [layout.metric_path(cfg.outdir, "mnist", "vae", 1, f"fid_{s}") for s in samplers]
+    for sampler in samplers:
+        source = ({"latents": latents} if sampler.startswith("interp_") else
+                  {"estimator_file": layout.estimator_path(cfg.outdir, "mnist", "vae", 1, sampler)})
+        alone = evaluate.sample(cfg, "mnist", model_dir / "model.pt", sampler, 1, tmp_path / f"{sampler}.npz",
+                                **source)
+        batched = layout.samples_path(cfg.outdir, "mnist", "vae", 1, sampler)
+        assert batched.with_suffix(".png").is_file()
+        for key in np.load(alone).files:
+            np.testing.assert_array_equal(np.load(batched)[key], np.load(alone)[key])
+        records = json.loads(evaluate.fid(cfg, "mnist", "vae", 1, sampler, alone, reference, weights,
+                                          tmp_path / f"fid_{sampler}.json").read_text())
+        batched_records = json.loads(layout.metric_path(cfg.outdir, "mnist", "vae", 1, f"fid_{sampler}").read_text())
+        assert [r["metric"] for r in batched_records] == [f"fid_{sampler}", f"kid_{sampler}"]
+        for one, other in zip(records, batched_records):
+            assert one["metric"] == other["metric"] and one["n_samples"] == other["n_samples"]
+            assert one["value"] == pytest.approx(other["value"], rel=1e-9)
+            assert one["uncertainty"] == pytest.approx(other["uncertainty"], rel=1e-9)

@@ -62,7 +62,8 @@ def test_several_seeds_multiply_every_seeded_job_and_feed_one_claims_job(tmp_pat
     counts = job_counts(result.stdout)
     one = job_counts(snakemake("-n", "--cores", "8", "--configfile", "config/ci.yaml", "--config",
                                f"outdir={out}", f"logdir={tmp_path}/logs").stdout)
-    for rule in ("train", "encode", "metric_mse", "metric_fid", "sample", "sweep_train_table1_stochastic",
+    for rule in ("train", "encode", "metric_mse", "sample_and_score_mnist_with_prior",
+                 "sample_and_score_celeba_without_prior", "sweep_train_table1_stochastic",
                  "sweep_train_table5", "sweep_criteria"):
         assert counts[rule] == 3 * one[rule], rule
     assert counts["claims"] == one["claims"] == 1 and counts["table"] == one["table"] == 4
@@ -97,6 +98,33 @@ def test_batched_paper_grid_trains_one_job_per_group_into_the_same_files(tmp_pat
     assert models == {f for line in re.findall(r"output: (.*)", plain.stdout) for f in line.split(", ")
                       if f.endswith("/model.pt")}
     assert len(models) == 43
+
+
+def test_batched_evaluation_samples_and_scores_each_model_in_one_job_into_the_same_files(tmp_path):
+    # fid.batched on the paper config: one job per (dataset, model) instead of one sample and one FID
+    # job per cell, planning exactly the same sample and metric files.
+    overlay = tmp_path / "batched.yaml"
+    overlay.write_text("fid:\n  batched: true\n")
+    flags = ("-n", "--cores", "8", "--config", f"outdir={tmp_path}/out", f"logdir={tmp_path}/logs")
+    batched = snakemake(*flags, "--configfile", str(overlay))
+    assert batched.returncode == 0, batched.stderr[-3000:]
+    counts = job_counts(batched.stdout)
+    assert "sample" not in counts and "metric_fid" not in counts
+    # 10 models with a prior and 3 without, on each dataset
+    assert counts["sample_and_score_mnist_with_prior"] == counts["sample_and_score_celeba_with_prior"] == 10
+    assert counts["sample_and_score_mnist_without_prior"] == counts["sample_and_score_celeba_without_prior"] == 3
+    plain = snakemake(*flags)
+    counts_plain = job_counts(plain.stdout)
+    # MNIST: prior (10 models) + 2ndVAE, GMM-10, two interpolations (13 each); CelebA adds GMM-100
+    assert counts_plain["sample"] == counts_plain["metric_fid"] == (10 + 4 * 13) + (10 + 5 * 13)
+
+    def evaluation_files(stdout):
+        return {f for line in re.findall(r"output: (.*)", stdout) for f in line.split(", ")
+                if "/samples/" in f or "/fid_" in f}
+
+    files = evaluation_files(batched.stdout)
+    assert files == evaluation_files(plain.stdout)
+    assert len(files) == 3 * counts_plain["sample"]   # .npz, .png and fid_*.json of every cell
 
 
 @pytest.fixture(scope="module")

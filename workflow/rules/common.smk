@@ -115,6 +115,14 @@ NO_PRIOR_MODELS = {"ae", "rae", "rae_gp"}
 TABLE3_ESTIMATORS = {"mnist": ("prior", "2ndvae", "gmm10"), "celeba": ("prior", "2ndvae", "gmm10", "gmm100")}
 
 
+def model_samplers(dataset, model):
+    """The samplers a (dataset, model) is scored on: the dataset's Table 3 estimator columns that the
+    config runs (the prior only where it is defined), then Table 4's two interpolations."""
+    estimators = [e for e in CFG.estimators
+                  if e in TABLE3_ESTIMATORS[dataset] and not (e == "prior" and model in NO_PRIOR_MODELS)]
+    return estimators + ["interp_mid", "interp_random"]
+
+
 def table_metric_files(table):
     """Every metric record a table needs, over datasets × models × seeds (and estimators)."""
     files = []
@@ -122,12 +130,12 @@ def table_metric_files(table):
         for model in CFG.models:
             for seed in CFG.seeds:
                 base = f"{OUT}/metrics/{dataset}/{model}/seed{seed}"
+                samplers = model_samplers(dataset, model)
                 if table == 3:
                     files.append(f"{base}/mse.json")
-                    files += [f"{base}/fid_{e}.json" for e in CFG.estimators
-                              if e in TABLE3_ESTIMATORS[dataset] and not (e == "prior" and model in NO_PRIOR_MODELS)]
+                    files += [f"{base}/fid_{s}.json" for s in samplers if not s.startswith("interp_")]
                 else:
-                    files += [f"{base}/fid_interp_{mode}.json" for mode in ("mid", "random")]
+                    files += [f"{base}/fid_{s}.json" for s in samplers if s.startswith("interp_")]
     return files
 
 

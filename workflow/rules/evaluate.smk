@@ -75,55 +75,114 @@ rule fit_second_stage:
         "--seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
-rule sample:
-    input:
-        unpack(_sampler_source),
-        model=f"{MODEL_DIR}/model.pt",
-    output:
-        npz=f"{SAMPLES}.npz",
-        png=report(f"{SAMPLES}.png", caption="../report/samples.rst", category="Samples",
-                   subcategory="{dataset}", labels={"model": "{model}", "sampler": "{sampler}", "seed": "{seed}"}),
-    params:
-        source=_sampler_flag,
-        settings=tracked("fid.n_samples"),
-    log:
-        f"{LOGS}/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}.log",
-    benchmark:
-        f"{LOGS}/benchmarks/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=30,
-        gpu=1,
-        gpu_slots=gpu_slots(),
-    shell:
-        "{ARELBO} sample --config {CONFIG_FILE} --dataset {wildcards.dataset} --model-file {input.model} "
-        "--sampler {wildcards.sampler} --seed {wildcards.seed} {params.source} --out {output.npz} > {log} 2>&1"
+if CFG.fid.batched:
+    # One job per (dataset, model, seed) samples every sampler and scores each (fid.batched): the same
+    # files as the per-cell rules below, with torch, torchvision and Inception started once instead of
+    # once per cell (~10 s a start on a CPU). The samplers depend on the dataset (Table 3's columns)
+    # and on whether the prior is defined, so there is one rule per dataset and kind of model.
+    for _dataset in CFG.datasets:
+        for _models in ([m for m in CFG.models if m not in NO_PRIOR_MODELS],
+                        [m for m in CFG.models if m in NO_PRIOR_MODELS]):
+            if not _models:
+                continue
+            _samplers = model_samplers(_dataset, _models[0])
+            _base = f"{{model}}/seed{{seed}}"
+            _outputs = {}
+            for _s in _samplers:
+                _outputs[f"npz_{_s}"] = f"{OUT}/samples/{_dataset}/{_base}/{_s}.npz"
+                _outputs[f"png_{_s}"] = report(
+                    f"{OUT}/samples/{_dataset}/{_base}/{_s}.png", caption="../report/samples.rst",
+                    category="Samples", subcategory=_dataset,
+                    labels={"model": "{model}", "sampler": _s, "seed": "{seed}"})
+                _outputs[f"fid_{_s}"] = f"{OUT}/metrics/{_dataset}/{_base}/fid_{_s}.json"
+            _sources = {
+                (_s if _s != "2ndvae" else "second_stage"):
+                    f"{OUT}/estimators/{_dataset}/{_base}/{_s}.{'pt' if _s == '2ndvae' else 'pkl'}"
+                for _s in _samplers if not _s.startswith("interp_")}
+
+            rule:
+                name:
+                    f"sample_and_score_{_dataset}_{'with' if _models[0] not in NO_PRIOR_MODELS else 'without'}_prior"
+                input:
+                    **_sources,
+                    model=f"{OUT}/models/{_dataset}/{_base}/model.pt",
+                    latents=f"{OUT}/models/{_dataset}/{_base}/latents.npz",
+                    reference=fid_reference_file(_dataset),
+                    weights=rules.provision_inception.output,
+                output:
+                    **_outputs,
+                wildcard_constraints:
+                    model=_alternatives(_models),
+                params:
+                    dataset=_dataset,
+                    samplers=" ".join(_samplers),
+                    settings=tracked("fid.n_samples", "fid.reference_split", "fid.reference_count",
+                                     *split_keys(_dataset, "test")),
+                log:
+                    f"{LOGS}/evaluate/{_dataset}/{_base}.log",
+                benchmark:
+                    f"{LOGS}/benchmarks/evaluate/{_dataset}/{_base}.tsv"
+                threads: 2
+                resources:
+                    mem_mb=8000,
+                    runtime=60 * len(_samplers),
+                    gpu=1,
+                    gpu_slots=gpu_slots(),
+                shell:
+                    "{ARELBO} sample-and-score --config {CONFIG_FILE} --dataset {params.dataset} "
+                    "--model {wildcards.model} --seed {wildcards.seed} --samplers {params.samplers} > {log} 2>&1"
+
+else:
+    # One sample job and one FID job per cell (the default: a cluster spreads them).
+    rule sample:
+        input:
+            unpack(_sampler_source),
+            model=f"{MODEL_DIR}/model.pt",
+        output:
+            npz=f"{SAMPLES}.npz",
+            png=report(f"{SAMPLES}.png", caption="../report/samples.rst", category="Samples",
+                       subcategory="{dataset}", labels={"model": "{model}", "sampler": "{sampler}", "seed": "{seed}"}),
+        params:
+            source=_sampler_flag,
+            settings=tracked("fid.n_samples"),
+        log:
+            f"{LOGS}/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}.log",
+        benchmark:
+            f"{LOGS}/benchmarks/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}.tsv"
+        threads: 1
+        resources:
+            mem_mb=8000,
+            runtime=30,
+            gpu=1,
+            gpu_slots=gpu_slots(),
+        shell:
+            "{ARELBO} sample --config {CONFIG_FILE} --dataset {wildcards.dataset} --model-file {input.model} "
+            "--sampler {wildcards.sampler} --seed {wildcards.seed} {params.source} --out {output.npz} > {log} 2>&1"
 
 
-rule metric_fid:
-    input:
-        samples=f"{SAMPLES}.npz",
-        reference=lambda wc: fid_reference_file(wc.dataset),
-        weights=rules.provision_inception.output,
-    output:
-        f"{METRICS}/fid_{{sampler}}.json",
-    params:
-        settings=tracked("fid.n_samples", "fid.reference_split", "fid.reference_count",
-                         *split_keys("{dataset}", "test")),
-    log:
-        f"{LOGS}/metrics/{{dataset}}/{{model}}/seed{{seed}}/fid_{{sampler}}.log",
-    benchmark:
-        f"{LOGS}/benchmarks/metrics/{{dataset}}/{{model}}/seed{{seed}}/fid_{{sampler}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=60,
-        gpu=1,
-        gpu_slots=gpu_slots(),
-    shell:
-        "{ARELBO} metric fid_{wildcards.sampler} --config {CONFIG_FILE} --dataset {wildcards.dataset} "
-        "--model {wildcards.model} --seed {wildcards.seed} --samples {input.samples} --out {output} > {log} 2>&1"
+    rule metric_fid:
+        input:
+            samples=f"{SAMPLES}.npz",
+            reference=lambda wc: fid_reference_file(wc.dataset),
+            weights=rules.provision_inception.output,
+        output:
+            f"{METRICS}/fid_{{sampler}}.json",
+        params:
+            settings=tracked("fid.n_samples", "fid.reference_split", "fid.reference_count",
+                             *split_keys("{dataset}", "test")),
+        log:
+            f"{LOGS}/metrics/{{dataset}}/{{model}}/seed{{seed}}/fid_{{sampler}}.log",
+        benchmark:
+            f"{LOGS}/benchmarks/metrics/{{dataset}}/{{model}}/seed{{seed}}/fid_{{sampler}}.tsv"
+        threads: 2
+        resources:
+            mem_mb=8000,
+            runtime=60,
+            gpu=1,
+            gpu_slots=gpu_slots(),
+        shell:
+            "{ARELBO} metric fid_{wildcards.sampler} --config {CONFIG_FILE} --dataset {wildcards.dataset} "
+            "--model {wildcards.model} --seed {wildcards.seed} --samples {input.samples} --out {output} > {log} 2>&1"
 
 
 rule metric_mse:
