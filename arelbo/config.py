@@ -74,6 +74,7 @@ class TrainSettings:
     lr: float
     epochs: int
     batch_size: int
+    precision: str = "fp32"   # "bf16": the Table 3/4 nets' trunks under bfloat16 autocast (nets.VAE)
 
 
 @dataclass(frozen=True)

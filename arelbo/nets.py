@@ -140,15 +140,29 @@ class VAE(nn.Module):
                 self.output.weight[:, channels:].zero_()
                 self.output.bias[channels:].zero_()
 
+    # Precision policy (config train.<dataset>.precision): with `trunk_dtype` set (bf16), the encoder
+    # and decoder trunks run under autocast; the encoder head (μ, log σ²), the final ConvT, the
+    # variance parameters and heads, and every loss stay in FP32. The mean's last layer and the
+    # losses must: AR-ELBO's logs add ε = 1e-6 to per-pixel squared residuals, far below bf16's
+    # resolution (2⁻⁸ relative), and a bf16 variance head would quantise log σx².
+    trunk_dtype: torch.dtype | None = None
+
+    def _trunk(self, module: nn.Module, x: Tensor) -> Tensor:
+        if self.trunk_dtype is None:
+            return module(x)
+        with torch.autocast(device_type=x.device.type, dtype=self.trunk_dtype):
+            h = module(x)
+        return h.float()
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        h = self.head(self.encoder(x))
+        h = self.head(self._trunk(self.encoder, x))
         if not self.config.stochastic:
             return h, None
         mu, logvar = h.chunk(2, dim=1)
         return mu, logvar
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
-        h = self.decoder(z)
+        h = self._trunk(self.decoder, z)
         out = self.output(h)
         channels = self.image_shape[0]
         if self.config.decoder_variance == "diag_d":

@@ -187,6 +187,14 @@ class ModelSpec:
         """Σx is learned (a trainable variance) or estimated (AR-ELBO's MLE), not fixed or absent."""
         return self.decoder_variance is not None or getattr(self.objective, "func", None) is ar_elbo
 
+    @property
+    def trains_in_bf16(self) -> bool:
+        """Whether train.<dataset>.precision: bf16 applies (nets.VAE's precision policy). Not for
+        Diag-D AR-ELBO: its per-pixel ½·ln((x−μ)² + ε) has the gradient (μ−x)/((x−μ)² + ε), which
+        bf16's rounding of μ turns around where residuals are small (gradient cosine against FP32
+        ~0.2, measured; every other model > 0.99), so it trains in FP32."""
+        return getattr(self.objective, "keywords", {}).get("variance") != "diag_d"
+
     def net_config(self, dataset: str) -> NetConfig:
         return NetConfig(dataset, ARCHITECTURES[dataset].latent_dim, self.stochastic, self.decoder_variance)
 

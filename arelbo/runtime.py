@@ -91,11 +91,15 @@ def _warn_once(message: str) -> None:
 def configure_cuda_determinism(deterministic: bool) -> None:
     """`cuda_deterministic: true`: deterministic kernels everywhere (an error where none exists),
     no TF32 in convolutions or matmuls, cuDNN's autotuner off and cuBLAS's workspace pinned — what
-    PyTorch's reproducibility notes ask for. false leaves PyTorch's defaults (cuDNN convolutions may
-    use TF32 on Ampere and newer; some backward kernels use atomics)."""
+    PyTorch's reproducibility notes ask for. false turns cuDNN's autotuner on and otherwise leaves
+    PyTorch's defaults (cuDNN convolutions may use TF32 on Ampere and newer; some backward kernels use
+    atomics)."""
     import torch
 
     if not deterministic:
+        # cuDNN's autotuner: each training's shapes are fixed, so the fastest convolution algorithms
+        # are found once (the first steps) and reused; its choice may differ between runs
+        torch.backends.cudnn.benchmark = True
         return
     # must be set before cuBLAS creates its handle: this runs at job start, before any CUDA work
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -52,6 +52,7 @@ class TrainSpec:
     # weights (Appendix D: "Adam, 1e-3, 200 epochs"); Table 3 models use both mechanisms.
     lr_plateau: bool = True
     keep: str = "best_val"   # or "last"
+    precision: str = "fp32"  # or "bf16" (nets.VAE.trunk_dtype): part of the resume key, it changes the arithmetic
 
 
 @dataclass
@@ -319,6 +320,12 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
     where = f"{spec.model_id} on {spec.dataset} (seed {spec.seed})"
     seed_everything(spec.seed)
     net.to(device)
+    if spec.precision == "bf16":
+        net.trunk_dtype = torch.bfloat16
+    if device.type == "cuda":
+        # cuDNN's NHWC kernels (tensor cores; the CelebA net's 1024-channel convolutions) — the same
+        # network and weights, only the memory layout of its 4-D tensors changes
+        net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
     scheduler = SignSymmetricPlateau(optimizer, factor=spec.plateau_factor, patience=spec.plateau_patience)
     train_batches = Batches(train_images.to(device), spec.batch_size)
@@ -574,9 +581,15 @@ def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, p
     if problems:
         raise ConfigError(f"invalid config {cfg.name!r}:\n" + "\n".join(problems))
     hparams = model_hparams(cfg, model_id, dataset)
+    precision = settings.precision
+    if precision == "bf16" and not MODELS[model_id].trains_in_bf16:
+        log.info("%s trains in fp32, not bf16: the precision policy keeps its per-pixel AR-ELBO in FP32 "
+                 "(docs/reproduction-notes.md, \"Precision policy\")", model_id)
+        precision = "fp32"
     spec = TrainSpec(model_id=model_id, dataset=dataset, seed=seed, lr=settings.lr, epochs=settings.epochs,
                      batch_size=settings.batch_size, plateau_factor=cfg.train.lr_plateau.factor,
-                     plateau_patience=cfg.train.lr_plateau.patience, hparams=hparams)
+                     plateau_patience=cfg.train.lr_plateau.patience, hparams=hparams,
+                     precision=precision)
     seed_everything(seed)  # network initialisation
     net = build_net(model_id, dataset)
     device = pick_device(cfg.device)

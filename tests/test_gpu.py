@@ -54,3 +54,28 @@ def test_full_rank_frechet_distance_on_cuda_equals_the_cpu_route():
     on_cpu = frechet_distance_to_features(gen, ref, device="cpu")
     on_cuda = frechet_distance_to_features(gen, ref, device="cuda")
     assert on_cuda == pytest.approx(on_cpu, rel=1e-9)
+
+
+@pytest.mark.parametrize("model_id", ["iso_i_arelbo", "vae"])
+def test_bf16_channels_last_celeba_step_is_finite_and_close_to_fp32(model_id):
+    """The CelebA net on CUDA as the trainer runs it (channels_last, cuDNN autotuner): the bf16-trunk
+    loss is within one bf16 rounding of FP32's and its gradient points the same way."""
+    from arelbo.nets import build_net
+    from arelbo.objectives import loss_and_terms
+
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    net = build_net(model_id, "celeba").cuda().to(memory_format=torch.channels_last).train()
+    x = torch.rand(16, 3, 64, 64, device="cuda")
+    results = {}
+    for dtype in (None, torch.bfloat16):
+        net.trunk_dtype = dtype
+        net.zero_grad()
+        torch.manual_seed(1)
+        loss, _ = loss_and_terms(model_id, "celeba", net, x, sample=False)
+        loss.backward()
+        results[dtype] = (loss.detach(), torch.cat([p.grad.flatten() for p in net.parameters()]))
+    (loss32, grad32), (loss16, grad16) = results[None], results[torch.bfloat16]
+    assert torch.isfinite(loss16) and loss16.dtype == torch.float32
+    assert abs(loss16 - loss32) <= 2 ** -8 * abs(loss32)
+    assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.99

@@ -493,3 +493,36 @@ def test_a_checkpoint_of_other_data_is_discarded_not_resumed(tmp_path, caplog):
     for key, tensor in results["fresh"].items():
         assert torch.equal(tensor, results["run"][key]), key
     assert len((tmp_path / "run" / LOG).read_text().splitlines()) == 1 + 4
+
+
+@pytest.mark.slow
+def test_bf16_precision_trains_each_model_as_the_policy_says_and_is_part_of_the_resume_key(tmp_path, ci_config, caplog):
+    """train.mnist.precision: bf16 trains the trunks in bf16 (recorded in model.pt's spec, finite
+    losses); Diag-D AR-ELBO trains in FP32 and says so; an FP32 run's checkpoint is never resumed by
+    a bf16 run (precision is part of the settings a checkpoint must match)."""
+    import dataclasses
+    import logging
+
+    from arelbo.train import CHECKPOINT, train_model
+
+    def with_precision(precision):
+        mnist = dataclasses.replace(ci_config.train.mnist, precision=precision, epochs=1)
+        return dataclasses.replace(ci_config, train=dataclasses.replace(ci_config.train, mnist=mnist),
+                                   keep_checkpoints=True)
+
+    fp32_dir = tmp_path / "fp32"
+    train_model(with_precision("fp32"), "mnist", "iso_i_arelbo", 0, fp32_dir, progress=False)
+    assert (fp32_dir / CHECKPOINT).is_file()
+    with caplog.at_level(logging.INFO, logger="arelbo.train"):
+        train_model(with_precision("bf16"), "mnist", "iso_i_arelbo", 0, fp32_dir, progress=False)
+    assert "discard" in caplog.text.lower() and "settings" in caplog.text   # not resumed from FP32's
+    bf16 = torch.load(fp32_dir / MODEL, weights_only=False)
+    assert bf16["spec"]["precision"] == "bf16" and math.isfinite(bf16["best_val_loss"])
+    fp32 = torch.load(tmp_path / "fp32" / CHECKPOINT, weights_only=False)
+    assert fp32["spec"]["precision"] == "bf16"   # the checkpoint now is the bf16 run's own
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="arelbo.train"):
+        train_model(with_precision("bf16"), "mnist", "diag_d_arelbo", 0, tmp_path / "diag_d", progress=False)
+    assert torch.load(tmp_path / "diag_d" / MODEL, weights_only=False)["spec"]["precision"] == "fp32"
+    assert "diag_d_arelbo trains in fp32, not bf16" in caplog.text
