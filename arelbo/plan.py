@@ -93,6 +93,15 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
         n = cfg.fid.n_samples
         seconds = (start + costs["fid_fixed_s"] + costs["inception_image_s"] * n
                    + (costs["frechet_full_rank_s"] if n > 2048 else 0.0))
+    elif rule.startswith("sample_and_score_"):
+        # fid.batched: every sampler of one model in one job — one start-up and one Inception build
+        # (in fid_fixed_s), then each sampler's decode and features, as its per-cell jobs would
+        per = _per(costs, "decode_image_s", ds)
+        n = cfg.fid.n_samples
+        k = len(_scored_samplers(cfg, ds, with_prior=not rule.endswith("_without_prior")))
+        seconds = None if per is None else (
+            start + costs["fid_fixed_s"]
+            + k * (per * n + costs["inception_image_s"] * n + (costs["frechet_full_rank_s"] if n > 2048 else 0.0)))
     elif rule == "metric_mse":
         enc, dec = _per(costs, "encode_image_s", ds), _per(costs, "decode_image_s", ds)
         seconds = None if enc is None or dec is None else start + (enc + dec) * split_size(cfg, ds, "test")
@@ -105,6 +114,16 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
         seconds = costs["light_job_s"]   # provisioning and bookkeeping rules
     gpu = rule not in LIGHT_RULES | {"fit_estimator"} and not rule.startswith(("provision", "dataset", "all"))
     return JobCost(rule, seconds, gpu)
+
+
+def _scored_samplers(cfg, dataset: str, with_prior: bool) -> list[str]:
+    """The samplers a model is scored on: the dataset's Table 3 estimator columns the config runs
+    (the prior only for models that define it) and Table 4's two interpolations."""
+    from .tables import TABLE_SPECS
+
+    columns = TABLE_SPECS[3].columns[dataset]
+    return [e for e in cfg.estimators if f"fid_{e}" in columns and (with_prior or e != "prior")] + \
+        ["interp_mid", "interp_random"]
 
 
 def _grid(cfg):
@@ -160,11 +179,12 @@ def plan(cfg, kind: str, jobs: list[tuple[str, dict]]) -> dict:
 
 
 def format_plan(result: dict, cores: int) -> str:
+    width = max([len("rule"), *map(len, result["rules"])])
     lines = [f"device kind {result['kind']} (costs measured {result['measured'].strip()})", "",
-             f"{'rule':34s} {'jobs':>6s} {'job-hours':>10s}  note"]
+             f"{'rule':{width}s} {'jobs':>6s} {'job-hours':>10s}  note"]
     for rule, r in sorted(result["rules"].items(), key=lambda kv: -kv[1]["seconds"]):
         note = f"{r['unmeasured']} job(s) not measured on this kind, left out" if r["unmeasured"] else ""
-        lines.append(f"{rule:34s} {r['jobs']:6d} {r['seconds'] / 3600:10.2f}  {note}")
+        lines.append(f"{rule:{width}s} {r['jobs']:6d} {r['seconds'] / 3600:10.2f}  {note}")
     # the costs hold for jobs of the measured thread count: that many cores per job at a time
     threads_per_job = int(result["threads_per_job"])
     slots = max(1, cores // threads_per_job)

@@ -46,9 +46,29 @@ def test_the_plan_of_quick_counts_the_dry_runs_jobs(tmp_path):
     rules = [r for r, _ in jobs if r != "all"]
     result = plan(cfg, "cpu-2core", jobs)
     assert sum(r["jobs"] for r in result["rules"].values()) == len(rules)
-    assert result["rules"]["metric_fid"]["jobs"] == 62 and result["unmeasured_jobs"] == 0
+    # fid.batched: one sample-and-score job per model (10 with a prior, 3 without) instead of 62 + 62
+    assert result["rules"]["sample_and_score_mnist_with_prior"]["jobs"] == 10
+    assert result["rules"]["sample_and_score_mnist_without_prior"]["jobs"] == 3
+    assert "metric_fid" not in result["rules"] and result["unmeasured_jobs"] == 0
     assert result["rules"]["sweep_train_table5"]["jobs"] == 1     # quick trains its grid in groups
     out = subprocess.run([sys.executable, "-m", "arelbo", "plan", "--config", "config/quick.yaml"], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "metric_fid" in out.stdout and "job-hours" in out.stdout and "h wall" in out.stdout
+    assert "sample_and_score_mnist_with_prior" in out.stdout and "job-hours" in out.stdout and "h wall" in out.stdout
+
+
+def test_a_batched_evaluation_job_costs_its_samplers_with_one_start_up():
+    """fid.batched's job = one start-up and Inception build + every sampler's decode and features,
+    where the per-cell layout pays the start-up and the build once per sample and FID job."""
+    cfg = load_config("config/quick.yaml", check_folders=False)
+    costs = device_costs("cpu-2core")
+    n = cfg.fid.n_samples
+    with_prior = job_cost(cfg, costs, "sample_and_score_mnist_with_prior", {"dataset": "mnist", "model": "vae"})
+    without = job_cost(cfg, costs, "sample_and_score_mnist_without_prior", {"dataset": "mnist", "model": "ae"})
+    per_sampler = (costs["decode_image_s"]["mnist"] + costs["inception_image_s"]) * n
+    # MNIST's samplers: prior, 2ndVAE, GMM-10 and the two interpolations; no prior for the AE
+    assert with_prior.seconds == pytest.approx(costs["job_startup_s"] + costs["fid_fixed_s"] + 5 * per_sampler)
+    assert without.seconds == pytest.approx(with_prior.seconds - per_sampler) and with_prior.gpu
+    per_cell = sum(job_cost(cfg, costs, rule, {"dataset": "mnist"}).seconds for rule in ("sample", "metric_fid"))
+    assert with_prior.seconds < 5 * per_cell - 4 * (2 * costs["job_startup_s"] + costs["fid_fixed_s"]) + 1e-9
+

@@ -86,18 +86,18 @@ if CFG.fid.batched:
             if not _models:
                 continue
             _samplers = model_samplers(_dataset, _models[0])
-            _base = f"{{model}}/seed{{seed}}"
+            _base = f"{{dataset}}/{{model}}/seed{{seed}}"
             _outputs = {}
             for _s in _samplers:
-                _outputs[f"npz_{_s}"] = f"{OUT}/samples/{_dataset}/{_base}/{_s}.npz"
+                _outputs[f"npz_{_s}"] = f"{OUT}/samples/{_base}/{_s}.npz"
                 _outputs[f"png_{_s}"] = report(
-                    f"{OUT}/samples/{_dataset}/{_base}/{_s}.png", caption="../report/samples.rst",
+                    f"{OUT}/samples/{_base}/{_s}.png", caption="../report/samples.rst",
                     category="Samples", subcategory=_dataset,
                     labels={"model": "{model}", "sampler": _s, "seed": "{seed}"})
-                _outputs[f"fid_{_s}"] = f"{OUT}/metrics/{_dataset}/{_base}/fid_{_s}.json"
+                _outputs[f"fid_{_s}"] = f"{OUT}/metrics/{_base}/fid_{_s}.json"
             _sources = {
                 (_s if _s != "2ndvae" else "second_stage"):
-                    f"{OUT}/estimators/{_dataset}/{_base}/{_s}.{'pt' if _s == '2ndvae' else 'pkl'}"
+                    f"{OUT}/estimators/{_base}/{_s}.{'pt' if _s == '2ndvae' else 'pkl'}"
                 for _s in _samplers if not _s.startswith("interp_")}
 
             rule:
@@ -105,23 +105,23 @@ if CFG.fid.batched:
                     f"sample_and_score_{_dataset}_{'with' if _models[0] not in NO_PRIOR_MODELS else 'without'}_prior"
                 input:
                     **_sources,
-                    model=f"{OUT}/models/{_dataset}/{_base}/model.pt",
-                    latents=f"{OUT}/models/{_dataset}/{_base}/latents.npz",
+                    model=f"{OUT}/models/{_base}/model.pt",
+                    latents=f"{OUT}/models/{_base}/latents.npz",
                     reference=fid_reference_file(_dataset),
                     weights=rules.provision_inception.output,
                 output:
                     **_outputs,
                 wildcard_constraints:
+                    dataset=_dataset,
                     model=_alternatives(_models),
                 params:
-                    dataset=_dataset,
                     samplers=" ".join(_samplers),
                     settings=tracked("fid.n_samples", "fid.reference_split", "fid.reference_count",
                                      *split_keys(_dataset, "test")),
                 log:
-                    f"{LOGS}/evaluate/{_dataset}/{_base}.log",
+                    f"{LOGS}/evaluate/{_base}.log",
                 benchmark:
-                    f"{LOGS}/benchmarks/evaluate/{_dataset}/{_base}.tsv"
+                    f"{LOGS}/benchmarks/evaluate/{_base}.tsv"
                 threads: 2
                 resources:
                     mem_mb=8000,
@@ -129,7 +129,7 @@ if CFG.fid.batched:
                     gpu=1,
                     gpu_slots=gpu_slots(),
                 shell:
-                    "{ARELBO} sample-and-score --config {CONFIG_FILE} --dataset {params.dataset} "
+                    "{ARELBO} sample-and-score --config {CONFIG_FILE} --dataset {wildcards.dataset} "
                     "--model {wildcards.model} --seed {wildcards.seed} --samplers {params.samplers} > {log} 2>&1"
 
 else:
