@@ -196,7 +196,7 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
     assert (results / "claims.tex").read_text().count(r"\begin{tabular}") == 2
     # every heavy rule left a log and a benchmark, under the config's own log folder
     logs = ci_run / "logs" / "ci"
-    for rule in ("train", "sweeps", "samples", "metrics", "estimators", "encode"):
+    for rule in ("train", "sweeps", "evaluate", "metrics", "estimators", "encode"):   # ci: fid.batched
         assert list((logs / rule).rglob("*.log")), rule
     assert list((logs / "benchmarks").rglob("*.tsv"))
 

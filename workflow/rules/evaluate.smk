@@ -91,7 +91,7 @@ if CFG.fid.batched:
             for _s in _samplers:
                 _outputs[f"npz_{_s}"] = f"{OUT}/samples/{_base}/{_s}.npz"
                 _outputs[f"png_{_s}"] = report(
-                    f"{OUT}/samples/{_base}/{_s}.png", caption="../report/samples.rst",
+                    f"{OUT}/samples/{_base}/{_s}.png", caption="../report/samples_per_model.rst",
                     category="Samples", subcategory=_dataset,
                     labels={"model": "{model}", "sampler": _s, "seed": "{seed}"})
                 _outputs[f"fid_{_s}"] = f"{OUT}/metrics/{_base}/fid_{_s}.json"
