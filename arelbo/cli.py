@@ -13,6 +13,7 @@
     arelbo claims --results DIR                   verdicts on the paper's claims (claims.csv, claims.tex)
     arelbo config [--config FILE ...]             validate and print the merged config
     arelbo plan [--config FILE ...] --device KIND projected job-hours and wall time of a config
+    arelbo costs --logs logs/NAME [--out CSV]     measured cost of a finished run (benchmark files)
 """
 from __future__ import annotations
 
@@ -322,6 +323,20 @@ def cmd_plan(args) -> None:
     print(format_plan(plan(cfg, args.device, jobs), cores=args.cores))
 
 
+def cmd_costs(args) -> None:
+    from .costs import format_costs, read_benchmarks
+    from .runtime import atomic_write_text
+
+    bench = Path(args.logs) / "benchmarks"
+    if not bench.is_dir():
+        raise SystemExit(f"no benchmark folder {bench}: pass the log folder of a run (logs/<config name>)")
+    jobs = read_benchmarks(bench)
+    print(format_costs(jobs))
+    if args.out:
+        atomic_write_text(Path(args.out), jobs.to_csv(index=False))
+        print(f"\none row per job: {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arelbo", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -469,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu-2core", help="a device kind of arelbo/reference/costs.yaml")
     p.add_argument("--cores", type=int, default=2)
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("costs", help="measured cost of a finished run, per stage and per table row, from "
+                                     "Snakemake's benchmark files")
+    p.add_argument("--logs", required=True, help="the run's log folder, logs/<config name>")
+    p.add_argument("--out", help="write one row per job to this CSV")
+    p.set_defaults(func=cmd_costs)
 
     p = with_config(sub.add_parser("config", help="validate and print the merged config"))
     p.set_defaults(func=cmd_config)
