@@ -11,12 +11,14 @@ CORES  ?= 2
 # ~4 s importing torch on one core, and ~240 jobs do (docs/reproduction-notes.md, "make quick budget").
 JOB_THREADS ?= 1
 
-.PHONY: quick test provision bench clean-results help
+.PHONY: quick test provision bench gpu-bundle gpu-check clean-results help
 
 help:
 	@echo "make quick   - CPU-sized reproduction (config/quick.yaml) -> results/quick/"
 	@echo "make test    - the whole test suite"
 	@echo "make bench   - benchmarks (throughput ratios)"
+	@echo "make gpu-bundle - wheels, MNIST and Inception weights for an offline GPU machine (.gpu-bundle/)"
+	@echo "make gpu-check  - on that GPU machine: install the bundle, GPU tests, benchmarks, MNIST Tables 3+4 (docs/gpu-check.md)"
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +42,14 @@ bench: provision
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/fid_throughput.py
 	$(BIN)/python benchmarks/frechet_distance.py
+
+# Run on a machine with PyPI; carry .gpu-bundle/part-NN to the GPU machine (docs/gpu-check.md).
+gpu-bundle: provision
+	bash gpu/bundle.sh
+
+# Run on the GPU machine (python3 with torch and CUDA; no .venv, no internet), every part of .gpu-bundle/ present.
+gpu-check:
+	bash gpu/check.sh all
 
 clean-results:
 	rm -rf results/quick results/ci

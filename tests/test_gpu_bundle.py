@@ -1,0 +1,99 @@
+"""The GPU check's offline bundle (gpu/check.sh): pieces carried one call at a time are staged,
+verified (sha256 of every piece and of every unpacked file) and installed; a missing or corrupt piece
+stops the check with a message that names it and the fix, before anything is installed."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bundle(tmp_path: Path, pieces: int = 2) -> Path:
+    """A bundle as gpu/bundle.sh lays it out, with a small payload: no wheels, two data files."""
+    payload = tmp_path / "build" / "payload"
+    (payload / "resources" / "mnist" / "raw").mkdir(parents=True)
+    (payload / "wheels").mkdir()
+    files = {"resources/mnist/raw/train-labels-idx1-ubyte": os.urandom(3000),
+             "resources/inception/weights.pth": os.urandom(5000)}
+    for rel, data in files.items():
+        (payload / rel).parent.mkdir(parents=True, exist_ok=True)
+        (payload / rel).write_bytes(data)
+    (payload / "MANIFEST.sha256").write_text("".join(f"{hashlib.sha256(d).hexdigest()}  ./{r}\n" for r, d in files.items()))
+    archive = tmp_path / "build" / "bundle.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(payload, arcname="payload")
+    blob = archive.read_bytes()
+    size = -(-len(blob) // pieces)
+    bundle = tmp_path / "bundle"
+    names = []
+    for i in range(pieces):
+        name = f"bundle.tgz.{i:02d}"
+        (bundle / f"part-{i:02d}").mkdir(parents=True)
+        (bundle / f"part-{i:02d}" / name).write_bytes(blob[i * size:(i + 1) * size])
+        names.append(name)
+    sums = "".join(f"{hashlib.sha256((bundle / f'part-{i:02d}' / n).read_bytes()).hexdigest()}  {n}\n"
+                   for i, n in enumerate(names))
+    for i in range(pieces):
+        (bundle / f"part-{i:02d}" / "SHA256SUMS").write_text(sums)
+    return bundle
+
+
+def _check(step: str, tmp_path: Path, carried: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ARELBO_GPU_STAGE": str(tmp_path / "stage"), "ARELBO_GPU_BUNDLE": str(carried),
+           "ARELBO_GPU_RESOURCES": str(tmp_path / "resources"), "OUT": str(tmp_path / "out")}
+    return subprocess.run(["bash", "gpu/check.sh", step], cwd=REPO, env=env, capture_output=True, text=True)
+
+
+def _carry(bundle: Path, tmp_path: Path, *parts: str) -> Path:
+    """What one device call carries: only the named part folders."""
+    import shutil
+
+    carried = tmp_path / f"carried-{'-'.join(parts)}"
+    shutil.rmtree(carried, ignore_errors=True)   # each call's carry is made anew
+    for part in parts:
+        shutil.copytree(bundle / part, carried / part)
+    return carried
+
+
+def test_pieces_carried_in_separate_calls_are_staged_verified_and_installed(tmp_path):
+    bundle = _bundle(tmp_path)
+    first = _check("stage", tmp_path, _carry(bundle, tmp_path, "part-00"))
+    assert first.returncode == 0 and "still missing: bundle.tgz.01" in first.stdout, first.stderr
+    early = _check("setup", tmp_path, _carry(bundle, tmp_path, "part-00"))
+    assert early.returncode == 2 and "not staged yet: bundle.tgz.01" in early.stderr
+    assert not (tmp_path / "resources").exists()            # nothing installed from half a bundle
+
+    done = _check("setup", tmp_path, _carry(bundle, tmp_path, "part-01"))
+    assert done.returncode == 0, done.stderr
+    unpacked = tmp_path / "build" / "payload" / "resources"
+    for rel in ("mnist/raw/train-labels-idx1-ubyte", "inception/weights.pth"):
+        assert (tmp_path / "resources" / rel).read_bytes() == (unpacked / rel).read_bytes()
+    assert "# GPU check" in (tmp_path / "out" / "record.md").read_text()
+
+
+def test_a_corrupt_piece_stops_the_check_before_anything_is_installed(tmp_path):
+    bundle = _bundle(tmp_path)
+    piece = bundle / "part-01" / "bundle.tgz.01"
+    data = bytearray(piece.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    piece.write_bytes(bytes(data))
+    result = _check("setup", tmp_path, bundle)
+    assert result.returncode == 2 and "corrupt" in result.stderr and "make gpu-bundle" in result.stderr
+    assert not (tmp_path / "resources").exists()
+
+
+def test_no_bundle_at_all_says_how_to_make_one(tmp_path):
+    result = _check("stage", tmp_path, tmp_path / "nothing")
+    assert result.returncode == 2 and "make gpu-bundle" in result.stderr
+
+
+@pytest.mark.parametrize("step", ["", "bogus"])
+def test_an_unknown_step_prints_the_usage(tmp_path, step):
+    result = _check(step, tmp_path, tmp_path / "nothing")
+    assert result.returncode == 2 and "usage: bash gpu/check.sh" in result.stderr
