@@ -199,6 +199,13 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
     for rule in ("train", "sweeps", "evaluate", "metrics", "estimators", "encode"):   # ci: fid.batched
         assert list((logs / rule).rglob("*.log")), rule
     assert list((logs / "benchmarks").rglob("*.tsv"))
+    # the run's measured cost: one row per job that wrote a benchmark, each Table 3/4 row's jobs named
+    costs = pd.read_csv(results / "costs.csv")
+    assert len(costs) == len(list((logs / "benchmarks").rglob("*.tsv")))   # every job before it (it has none)
+    assert {"train", "encode", "estimators", "evaluate", "metrics", "sweeps"} <= set(costs["stage"])
+    rows = costs.dropna(subset=["model"]).groupby(["dataset", "model"])["stage"].agg(set)
+    assert len(rows) == len(cfg.datasets) * len(cfg.models)
+    assert all({"train", "encode", "estimators", "evaluate", "metrics"} <= stages for stages in rows)
 
 
 @pytest.mark.slow
@@ -208,14 +215,14 @@ def test_report_holds_every_table_and_figure(ci_run, ci_config):
                        f"logdir={ci_run}/logs", "--report", str(report), timeout=600)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     html = report.read_text(encoding="utf-8")
-    expected = ["claims.csv"] + [f"table{n}_paper.csv" for n in (1, 3, 4, 5)]
+    expected = ["claims.csv", "costs.csv"] + [f"table{n}_paper.csv" for n in (1, 3, 4, 5)]
     expected += [f"table{n}_vs_paper.png" for n in (1, 3, 4, 5)]
     expected += [f"figure{n}.png" for n in (1, 2, 3)]
     expected += [f"training_curves_{what}.png" for what in (*ci_config.datasets, "section3")]
     expected += [f"{sampler}.png" for sampler in (*ci_config.estimators, "interp_mid", "interp_random")]
     missing = [name for name in expected if name not in html]
     assert not missing, f"not in the report: {missing}"
-    for category in ("Claims", "Tables", "Paper comparison", "Samples", "Section 3 figures", "Training curves"):
+    for category in ("Claims", "Tables", "Paper comparison", "Samples", "Section 3 figures", "Training curves", "Cost"):
         assert category in html
     assert "not comparable with the paper" in html   # the captions name the (reduced) config
 
@@ -224,13 +231,13 @@ def test_report_holds_every_table_and_figure(ci_run, ci_config):
 JUSTIFIED_LINTS = {
     # the jobs' interpreter (`python -m arelbo` with Snakemake's own Python): an environment fact,
     # not a setting; tracking it would re-run every job when the venv moves
-    "Shell command directly uses variable ARELBO from outside of the rule": 18,
+    "Shell command directly uses variable ARELBO from outside of the rule": 19,
     # the content-addressed merged config (<outdir>/configs/<sha256>.yaml): immune to other
     # invocations; the settings each output depends on are tracked per rule as params
     "Shell command directly uses variable CONFIG_FILE from outside of the rule": 17,
     # one environment for the whole workflow (pyproject/requirements.lock, environment.yml);
     # per-rule conda environments cannot be tested without conda here
-    "Specify a conda environment or container for each rule.": 19,
+    "Specify a conda environment or container for each rule.": 20,
 }
 
 

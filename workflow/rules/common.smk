@@ -234,5 +234,5 @@ def built_tables():
 def report_targets():
     tables = built_tables()
     curves = list(CFG.datasets) + (["section3"] if SWEEP_POINTS else [])
-    return ([f"{OUT}/claims.csv"] + [f"{OUT}/figures/table{n}_vs_paper.png" for n in tables]
+    return ([f"{OUT}/claims.csv", f"{OUT}/costs.csv"] + [f"{OUT}/figures/table{n}_vs_paper.png" for n in tables]
             + [f"{OUT}/figures/training_curves_{what}.png" for what in curves])

@@ -4,6 +4,7 @@
 localrules:
     comparison_plot,
     training_curves,
+    measured_costs,
 
 
 rule comparison_plot:
@@ -38,3 +39,18 @@ rule training_curves:
         "{ARELBO} plot curves --config {CONFIG_FILE} --out {output} --input {input} > {log} 2>&1"
 
 
+
+
+rule measured_costs:
+    # What the run cost, per job, stage and Table 3/4 row, from the benchmark files of every job before
+    # it (its inputs are the last outputs of the DAG: the tables, the figures and the claims).
+    input:
+        [f"{OUT}/tables/table{n}_tidy.csv" for n in built_tables()] + section3_targets() + [f"{OUT}/claims.csv"],
+    output:
+        report(f"{OUT}/costs.csv", caption="../report/costs.rst", category="Cost"),
+    log:
+        f"{LOGS}/costs.log",
+    params:
+        logs=LOGS,
+    shell:
+        "{ARELBO} costs --logs {params.logs} --out {output} > {log} 2>&1"
