@@ -3,10 +3,8 @@ verified (sha256 of every piece and of every unpacked file) and installed; a mis
 stops the check with a message that names it and the fix, before anything is installed."""
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -14,33 +12,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _bundle(tmp_path: Path, pieces: int = 2) -> Path:
-    """A bundle as gpu/bundle.sh lays it out, with a small payload: no wheels, two data files."""
-    payload = tmp_path / "build" / "payload"
-    (payload / "resources" / "mnist" / "raw").mkdir(parents=True)
-    (payload / "wheels").mkdir()
-    files = {"resources/mnist/raw/train-labels-idx1-ubyte": os.urandom(3000),
-             "resources/inception/weights.pth": os.urandom(5000)}
-    for rel, data in files.items():
+def _bundle(tmp_path: Path) -> Path:
+    """A bundle packed by gpu/bundle.sh --pack (its manifest, archive and pieces) from a small payload
+    laid out as the real one: wheels/ (none here), resources/ with a data file and the weights."""
+    payload = tmp_path / "payload"
+    for rel, size in (("resources/mnist/raw/train-labels-idx1-ubyte", 3000), ("resources/inception/weights.pth", 9000)):
         (payload / rel).parent.mkdir(parents=True, exist_ok=True)
-        (payload / rel).write_bytes(data)
-    (payload / "MANIFEST.sha256").write_text("".join(f"{hashlib.sha256(d).hexdigest()}  ./{r}\n" for r, d in files.items()))
-    archive = tmp_path / "build" / "bundle.tgz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(payload, arcname="payload")
-    blob = archive.read_bytes()
-    size = -(-len(blob) // pieces)
+        (payload / rel).write_bytes(os.urandom(size))
+    (payload / "wheels").mkdir()
     bundle = tmp_path / "bundle"
-    names = []
-    for i in range(pieces):
-        name = f"bundle.tgz.{i:02d}"
-        (bundle / f"part-{i:02d}").mkdir(parents=True)
-        (bundle / f"part-{i:02d}" / name).write_bytes(blob[i * size:(i + 1) * size])
-        names.append(name)
-    sums = "".join(f"{hashlib.sha256((bundle / f'part-{i:02d}' / n).read_bytes()).hexdigest()}  {n}\n"
-                   for i, n in enumerate(names))
-    for i in range(pieces):
-        (bundle / f"part-{i:02d}" / "SHA256SUMS").write_text(sums)
+    packed = subprocess.run(["bash", "gpu/bundle.sh", "--pack", str(payload), "--piece-size", "6K", "--out", str(bundle)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert packed.returncode == 0, packed.stderr
+    assert len(list(bundle.iterdir())) >= 2   # 12 KB of random data in 6 KB pieces
     return bundle
 
 
@@ -67,11 +51,12 @@ def test_pieces_carried_in_separate_calls_are_staged_verified_and_installed(tmp_
     assert first.returncode == 0 and "still missing: bundle.tgz.01" in first.stdout, first.stderr
     early = _check("setup", tmp_path, _carry(bundle, tmp_path, "part-00"))
     assert early.returncode == 2 and "not staged yet: bundle.tgz.01" in early.stderr
-    assert not (tmp_path / "resources").exists()            # nothing installed from half a bundle
+    assert not (tmp_path / "resources").exists()            # nothing installed from part of a bundle
 
-    done = _check("setup", tmp_path, _carry(bundle, tmp_path, "part-01"))
+    rest = sorted(p.name for p in bundle.iterdir() if p.name != "part-00")
+    done = _check("setup", tmp_path, _carry(bundle, tmp_path, *rest))
     assert done.returncode == 0, done.stderr
-    unpacked = tmp_path / "build" / "payload" / "resources"
+    unpacked = tmp_path / "payload" / "resources"
     for rel in ("mnist/raw/train-labels-idx1-ubyte", "inception/weights.pth"):
         assert (tmp_path / "resources" / rel).read_bytes() == (unpacked / rel).read_bytes()
     assert "# GPU check" in (tmp_path / "out" / "record.md").read_text()
@@ -79,7 +64,7 @@ def test_pieces_carried_in_separate_calls_are_staged_verified_and_installed(tmp_
 
 def test_a_corrupt_piece_stops_the_check_before_anything_is_installed(tmp_path):
     bundle = _bundle(tmp_path)
-    piece = bundle / "part-01" / "bundle.tgz.01"
+    piece = bundle / "part-01" / "bundle.tgz.01"   # a piece in the middle of the archive
     data = bytearray(piece.read_bytes())
     data[len(data) // 2] ^= 0xFF
     piece.write_bytes(bytes(data))
