@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .layout import INTERPOLATION_SAMPLERS
 from .provenance import git_commit  # noqa: F401  (re-exported: older imports)
 from .runtime import atomic_path, atomic_write_text, pick_device
 
-INTERPOLATION_SAMPLERS = ("interp_mid", "interp_random")
 # Each estimator draws from its own stream: seed = 1000·(config seed) + offset. The two interpolation
 # samplers share one stream on purpose: the same test pairs (interpolation_latents draws the pairs
 # first, then t for "random"), so Table 4's two columns differ only in t.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .layout import sweep_group_rule
+from .layout import scored_samplers, sweep_group_rule
 
 COSTS = Path(__file__).with_name("reference") / "costs.yaml"
 CELEBA_SPLITS = {"train": 162770, "val": 19867, "test": 19962}   # SPEC §1, the official partition
@@ -98,7 +98,7 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
         # (in fid_fixed_s), then each sampler's decode and features, as its per-cell jobs would
         per = _per(costs, "decode_image_s", ds)
         n = cfg.fid.n_samples
-        k = len(_scored_samplers(cfg, ds, with_prior=not rule.endswith("_without_prior")))
+        k = len(scored_samplers(cfg.estimators, ds, has_prior=not rule.endswith("_without_prior")))
         seconds = None if per is None else (
             start + costs["fid_fixed_s"]
             + k * (per * n + costs["inception_image_s"] * n + (costs["frechet_full_rank_s"] if n > 2048 else 0.0)))
@@ -114,16 +114,6 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
         seconds = costs["light_job_s"]   # provisioning and bookkeeping rules
     gpu = rule not in LIGHT_RULES | {"fit_estimator"} and not rule.startswith(("provision", "dataset", "all"))
     return JobCost(rule, seconds, gpu)
-
-
-def _scored_samplers(cfg, dataset: str, with_prior: bool) -> list[str]:
-    """The samplers a model is scored on: the dataset's Table 3 estimator columns the config runs
-    (the prior only for models that define it) and Table 4's two interpolations."""
-    from .tables import TABLE_SPECS
-
-    columns = TABLE_SPECS[3].columns[dataset]
-    return [e for e in cfg.estimators if f"fid_{e}" in columns and (with_prior or e != "prior")] + \
-        ["interp_mid", "interp_random"]
 
 
 def _grid(cfg):

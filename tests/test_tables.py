@@ -310,17 +310,15 @@ def test_table1_records_need_their_keys():
         paper_shaped(tidy_from_records(records), 5)
 
 
-def test_workflow_table3_estimators_equal_the_table_spec():
-    # workflow/rules/common.smk keeps its own copy (importing pandas there would slow every cluster job)
-    import ast
-    import re
-    from pathlib import Path
+def test_layout_samplers_equal_the_table_specs():
+    # arelbo.layout keeps the workflow's torch- and pandas-free copy (read at every Snakefile parse)
+    from arelbo import layout
 
-    text = (Path(__file__).resolve().parents[1] / "workflow" / "rules" / "common.smk").read_text()
-    copy = ast.literal_eval(re.search(r"^TABLE3_ESTIMATORS = (\{.*\})$", text, re.M).group(1))
-    spec = TABLE_SPECS[3]
     assert {d: tuple(m.removeprefix("fid_") for m in cols if m.startswith("fid_"))
-            for d, cols in spec.columns.items()} == copy
+            for d, cols in TABLE_SPECS[3].columns.items()} == layout.TABLE3_ESTIMATORS
+    assert set(TABLE_SPECS[4].metrics) >= {f"fid_{s}" for s in layout.INTERPOLATION_SAMPLERS}
+    assert layout.scored_samplers(["gmm100", "prior", "gmm10"], "mnist", has_prior=False) == \
+        ["gmm10", "interp_mid", "interp_random"]
 
 
 def test_kid_twin_table_states_sizes_and_shows_subset_std_for_one_seed():

@@ -110,17 +110,11 @@ def all_targets():
 
 # The prior is undefined for deterministic autoencoders without a prior-matching term (SPEC §5).
 NO_PRIOR_MODELS = {"ae", "rae", "rae_gp"}
-# Table 3's estimator columns per dataset (SPEC §7: GMM-100 for CelebA only); equal to
-# arelbo.tables.TABLE_SPECS[3] (tests/test_tables.py), not imported: that would load pandas in every job.
-TABLE3_ESTIMATORS = {"mnist": ("prior", "2ndvae", "gmm10"), "celeba": ("prior", "2ndvae", "gmm10", "gmm100")}
 
 
 def model_samplers(dataset, model):
-    """The samplers a (dataset, model) is scored on: the dataset's Table 3 estimator columns that the
-    config runs (the prior only where it is defined), then Table 4's two interpolations."""
-    estimators = [e for e in CFG.estimators
-                  if e in TABLE3_ESTIMATORS[dataset] and not (e == "prior" and model in NO_PRIOR_MODELS)]
-    return estimators + ["interp_mid", "interp_random"]
+    """The samplers a (dataset, model) is scored on (arelbo.layout.scored_samplers)."""
+    return layout.scored_samplers(CFG.estimators, dataset, has_prior=model not in NO_PRIOR_MODELS)
 
 
 def table_metric_files(table):
