@@ -233,8 +233,20 @@ def cmd_fit(args) -> None:
     from .evaluate import fit
 
     cfg = _load(args)
+    if len(args.latents) != len(args.out):
+        raise SystemExit(f"arelbo fit: give one --out per --latents file (got {len(args.latents)} latents, "
+                         f"{len(args.out)} outputs)")
+    if len(args.latents) > 1 and args.estimator != "2ndvae":
+        raise SystemExit(f"arelbo fit: several latents files are fitted as one batch only for 2ndvae, "
+                         f"not {args.estimator}; run one fit per file")
     _job_device(cfg)
-    print(fit(cfg, args.estimator, Path(args.latents), args.seed, Path(args.out)))
+    if args.estimator == "2ndvae" and len(args.latents) > 1:
+        from .evaluate import fit_second_stages
+
+        for out in fit_second_stages(cfg, [Path(p) for p in args.latents], args.seed, [Path(p) for p in args.out]):
+            print(out)
+        return
+    print(fit(cfg, args.estimator, Path(args.latents[0]), args.seed, Path(args.out[0])))
 
 
 def cmd_sample(args) -> None:
@@ -388,9 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_config(sub.add_parser("fit", help="fit a posterior estimator on the training latents"))
     p.add_argument("--estimator", required=True, choices=["prior", "2ndvae", "gmm10", "gmm100"])
-    p.add_argument("--latents", required=True)
+    p.add_argument("--latents", required=True, nargs="+",
+                   help="latents .npz; several (2ndvae only) are fitted as one vectorised job (second_stage.batched)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, nargs="+", help="one estimator file per --latents file")
     p.set_defaults(func=cmd_fit)
 
     p = with_config(sub.add_parser("sample", help="decode fid.n_samples latents to uint8 images (.npz + PNG grid)"))

@@ -99,6 +99,28 @@ class CheckpointPolicy:
 
 
 @dataclass(frozen=True)
+class SecondStageSettings:
+    """Dai & Wipf's second-stage VAE (SPEC §5): what a fitted one depends on (stored with it)."""
+    epochs: int = 70
+    lr: float = 1e-4
+    batch_size: int = 64
+    lr_halve_every: int = 30
+    hidden: int = 1024
+    depth: int = 3
+
+
+@dataclass(frozen=True)
+class SecondStageConfig(SecondStageSettings):
+    # Fit the second-stage VAEs of every model of one dataset and seed as one vectorised job instead
+    # of one job per model: the same files, a scheduling choice (docs/reproduction-notes.md).
+    batched: bool = False
+
+    @property
+    def settings(self) -> SecondStageSettings:
+        return SecondStageSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SecondStageSettings)})
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     mnist: TrainSettings
     celeba: TrainSettings
@@ -155,6 +177,7 @@ class Config:
     fid: FidConfig
     train: TrainConfig
     section3: Section3Config = field(default_factory=Section3Config)
+    second_stage: SecondStageConfig = field(default_factory=SecondStageConfig)
     description: str = ""
     reduced: bool = False
     logdir: str = "logs"

@@ -25,7 +25,11 @@ def _one_job(path: Path, bench_dir: Path) -> dict:
     parts = rel.with_suffix("").parts
     row = {"stage": parts[0] if len(parts) > 1 else "other", "job": rel.with_suffix("").as_posix(),
            "dataset": None, "model": None, "seed": None}
-    if parts[0] in MODEL_STAGES and len(parts) >= 4:
+    if parts[0] in MODEL_STAGES and len(parts) >= 4 and parts[2] == "batched":
+        # one job for every model of the dataset (second_stage.batched): a cost of the dataset, no one row's
+        row.update(dataset=parts[1], seed=int(parts[3].removeprefix("seed")),
+                   job=f"{parts[0]}/{'/'.join(parts[4:])} (batched)")
+    elif parts[0] in MODEL_STAGES and len(parts) >= 4:
         seed_part = parts[3]
         row.update(dataset=parts[1], model=parts[2], seed=int(seed_part.removeprefix("seed")),
                    job=parts[0] if len(parts) == 4 else f"{parts[0]}/{'/'.join(parts[4:])}")

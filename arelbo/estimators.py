@@ -16,31 +16,22 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .config import SecondStageSettings
 from .runtime import atomic_path, pick_device, seed_everything
-from .train import Batches, epoch_generator, run_epoch
+from .train import Batches, StackedModels, epoch_generator, run_epoch
 
 log = logging.getLogger(__name__)
 
 ESTIMATORS = ("prior", "2ndvae", "gmm10", "gmm100")
 GMM_COMPONENTS = {"gmm10": 10, "gmm100": 100}
 FORMAT = "arelbo-estimator/1"
-
-
-@dataclass(frozen=True)
-class SecondStageSettings:
-    epochs: int = 70
-    lr: float = 1e-4
-    batch_size: int = 64
-    lr_halve_every: int = 30
-    hidden: int = 1024
-    depth: int = 3
 
 
 class Estimator:
@@ -121,9 +112,13 @@ class SecondStageVAE(nn.Module):
 
 def second_stage_loss(net: SecondStageVAE, u: torch.Tensor, noise: torch.Generator):
     """Batch mean of Σ((u−û)/γ)²/2 + d·ln γ + KL(q(v|u) ‖ N(0, I)) (SPEC §5; the constant
-    d/2·ln 2π of the Gaussian NLL is left out)."""
+    d/2·ln 2π of the Gaussian NLL is left out), with the reparameterisation noise drawn from `noise`."""
+    return second_stage_loss_given(net, u, torch.randn(u.shape, generator=noise, device=u.device, dtype=u.dtype))
+
+
+def second_stage_loss_given(net: SecondStageVAE, u: torch.Tensor, eps: torch.Tensor):
+    """second_stage_loss with its noise ε (the shape of u, since v ∈ R^d) given."""
     mu_v, logvar_v = net.encode(u)
-    eps = torch.randn(mu_v.shape, generator=noise, device=u.device, dtype=u.dtype)
     u_hat = net.decode(mu_v + (0.5 * logvar_v).exp() * eps)
     d = u.shape[1]
     nll = (((u - u_hat) / net.log_gamma.exp()) ** 2).sum(1) / 2 + d * net.log_gamma
@@ -154,36 +149,72 @@ class SecondStageEstimator(Estimator):
 
 def fit_second_stage(mu: torch.Tensor, logvar: torch.Tensor | None, *, seed: int,
                      settings: SecondStageSettings, device: torch.device, progress: bool) -> SecondStageEstimator:
+    return fit_second_stages([(mu, logvar)], seed=seed, settings=settings, device=device, progress=progress,
+                             names=["2ndvae"])[0]
+
+
+def fit_second_stages(latents: list[tuple[torch.Tensor, torch.Tensor | None]], *, seed: int,
+                      settings: SecondStageSettings, device: torch.device, progress: bool,
+                      names: list[str]) -> list[SecondStageEstimator]:
+    """One second-stage VAE per (μ, log σ²) of `latents` (N×d each, log σ² None for deterministic
+    encoders), all trained as one vectorised training (train.StackedModels): K fits here equal K
+    fits of one each, to float tolerance. Every fit starts from the same weights (the network is
+    initialised after seeding with `seed`) and draws the same noise — the resampled u = μ + σ⊙ε
+    every epoch, then ε for v in each step — from one generator seeded with `seed`; only the data
+    differ. One fit is the case K = 1."""
     from tqdm import tqdm
 
-    where = f"2ndvae (seed {seed})"
+    k_fits = len(latents)
+    shapes = {tuple(mu.shape) for mu, _ in latents}
+    if k_fits == 0 or len(shapes) != 1 or len(names) != k_fits:
+        raise ValueError(f"fit_second_stages needs one name per fit and latents of one shape; got "
+                         f"{k_fits} latents of shapes {sorted(shapes)} and {len(names)} names")
+    for (mu, logvar), name in zip(latents, names):
+        if mu.ndim != 2 or (logvar is not None and logvar.shape != mu.shape):
+            raise ValueError(f"{name}: mu must be N×d_z and logvar None or the same shape; got {tuple(mu.shape)} "
+                             f"and {None if logvar is None else tuple(logvar.shape)}")
+    where = f"2ndvae (seed {seed})" if k_fits == 1 else f"{k_fits} batched 2ndvae fits (seed {seed})"
+    n, d_z = next(iter(shapes))
     seed_everything(seed)  # network initialisation
-    d_z = mu.shape[1]
-    net = SecondStageVAE(d_z, settings.hidden, settings.depth).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    stacked = StackedModels([SecondStageVAE(d_z, settings.hidden, settings.depth)] * k_fits).to(device)
+    optimizer = torch.optim.Adam(stacked.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_halve_every, gamma=0.5)
-    mu = mu.to(device, torch.float32)
-    sigma = None if logvar is None else (0.5 * logvar.to(device, torch.float32)).exp()
+    # N×K×d: Batches draws rows (images of the training set) and each batch is B×K×d.
+    mus = torch.stack([mu.to(device, torch.float32) for mu, _ in latents], dim=1)
+    # σ = 0 for a deterministic encoder, so its u is μ exactly
+    sigmas = torch.stack([torch.zeros(n, d_z, device=device) if logvar is None
+                          else (0.5 * logvar.to(device, torch.float32)).exp() for _, logvar in latents], dim=1)
     # One generator for the resampled u and the reparameterisation noise, independent of the
     # global RNG (and of whatever else the process draws).
     noise = torch.Generator(device=device).manual_seed(seed)
+    unused = torch.zeros(k_fits, device=device)
 
-    def loss_fn(model, u):
-        return second_stage_loss(model, u, noise)
+    def loss_fn(net, u):
+        eps = torch.randn((u.shape[0], d_z), generator=noise, device=device)   # one ε for all K, as in K runs
+        return net.apply(lambda model, u_k, _: second_stage_loss_given(model, u_k, eps), unused, u, x_dim=1)
 
-    fit_log = []
+    fit_logs: list[list[dict]] = [[] for _ in latents]
     for epoch in tqdm(range(1, settings.epochs + 1), desc=where, unit="epoch", disable=not progress):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         # u = μ + σ⊙ε, a fresh draw from each q(z|x) every epoch; deterministic encoders give μ.
-        u = mu if sigma is None else mu + sigma * torch.randn(mu.shape, generator=noise, device=device)
-        terms = run_epoch(net, Batches(u, settings.batch_size), loss_fn, optimizer=optimizer,
-                          generator=epoch_generator(seed, epoch), where=where, epoch=epoch)
+        u = mus + sigmas * torch.randn((n, d_z), generator=noise, device=device)[:, None, :]
+        terms = run_epoch(stacked, Batches(u, settings.batch_size), loss_fn, optimizer=optimizer,
+                          generator=epoch_generator(seed, epoch), where=where, epoch=epoch, names=names)
         scheduler.step()
-        fit_log.append({"epoch": epoch, "lr": lr, **terms, "gamma": net.log_gamma.exp().item(),
-                        "seconds": round(time.perf_counter() - started, 3)})
-        log.debug("%s epoch %d: loss %.4f gamma %.4g", where, epoch, terms["loss"], fit_log[-1]["gamma"])
-    return SecondStageEstimator(net, settings, fit_log)
+        gammas = stacked.state_of_param("log_gamma").exp().tolist()
+        seconds = round(time.perf_counter() - started, 3)
+        for k, fit_log in enumerate(fit_logs):
+            # `seconds` is the whole epoch of all K fits, as `batched` says
+            fit_log.append({"epoch": epoch, "lr": lr, **{name: values[k] for name, values in terms.items()},
+                            "gamma": gammas[k], "seconds": seconds, **({"batched": k_fits} if k_fits > 1 else {})})
+        log.debug("%s epoch %d: loss %s", where, epoch, " ".join(f"{v:.4f}" for v in terms["loss"]))
+    estimators = []
+    for k, fit_log in enumerate(fit_logs):
+        net = SecondStageVAE(d_z, settings.hidden, settings.depth)
+        net.load_state_dict(stacked.state_of(k))
+        estimators.append(SecondStageEstimator(net.to(device), settings, fit_log))
+    return estimators
 
 
 def fit_gmm(estimator_id: str, mu: torch.Tensor, *, seed: int) -> GMMEstimator:

@@ -57,17 +57,36 @@ def encode(cfg, dataset: str, model_file: Path, out: Path) -> Path:
     return out
 
 
-def fit(cfg, estimator_id: str, latents: Path, seed: int, out: Path) -> Path:
-    from .estimators import SecondStageSettings, fit_estimator, save_estimator
+def _training_latents(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    data = np.load(path)
+    return (torch.from_numpy(data["train_mu"]),
+            torch.from_numpy(data["train_logvar"]) if "train_logvar" in data else None)
 
-    data = np.load(latents)
-    mu = torch.from_numpy(data["train_mu"])
-    logvar = torch.from_numpy(data["train_logvar"]) if "train_logvar" in data else None
-    settings = SecondStageSettings(**(cfg.raw.get("second_stage") or {}))
-    est = fit_estimator(estimator_id, mu, logvar, seed=seed, second_stage=settings,
+
+def fit(cfg, estimator_id: str, latents: Path, seed: int, out: Path) -> Path:
+    from .estimators import fit_estimator, save_estimator
+
+    mu, logvar = _training_latents(latents)
+    est = fit_estimator(estimator_id, mu, logvar, seed=seed, second_stage=cfg.second_stage.settings,
                         device=pick_device(cfg.device), progress=False)
     save_estimator(est, out)
     return out
+
+
+def fit_second_stages(cfg, latents: list[Path], seed: int, outs: list[Path]) -> list[Path]:
+    """second_stage.batched: the second-stage VAEs of several models' latents (one dataset, one seed)
+    fitted as one vectorised training; outs[k] is what `fit(cfg, "2ndvae", latents[k], seed, outs[k])`
+    writes, to float tolerance."""
+    from .estimators import fit_second_stages as fit_all, save_estimator
+
+    if len(latents) != len(outs) or not latents:
+        raise ValueError(f"one output per latents file: got {len(latents)} latents and {len(outs)} outputs")
+    names = [Path(p).parent.parent.name for p in latents]   # <outdir>/models/<dataset>/<model>/seed<s>/latents.npz
+    fitted = fit_all([_training_latents(p) for p in latents], seed=seed, settings=cfg.second_stage.settings,
+                     device=pick_device(cfg.device), progress=False, names=names)
+    for est, out in zip(fitted, outs):
+        save_estimator(est, out)
+    return outs
 
 
 @torch.inference_mode()

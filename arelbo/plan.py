@@ -82,10 +82,13 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
         components = int(est[3:]) if est.startswith("gmm") else 0
         dim = 16 if ds == "mnist" else 64
         seconds = start + costs["gmm_point_component_dim_s"] * split_size(cfg, ds, "train") * components * dim
-    elif rule == "fit_second_stage":
-        ss = cfg.raw.get("second_stage", {})
-        scale = (ss.get("hidden", 1024) / 256) ** 2
-        seconds = start + costs["second_stage_image_s"] * scale * ss.get("epochs", 70) * split_size(cfg, ds, "train")
+    elif rule == "fit_second_stage" or rule.startswith("fit_second_stages_"):
+        # second_stage.batched: one job fits every model of the dataset (one start-up, K × the compute)
+        ss = cfg.second_stage
+        ds = rule.removeprefix("fit_second_stages_") if rule != "fit_second_stage" else ds
+        k = 1 if rule == "fit_second_stage" else len(cfg.models)   # the 2nd VAE needs no prior: every model
+        scale = (ss.hidden / 256) ** 2
+        seconds = start + k * costs["second_stage_image_s"] * scale * ss.epochs * split_size(cfg, ds, "train")
     elif rule == "sample":
         per = _per(costs, "decode_image_s", ds)
         seconds = None if per is None else start + per * cfg.fid.n_samples

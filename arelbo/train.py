@@ -97,7 +97,7 @@ def _raise_if_diverged(losses: torch.Tensor, terms: dict[str, torch.Tensor], ste
     k = int(bad[step].nonzero()[0, 0])
     pick = (lambda v: v[step]) if names is None else (lambda v: v[step, k])
     shown = ", ".join(f"{name}={float(pick(v)):.4g}" for name, v in terms.items())
-    who = where if names is None else f"{where}, model {names[k]}"
+    who = where if names is None or len(names) == 1 else f"{where}, model {names[k]}"
     raise TrainingDiverged(
         f"{who}: non-finite loss ({float(pick(losses)):.4g}) at epoch {epoch}, "
         f"{'training' if training else 'validation'} step {step} ({shown}). "
@@ -421,7 +421,9 @@ class StackedModels(torch.nn.Module):
     def _slot(name: str) -> str:
         return name.replace(".", "__")
 
-    def apply(self, fn: Callable, per_model: torch.Tensor, x: torch.Tensor):
+    def apply(self, fn: Callable, per_model: torch.Tensor, x: torch.Tensor, x_dim: int | None = None):
+        """fn(model_k, x, per_model[k]) for every k; with `x_dim`, x holds one input per model along
+        that dimension (model k gets x.select(x_dim, k)), else every model gets all of x."""
         from torch.func import functional_call, vmap
 
         base = self._base[0]
@@ -434,7 +436,11 @@ class StackedModels(torch.nn.Module):
 
         params = {n: getattr(self, self._slot(n)) for n in self._param_names}
         buffers = {n: getattr(self, self._slot(n)) for n in self._buffer_names}
-        return vmap(one, in_dims=(0, 0, 0, None), randomness="same")(params, buffers, per_model, x)
+        return vmap(one, in_dims=(0, 0, 0, x_dim), randomness="same")(params, buffers, per_model, x)
+
+    def state_of_param(self, name: str) -> torch.Tensor:
+        """Parameter `name` of all K models, stacked (detached)."""
+        return getattr(self, self._slot(name)).detach()
 
     def state_of(self, k: int) -> dict[str, torch.Tensor]:
         """Model k's own state_dict (its names, in its order), detached copies."""

@@ -89,11 +89,11 @@ tests() {
   note "" "## GPU tests and benchmarks"
   timed pytest-gpu "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py || true
   note "  - $(tail -n 1 "$LOGS/pytest-gpu.log")"
-  for bench in train_throughput frechet_distance section3_batched fid_throughput; do
+  for bench in train_throughput frechet_distance section3_batched second_stage_batched fid_throughput; do
     timed "bench-$bench" timeout 240 "$PY" "benchmarks/$bench.py" || true
   done
   note "" '```'
-  for bench in train_throughput frechet_distance section3_batched fid_throughput; do
+  for bench in train_throughput frechet_distance section3_batched second_stage_batched fid_throughput; do
     note "== benchmarks/$bench.py" "$(tail -n 12 "$LOGS/bench-$bench.log")"
   done
   note '```'

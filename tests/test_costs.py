@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from arelbo.costs import per_model, per_stage, read_benchmarks
@@ -31,12 +32,13 @@ def bench(tmp_path):
     _bench(root, "sweeps/table5/batched-seed0/train.tsv", 100.0)
     _bench(root, "sweeps/table5/log10_sigma_z2=-1.0/seed0/criteria.tsv", 3.0)
     _bench(root, "fid_reference_mnist-test-n500.tsv", 60.0)
+    _bench(root, "estimators/mnist/batched/seed0/2ndvae.tsv", 13.0)   # second_stage.batched: every model
     return root
 
 
 def test_each_benchmark_file_is_one_job_named_by_its_path(bench):
     jobs = read_benchmarks(bench).set_index("file")
-    assert len(jobs) == 10
+    assert len(jobs) == 11
     gmm = jobs.loc["estimators/mnist/vae/seed0/gmm10.tsv"]
     assert (gmm["stage"], gmm["job"], gmm["dataset"], gmm["model"], gmm["seed"]) == \
         ("estimators", "estimators/gmm10", "mnist", "vae", 0)
@@ -44,6 +46,9 @@ def test_each_benchmark_file_is_one_job_named_by_its_path(bench):
     assert jobs.loc["train/mnist/ae/seed1.tsv", "seconds"] == 20.0
     assert jobs.loc["sweeps/table5/batched-seed0/train.tsv", "job"] == "sweeps/train"
     assert jobs.loc["fid_reference_mnist-test-n500.tsv", "stage"] == "other"
+    shared = jobs.loc["estimators/mnist/batched/seed0/2ndvae.tsv"]   # a cost of the dataset, no model's
+    assert (shared["stage"], shared["job"], shared["dataset"], shared["seed"]) == \
+        ("estimators", "estimators/2ndvae (batched)", "mnist", 0) and pd.isna(shared["model"])
 
 
 def test_a_table_row_costs_every_job_its_cells_need(bench):
@@ -71,8 +76,8 @@ def test_cli_prints_the_costs_and_writes_one_row_per_job(bench, tmp_path):
     result = subprocess.run([sys.executable, "-m", "arelbo", "costs", "--logs", str(bench.parent), "--out", str(out)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "10 jobs" in result.stdout and "seconds per Table 3/4 row" in result.stdout
-    assert len(out.read_text().strip().splitlines()) == 1 + 10
+    assert "11 jobs" in result.stdout and "seconds per Table 3/4 row" in result.stdout
+    assert len(out.read_text().strip().splitlines()) == 1 + 11
     missing = subprocess.run([sys.executable, "-m", "arelbo", "costs", "--logs", str(tmp_path / "nope")],
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "no benchmark folder" in missing.stderr

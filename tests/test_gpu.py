@@ -79,3 +79,41 @@ def test_bf16_channels_last_celeba_step_is_finite_and_close_to_fp32(model_id):
     assert torch.isfinite(loss16) and loss16.dtype == torch.float32
     assert abs(loss16 - loss32) <= 2 ** -8 * abs(loss32)
     assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.99
+
+
+def test_batched_second_stages_on_cuda_equal_separate_fits():
+    """second_stage.batched on the GPU: K vectorised fits equal K fits of one there (float tolerance)."""
+    from dataclasses import replace
+
+    from arelbo.estimators import SecondStageSettings, fit_estimator, fit_second_stages
+
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(300, 8, generator=g), torch.randn(300, 8, generator=g) * 0.3 - 1.0
+    latents = [(mu, logvar), (2.0 * mu.flip(0), None), (mu + 1.0, logvar - 0.5)]
+    tiny = replace(SecondStageSettings(), epochs=3, lr=1e-3, lr_halve_every=2, hidden=32, depth=2)
+    batched = fit_second_stages(latents, seed=1, settings=tiny, device=torch.device("cuda"), progress=False,
+                                names=["a", "b", "c"])
+    for k, (m, lv) in enumerate(latents):
+        alone = fit_estimator("2ndvae", m, lv, seed=1, second_stage=tiny, device="cuda", progress=False)
+        for key, value in alone.net.state_dict().items():
+            torch.testing.assert_close(batched[k].net.state_dict()[key], value, rtol=1e-3, atol=1e-4)
+
+
+def test_a_batched_section3_group_on_cuda_equals_its_points_one_by_one(tmp_path, mnist_raw_dir):
+    from test_section3 import _GROUP_POINTS, _tiny_study_config
+
+    from arelbo.config import load_config
+    from arelbo.layout import sweep_group_checkpoint
+    from arelbo.section3 import train_point, train_points_batched
+
+    base = _tiny_study_config(tmp_path)
+    cfg = load_config("config/ci.yaml", check_folders=False, overrides={**base.raw, "device": "cuda"})
+    points = _GROUP_POINTS["table5"]
+    single = [train_point(cfg, p, 3, tmp_path / "single" / p.id, progress=False) for p in points]
+    batched = train_points_batched(cfg, points, 3, [tmp_path / "batched" / p.id for p in points],
+                                   sweep_group_checkpoint(tmp_path / "batched", "table5", 3), progress=False)
+    for one, many in zip(single, batched):
+        a, b = (_weights(f) for f in (one, many))
+        for name, tensor in a.items():
+            # as on the CPU (tests/test_section3.py): less than one Adam step (lr) apart anywhere
+            assert float((b[name] - tensor).abs().max()) < cfg.section3.train.lr, name

@@ -72,3 +72,14 @@ def test_a_batched_evaluation_job_costs_its_samplers_with_one_start_up():
     per_cell = sum(job_cost(cfg, costs, rule, {"dataset": "mnist"}).seconds for rule in ("sample", "metric_fid"))
     assert with_prior.seconds < 5 * per_cell - 4 * (2 * costs["job_startup_s"] + costs["fid_fixed_s"]) + 1e-9
 
+
+
+def test_a_batched_second_stage_job_costs_every_model_with_one_start_up():
+    """second_stage.batched: one job per dataset = one start-up + every model's second-stage compute."""
+    cfg = load_config("config/quick.yaml", check_folders=False)
+    costs = device_costs("cpu-2core")
+    one = job_cost(cfg, costs, "fit_second_stage", {"dataset": "mnist", "model": "vae"})
+    batched = job_cost(cfg, costs, "fit_second_stages_mnist", {"seed": "0"})
+    start = costs["job_startup_s"]
+    assert batched.seconds == pytest.approx(start + len(cfg.models) * (one.seconds - start)) and batched.gpu
+    assert one.seconds > start

@@ -102,9 +102,10 @@ def test_batched_paper_grid_trains_one_job_per_group_into_the_same_files(tmp_pat
 
 def test_batched_evaluation_samples_and_scores_each_model_in_one_job_into_the_same_files(tmp_path):
     # fid.batched on the paper config: one job per (dataset, model) instead of one sample and one FID
-    # job per cell, planning exactly the same sample and metric files.
+    # job per cell; second_stage.batched: one job per dataset fits every model's second stage. Both
+    # plan exactly the same estimator, sample and metric files as the per-cell layout.
     overlay = tmp_path / "batched.yaml"
-    overlay.write_text("fid:\n  batched: true\n")
+    overlay.write_text("fid:\n  batched: true\nsecond_stage:\n  batched: true\n")
     flags = ("-n", "--cores", "8", "--config", f"outdir={tmp_path}/out", f"logdir={tmp_path}/logs")
     batched = snakemake(*flags, "--configfile", str(overlay))
     assert batched.returncode == 0, batched.stderr[-3000:]
@@ -117,14 +118,17 @@ def test_batched_evaluation_samples_and_scores_each_model_in_one_job_into_the_sa
     counts_plain = job_counts(plain.stdout)
     # MNIST: prior (10 models) + 2ndVAE, GMM-10, two interpolations (13 each); CelebA adds GMM-100
     assert counts_plain["sample"] == counts_plain["metric_fid"] == (10 + 4 * 13) + (10 + 5 * 13)
+    assert "fit_second_stage" not in counts and counts_plain["fit_second_stage"] == 26
+    assert counts["fit_second_stages_mnist"] == counts["fit_second_stages_celeba"] == 1
 
     def evaluation_files(stdout):
         return {f for line in re.findall(r"output: (.*)", stdout) for f in line.split(", ")
-                if "/samples/" in f or "/fid_" in f}
+                if "/samples/" in f or "/fid_" in f or f.endswith("/2ndvae.pt")}
 
     files = evaluation_files(batched.stdout)
     assert files == evaluation_files(plain.stdout)
-    assert len(files) == 3 * counts_plain["sample"]   # .npz, .png and fid_*.json of every cell
+    # .npz, .png and fid_*.json of every cell, and every model's second stage
+    assert len(files) == 3 * counts_plain["sample"] + 26
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +210,8 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
     rows = costs.dropna(subset=["model"]).groupby(["dataset", "model"])["stage"].agg(set)
     assert len(rows) == len(cfg.datasets) * len(cfg.models)
     assert all({"train", "encode", "estimators", "evaluate", "metrics"} <= stages for stages in rows)
+    # second_stage.batched: one job per dataset fitted every model's second stage (each .pt is used above)
+    assert sorted(costs.loc[costs["job"] == "estimators/2ndvae (batched)", "dataset"]) == sorted(cfg.datasets)
 
 
 @pytest.mark.slow

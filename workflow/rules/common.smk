@@ -1,4 +1,5 @@
 # Config validation, the resolved config file the jobs read, wildcard constraints, target lists.
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -60,6 +61,11 @@ def tracked(*keys):
         return {key.format(**names): _lookup(CFG.raw, key.format(**names)) for key in keys}
 
     return settings
+
+def second_stage_settings(wildcards):
+    # what a fitted second-stage VAE depends on (second_stage without its scheduling switch)
+    return dataclasses.asdict(CFG.second_stage.settings)
+
 
 TAGS = {dataset: CFG.dataset_tag(dataset) for dataset in CFG.datasets}
 DATASET_OF_TAG = {tag: dataset for dataset, tag in TAGS.items()}

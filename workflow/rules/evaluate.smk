@@ -52,27 +52,60 @@ rule fit_estimator:
         "--seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
-rule fit_second_stage:
-    # Dai & Wipf's second-stage VAE on u = μ + σ⊙ε
-    input:
-        f"{MODEL_DIR}/latents.npz",
-    output:
-        f"{ESTIMATORS}/2ndvae.pt",
-    params:
-        settings=tracked("second_stage"),
-    log:
-        f"{LOGS}/estimators/{{dataset}}/{{model}}/seed{{seed}}/2ndvae.log",
-    benchmark:
-        f"{LOGS}/benchmarks/estimators/{{dataset}}/{{model}}/seed{{seed}}/2ndvae.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
-        gpu=1,
-        gpu_slots=gpu_slots(),
-    shell:
-        "{ARELBO} fit --config {CONFIG_FILE} --estimator 2ndvae --latents {input} "
-        "--seed {wildcards.seed} --out {output} > {log} 2>&1"
+if CFG.second_stage.batched:
+    # One job per (dataset, seed) fits the second-stage VAEs of all the dataset's models as one
+    # vectorised training (second_stage.batched): each model's 2ndvae.pt as fit_second_stage writes it.
+    for _dataset in CFG.datasets:
+        _models = [m for m in CFG.models if "2ndvae" in model_samplers(_dataset, m)]
+        if not _models:
+            continue
+
+        rule:
+            name:
+                f"fit_second_stages_{_dataset}"
+            input:
+                [f"{OUT}/models/{_dataset}/{m}/seed{{seed}}/latents.npz" for m in _models],
+            output:
+                [f"{OUT}/estimators/{_dataset}/{m}/seed{{seed}}/2ndvae.pt" for m in _models],
+            params:
+                settings=second_stage_settings,
+            log:
+                f"{LOGS}/estimators/{_dataset}/batched/seed{{seed}}/2ndvae.log",
+            benchmark:
+                f"{LOGS}/benchmarks/estimators/{_dataset}/batched/seed{{seed}}/2ndvae.tsv"
+            threads: 2
+            resources:
+                mem_mb=8000,
+                runtime=240,
+                gpu=1,
+                gpu_slots=gpu_slots(),
+            shell:
+                "{ARELBO} fit --config {CONFIG_FILE} --estimator 2ndvae --latents {input} "
+                "--seed {wildcards.seed} --out {output} > {log} 2>&1"
+
+else:
+
+    rule fit_second_stage:
+        # Dai & Wipf's second-stage VAE on u = μ + σ⊙ε
+        input:
+            f"{MODEL_DIR}/latents.npz",
+        output:
+            f"{ESTIMATORS}/2ndvae.pt",
+        params:
+            settings=second_stage_settings,
+        log:
+            f"{LOGS}/estimators/{{dataset}}/{{model}}/seed{{seed}}/2ndvae.log",
+        benchmark:
+            f"{LOGS}/benchmarks/estimators/{{dataset}}/{{model}}/seed{{seed}}/2ndvae.tsv"
+        threads: 2
+        resources:
+            mem_mb=8000,
+            runtime=240,
+            gpu=1,
+            gpu_slots=gpu_slots(),
+        shell:
+            "{ARELBO} fit --config {CONFIG_FILE} --estimator 2ndvae --latents {input} "
+            "--seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
 if CFG.fid.batched:
