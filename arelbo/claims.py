@@ -532,12 +532,27 @@ def is_reduced(tidy: dict[int, pd.DataFrame]) -> bool | None:
     return True in values   # any reduced record makes the run's values incomparable
 
 
+def _with_plugin_models(claims: dict, tidy: dict[int, pd.DataFrame]) -> dict[str, list[str]]:
+    """The claims file's model groups, the `every_other_model` ones extended by the plugin models
+    (arelbo.registry entries not in the paper) that the run's Tables 3/4 have rows for."""
+    from . import registry
+
+    groups = {name: list(models) for name, models in claims.get("groups", {}).items()}
+    ran = {m for n in (3, 4) if n in tidy and "model" in tidy[n] for m in tidy[n]["model"]}
+    plugins = [m for m, entry in registry.MODELS.items() if not entry.paper and m in ran]
+    for name in claims.get("every_other_model", []):
+        if name not in groups:
+            raise ClaimsError(f"every_other_model names {name!r}, which is not a group of the claims file")
+        groups[name] += [m for m in plugins if m not in groups[name]]
+    return groups
+
+
 def judge(tidy: dict[int, pd.DataFrame], claims: dict | None = None, *, reduced: bool | None = None) -> pd.DataFrame:
     """Every claim's verdict as a DataFrame with CLAIMS_COLUMNS: the textual claims first (in file
     order), then the generated per-cell value claims."""
     claims = load_claims() if claims is None else claims
     alpha = float(claims.get("alpha", 0.05))
-    groups = claims.get("groups", {})
+    groups = _with_plugin_models(claims, tidy)
     reduced = is_reduced(tidy) if reduced is None else reduced
     out = []
     for claim in [*claims.get("claims", []), *value_claims(claims)]:

@@ -22,6 +22,8 @@ import logging
 import sys
 from pathlib import Path
 
+from . import registry
+
 log = logging.getLogger("arelbo")
 
 
@@ -370,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("provision", help="fetch and verify data and weights"))
     p.add_argument("what", choices=["mnist", "inception", "data", "all"])
     p.add_argument("--resources", help="resources folder (default: the config's, else ./resources)")
-    p.add_argument("--dataset", choices=["mnist", "celeba"], help="with `data`: the dataset to decode and cache")
+    p.add_argument("--dataset", choices=registry.DATASETS, help="with `data`: the dataset to decode and cache")
     p.add_argument("--threads", type=int, default=2, help="decoding processes for CelebA")
     p.set_defaults(func=cmd_provision)
 
@@ -382,24 +384,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fixture)
 
     p = with_config(sub.add_parser("fid-reference", help="FID reference statistics of a dataset split (cached)"))
-    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
     p.add_argument("--output", help="the .npz to write (default: resources/fid/…)")
     p.set_defaults(func=cmd_fid_reference)
 
     p = with_config(sub.add_parser("train", help="train one model (resumes from its checkpoint)"))
-    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
     p.add_argument("--model", required=True)
     with_training_args(p, "model")
     p.set_defaults(func=cmd_train)
 
     p = with_config(sub.add_parser("encode", help="encoder outputs of the train and test splits"))
-    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
     p.add_argument("--model-file", required=True)
     p.add_argument("--out", required=True, help="latents .npz")
     p.set_defaults(func=cmd_encode)
 
     p = with_config(sub.add_parser("fit", help="fit a posterior estimator on the training latents"))
-    p.add_argument("--estimator", required=True, choices=["prior", "2ndvae", "gmm10", "gmm100"])
+    p.add_argument("--estimator", required=True, choices=registry.estimator_ids())
     p.add_argument("--latents", required=True, nargs="+",
                    help="latents .npz; several (2ndvae only) are fitted as one vectorised job (second_stage.batched)")
     p.add_argument("--seed", type=int, default=0)
@@ -407,10 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fit)
 
     p = with_config(sub.add_parser("sample", help="decode fid.n_samples latents to uint8 images (.npz + PNG grid)"))
-    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
     p.add_argument("--model-file", required=True)
     p.add_argument("--sampler", required=True,
-                   choices=["prior", "2ndvae", "gmm10", "gmm100", "interp_mid", "interp_random"])
+                   choices=registry.sampler_ids())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--estimator-file", help="for estimator samplers")
     p.add_argument("--latents", help="for interpolation samplers (test-set encoder means)")
@@ -418,9 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = with_config(sub.add_parser("metric", help="one metric of one model as a JSON record"))
-    p.add_argument("metric", choices=["mse", "fid_prior", "fid_2ndvae", "fid_gmm10", "fid_gmm100",
-                                      "fid_interp_mid", "fid_interp_random"])
-    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("metric", choices=["mse", *(f"fid_{s}" for s in registry.sampler_ids())])
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-file", help="for mse")
@@ -431,11 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser(
         "sample-and-score", help="samples and FID/KID records of several samplers of one trained model, in one "
                                  "process (fid.batched), into the config's outdir"))
-    p.add_argument("--dataset", required=True, choices=["mnist", "celeba"])
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samplers", required=True, nargs="+",
-                   choices=["prior", "2ndvae", "gmm10", "gmm100", "interp_mid", "interp_random"])
+                   choices=registry.sampler_ids())
     p.set_defaults(func=cmd_sample_and_score)
 
     p = with_config(sub.add_parser("table", help="assemble a table from metric records"))
@@ -444,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("metrics", nargs="+", help="metric JSON files")
     p.set_defaults(func=cmd_table)
 
-    p = sub.add_parser("claims", help="judge the paper's claims from a run's tidy table CSVs (PASS/FAIL/...)")
+    p = with_config(sub.add_parser("claims", help="judge the paper's claims from a run's tidy table CSVs "
+                                                  "(PASS/FAIL/...); --config names its plugins"))
     p.add_argument("--results", help="a run's outdir (holds tables/table*_tidy.csv)")
     p.add_argument("--paper", action="store_true",
                    help="judge the paper's own tables instead (each value ± 0.1): checks the claims file")
@@ -509,7 +511,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _preload_plugins(argv: list[str] | None) -> None:
+    """Register the plugins the command's --config files name (and installed entry points) before
+    the parser is built, so a plugin's ids are valid choices; a config error surfaces later, when
+    the command loads its config."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    from .config import ConfigError, DEFAULT_CONFIG, deep_merge, load_plugins, read_yaml
+
+    try:
+        raw = read_yaml(DEFAULT_CONFIG)
+        for path in known.config:
+            raw = deep_merge(raw, read_yaml(path))
+        load_plugins(raw)
+    except ConfigError as error:
+        if "plugin" in str(error):
+            raise SystemExit(f"arelbo: error: {error}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    _preload_plugins(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

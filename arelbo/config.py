@@ -184,12 +184,20 @@ class Config:
     device: str = "auto"
     cuda_deterministic: bool = False
     keep_checkpoints: bool = False
+    plugins: tuple[str, ...] = ()   # modules registering models and estimators (arelbo.registry)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def dataset_tag(self, dataset: str) -> str:
         from .layout import dataset_tag
 
         return dataset_tag(dataset, self.data.celeba.root)
+
+    def estimator_settings(self, estimator_id: str) -> dict:
+        """What an estimator's fit is given: the 2nd VAE's `second_stage` settings, a plugin
+        estimator's `estimator_settings.<id>` (empty when not set)."""
+        if estimator_id == "2ndvae":
+            return dataclasses.asdict(self.second_stage.settings)
+        return dict((self.raw.get("estimator_settings") or {}).get(estimator_id) or {})
 
     def fid_reference_count(self, dataset: str) -> int | None:
         """How many reference images a dataset's FID uses: fid.reference_count, or — when that is null,
@@ -275,8 +283,24 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_schema() -> dict:
+    """The config schema with arelbo.registry's id lists and hyper-parameters filled in (the
+    plugins loaded so far included)."""
+    from . import registry
+
     with open(SCHEMA_PATH) as f:
-        return yaml.safe_load(f)
+        schema = yaml.safe_load(f)
+    definitions = schema["definitions"]
+    definitions["dataset_id"]["enum"] = list(registry.DATASETS)
+    definitions["model_id"]["enum"] = list(registry.model_ids())
+    definitions["estimator_id"]["enum"] = list(registry.estimator_ids())
+
+    def closed(properties: dict) -> dict:
+        return {"type": "object", "additionalProperties": False, "properties": properties}
+
+    schema["properties"]["hparams"]["properties"] = {
+        m: closed({d: closed(entry.hparam_properties()) for d in registry.DATASETS})
+        for m, entry in registry.MODELS.items() if entry.hparam_properties()}
+    return schema
 
 
 def _where(path) -> str:
@@ -428,8 +452,23 @@ def _known_size_problems(cfg: Config) -> list[str]:
     return train_batch_problems(cfg, "mnist", n_train)
 
 
+def load_plugins(raw: dict, source: str = "config") -> None:
+    """Load the config's `plugins` and the installed `arelbo.plugins` entry points into
+    arelbo.registry before validation, so their ids are known; a plugin that fails is named."""
+    from .registry import PluginError, load_plugins as load
+
+    names = raw.get("plugins") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"invalid {source}: `plugins` must be a list of module names, not {names!r}")
+    try:
+        load(names)
+    except PluginError as error:
+        raise ConfigError(f"invalid {source}: {error}") from None
+
+
 def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> Config:
     raw = _normalise_paths(raw)
+    load_plugins(raw, source)
     validate_dict(raw, source)
     cfg = _build(Config, raw)
     problems = _section3_problems(cfg.section3) + [f"  {p}" for p in _known_size_problems(cfg)]

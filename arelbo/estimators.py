@@ -29,13 +29,15 @@ from .train import Batches, StackedModels, epoch_generator, run_epoch
 
 log = logging.getLogger(__name__)
 
-ESTIMATORS = ("prior", "2ndvae", "gmm10", "gmm100")
 GMM_COMPONENTS = {"gmm10": 10, "gmm100": 100}
 FORMAT = "arelbo-estimator/1"
 
 
 class Estimator:
-    """A fitted q(z): `sample(n, seed)` → float32 n×d_z CPU tensor."""
+    """A fitted q(z) (the interface every estimator implements, plugins' included; registered in
+    arelbo.registry with its fit and load functions): `sample(n, seed)` → float32 n×d_z CPU tensor
+    drawn from a generator seeded only by `seed`; `payload()` → what its load function needs to
+    rebuild it (plain types, numpy arrays or CPU tensors)."""
     id: str
     d_z: int
     fit_log: list[dict]
@@ -43,7 +45,7 @@ class Estimator:
     def sample(self, n: int, seed: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def _payload(self) -> dict:
+    def payload(self) -> dict:
         raise NotImplementedError
 
 
@@ -54,7 +56,7 @@ class PriorEstimator(Estimator):
     def sample(self, n: int, seed: int) -> torch.Tensor:
         return torch.randn(n, self.d_z, generator=torch.Generator().manual_seed(seed))
 
-    def _payload(self) -> dict:
+    def payload(self) -> dict:
         return {}
 
 
@@ -81,7 +83,7 @@ class GMMEstimator(Estimator):
             z[rows] = self.means[k] + eps[rows] @ self._chol[k].T
         return torch.from_numpy(z).float()
 
-    def _payload(self) -> dict:
+    def payload(self) -> dict:
         return {"weights": self.weights, "means": self.means, "covariances": self.covariances,
                 "converged": self.converged, "n_iter": self.n_iter}
 
@@ -142,7 +144,7 @@ class SecondStageEstimator(Estimator):
         u_hat = self.net.decode(v.to(device)).cpu()
         return (u_hat + self.net.log_gamma.exp().cpu() * eps).float()
 
-    def _payload(self) -> dict:
+    def payload(self) -> dict:
         return {"settings": asdict(self.settings), "fit_log": self.fit_log,
                 "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()}}
 
@@ -233,26 +235,77 @@ def fit_gmm(estimator_id: str, mu: torch.Tensor, *, seed: int) -> GMMEstimator:
     return GMMEstimator(estimator_id, gmm.weights_, gmm.means_, gmm.covariances_, gmm.converged_, gmm.n_iter_)
 
 
+# ---------------------------------------------------------------------------- the registered functions
+# (arelbo.registry's estimator table names these, as a plugin names its own)
+
+def fit_prior(mu, logvar, *, seed, settings, device, progress) -> PriorEstimator:
+    return PriorEstimator(mu.shape[1])
+
+
+def fit_gmm10(mu, logvar, *, seed, settings, device, progress) -> GMMEstimator:
+    return fit_gmm("gmm10", mu, seed=seed)
+
+
+def fit_gmm100(mu, logvar, *, seed, settings, device, progress) -> GMMEstimator:
+    return fit_gmm("gmm100", mu, seed=seed)
+
+
+def fit_2ndvae(mu, logvar, *, seed, settings, device, progress) -> SecondStageEstimator:
+    return fit_second_stage(mu, logvar, seed=seed, settings=SecondStageSettings(**settings), device=device,
+                            progress=progress)
+
+
+def load_prior(payload: dict, device=None) -> PriorEstimator:
+    return PriorEstimator(payload["d_z"])
+
+
+def load_gmm(payload: dict, device=None) -> GMMEstimator:
+    return GMMEstimator(payload["id"], payload["weights"], payload["means"], payload["covariances"],
+                        payload["converged"], payload["n_iter"])
+
+
+def load_2ndvae(payload: dict, device=None) -> SecondStageEstimator:
+    settings = SecondStageSettings(**payload["settings"])
+    net = SecondStageVAE(payload["d_z"], settings.hidden, settings.depth)
+    net.load_state_dict(payload["state_dict"])
+    return SecondStageEstimator(net.to(torch.device("cpu") if device is None else torch.device(device)),
+                                settings, payload["fit_log"])
+
+
+def _entry(estimator_id: str):
+    from .registry import ESTIMATORS
+
+    if estimator_id not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator_id!r}; choose one of {', '.join(ESTIMATORS)} (a plugin's "
+                         "estimator is known once its module is listed in the config's `plugins`)")
+    return ESTIMATORS[estimator_id]
+
+
 def fit_estimator(estimator_id: str, mu: torch.Tensor, logvar: torch.Tensor | None, *, seed: int,
-                  second_stage: SecondStageSettings = SecondStageSettings(), device=None,
+                  settings: dict | None = None, second_stage: SecondStageSettings | None = None, device=None,
                   progress: bool = True) -> Estimator:
     """Fit `estimator_id` on the training latents: `mu` N×d_z encoder means, `logvar` N×d_z encoder
-    log-variances or None for deterministic encoders (only the 2nd VAE uses logvar)."""
-    if estimator_id not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator_id!r}; choose one of {', '.join(ESTIMATORS)}")
+    log-variances or None for deterministic encoders. `settings`: the estimator's own settings
+    (`second_stage` is the 2nd VAE's, as a dataclass)."""
+    entry = _entry(estimator_id)
     if mu.ndim != 2 or (logvar is not None and logvar.shape != mu.shape):
         raise ValueError(f"mu must be N×d_z and logvar None or the same shape; got {tuple(mu.shape)} and "
                          f"{None if logvar is None else tuple(logvar.shape)}")
-    if estimator_id == "prior":
-        return PriorEstimator(mu.shape[1])
-    if estimator_id in GMM_COMPONENTS:
-        return fit_gmm(estimator_id, mu, seed=seed)
+    if second_stage is not None:
+        settings = asdict(second_stage)
+    elif settings is None and estimator_id == "2ndvae":
+        settings = asdict(SecondStageSettings())
     device = pick_device() if device is None else torch.device(device)
-    return fit_second_stage(mu, logvar, seed=seed, settings=second_stage, device=device, progress=progress)
+    est = entry.fit_fn()(mu, logvar, seed=seed, settings=dict(settings or {}), device=device, progress=progress)
+    if not isinstance(est, Estimator) or est.id != estimator_id or est.d_z != mu.shape[1]:
+        raise TypeError(f"estimator {estimator_id!r} ({entry.fit}) returned {type(est).__name__} with id "
+                        f"{getattr(est, 'id', None)!r} and d_z {getattr(est, 'd_z', None)!r}; expected an "
+                        f"arelbo.estimators.Estimator with id {estimator_id!r} and d_z {mu.shape[1]}")
+    return est
 
 
 def save_estimator(est: Estimator, path: str | Path) -> None:
-    payload = {"format": FORMAT, "id": est.id, "d_z": est.d_z, **est._payload()}
+    payload = {"format": FORMAT, "id": est.id, "d_z": est.d_z, **est.payload()}
     with atomic_path(path) as tmp:
         if isinstance(est, SecondStageEstimator):
             torch.save(payload, tmp)
@@ -262,8 +315,8 @@ def save_estimator(est: Estimator, path: str | Path) -> None:
 
 
 def load_estimator(path: str | Path, device=None) -> Estimator:
-    """The estimator saved at `path` (either format, told apart by content); a 2nd VAE goes to
-    `device` (default CPU)."""
+    """The estimator saved at `path` (either format, told apart by content), rebuilt by its
+    registered load function; a 2nd VAE goes to `device` (default CPU)."""
     path = Path(path)
     with open(path, "rb") as f:
         is_pickle = f.read(1) == b"\x80"  # a pickle protocol ≥ 2 opcode; torch.save writes a zip file
@@ -274,13 +327,8 @@ def load_estimator(path: str | Path, device=None) -> Estimator:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not an estimator file written by arelbo.estimators ({FORMAT})")
-    if payload["id"] == "prior":
-        return PriorEstimator(payload["d_z"])
-    if payload["id"] in GMM_COMPONENTS:
-        return GMMEstimator(payload["id"], payload["weights"], payload["means"], payload["covariances"],
-                            payload["converged"], payload["n_iter"])
-    settings = SecondStageSettings(**payload["settings"])
-    net = SecondStageVAE(payload["d_z"], settings.hidden, settings.depth)
-    net.load_state_dict(payload["state_dict"])
-    return SecondStageEstimator(net.to(torch.device("cpu") if device is None else torch.device(device)),
-                                settings, payload["fit_log"])
+    try:
+        entry = _entry(payload["id"])
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return entry.load_fn()(payload, device)

@@ -10,19 +10,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .layout import INTERPOLATION_SAMPLERS
+from .registry import INTERPOLATION_SAMPLERS
 from .provenance import git_commit  # noqa: F401  (re-exported: older imports)
 from .runtime import atomic_path, atomic_write_text, pick_device
 
-# Each estimator draws from its own stream: seed = 1000·(config seed) + offset. The two interpolation
-# samplers share one stream on purpose: the same test pairs (interpolation_latents draws the pairs
-# first, then t for "random"), so Table 4's two columns differ only in t.
-SAMPLER_SEED_OFFSET = {"prior": 1, "2ndvae": 2, "gmm10": 3, "gmm100": 4, "interp_mid": 5, "interp_random": 5}
 DECODE_BATCH = 500
 
 
 def sampler_seed(seed: int, sampler: str) -> int:
-    return 1000 * int(seed) + SAMPLER_SEED_OFFSET[sampler]
+    """The seed of a sampler's draws: 1000·(run seed) + its offset (registry.sampler_seed_offset)."""
+    from .registry import sampler_seed_offset
+
+    return 1000 * int(seed) + sampler_seed_offset(sampler)
 
 
 @torch.inference_mode()
@@ -67,7 +66,7 @@ def fit(cfg, estimator_id: str, latents: Path, seed: int, out: Path) -> Path:
     from .estimators import fit_estimator, save_estimator
 
     mu, logvar = _training_latents(latents)
-    est = fit_estimator(estimator_id, mu, logvar, seed=seed, second_stage=cfg.second_stage.settings,
+    est = fit_estimator(estimator_id, mu, logvar, seed=seed, settings=cfg.estimator_settings(estimator_id),
                         device=pick_device(cfg.device), progress=False)
     save_estimator(est, out)
     return out

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import registry
+
 MNIST_RAW_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -28,18 +30,13 @@ MNIST_RAW_FILES = (
 SPLITS = ("train", "val", "test")
 INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 
-# Table 3's posterior-estimator columns per dataset (SPEC §7: GMM-100 for CelebA only) and Table 4's
-# interpolations: what a model's samples are drawn by. Equal to arelbo.tables.TABLE_SPECS (a test
-# holds them equal); kept here, torch- and pandas-free, because the workflow reads them at parse time.
-TABLE3_ESTIMATORS = {"mnist": ("prior", "2ndvae", "gmm10"), "celeba": ("prior", "2ndvae", "gmm10", "gmm100")}
-INTERPOLATION_SAMPLERS = ("interp_mid", "interp_random")
-
-
 def scored_samplers(estimators, dataset: str, has_prior: bool) -> list[str]:
     """The samplers a model is scored on: the dataset's Table 3 estimator columns among the config's
-    `estimators` (the prior only where the model defines it), then Table 4's two interpolations."""
-    return [e for e in estimators if e in TABLE3_ESTIMATORS[dataset] and (has_prior or e != "prior")] + \
-        list(INTERPOLATION_SAMPLERS)
+    `estimators` (arelbo.registry; one through the prior only where the model defines it), then
+    Table 4's two interpolations."""
+    columns = registry.table3_estimators(dataset)
+    return [e for e in estimators if e in columns and (has_prior or not registry.ESTIMATORS[e].needs_prior)] + \
+        list(registry.INTERPOLATION_SAMPLERS)
 
 
 def mnist_raw_dir(resources: str | Path) -> Path:

@@ -1,7 +1,7 @@
 """Encoders and decoders: Appendix J (Section 5, Tables 3-4) and Appendix D (Section 3, Tables 1, 5).
 
 A network is described by a small frozen `NetConfig` (what to build) and built by `VAE` (how);
-which config each of the 13 models needs lives in `arelbo.objectives.MODELS`, see `build_net`.
+which config each model needs lives in `arelbo.registry.MODELS`, see `build_net`.
 Convolutions are 5x5, stride 2, padding 2 (transposed ones with output_padding 1, which doubles
 the size exactly), with PyTorch's default bias and initialisation everywhere, as SPEC §3 lists them.
 """
@@ -13,7 +13,10 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
-DECODER_VARIANCES = (None, "iso_i", "diag_i", "iso_d", "diag_d")
+from . import registry
+from .registry import MODELS, ModelEntry
+
+DECODER_VARIANCES = (None, *registry.DECODER_VARIANCES)
 
 
 def _conv(c_in: int, c_out: int) -> nn.Conv2d:
@@ -190,13 +193,16 @@ class VAE(nn.Module):
                 if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
 
 
-def build_net(model_id: str, dataset: str) -> VAE:
-    """The network a model of SPEC §4 trains on `dataset` (mnist: d_z = 16, celeba: d_z = 64)."""
-    from .objectives import MODELS   # the registry imports this module
+def net_config(entry: ModelEntry, dataset: str) -> NetConfig:
+    """What a registered model's network needs on `dataset`: its encoder kind and Σx head."""
+    return NetConfig(dataset, ARCHITECTURES[dataset].latent_dim, entry.stochastic, entry.decoder_variance)
 
+
+def build_net(model_id: str, dataset: str) -> VAE:
+    """The network a model of SPEC §4 (or a plugin's) trains on `dataset` (mnist: d_z = 16, celeba: d_z = 64)."""
     if model_id not in MODELS:
-        raise ValueError(f"unknown model {model_id!r}; known: {sorted(MODELS)}")
-    return VAE(MODELS[model_id].net_config(dataset))
+        raise ValueError(f"unknown model {model_id!r}; known: {', '.join(MODELS)}")
+    return VAE(net_config(MODELS[model_id], dataset))
 
 
 class AppendixDAutoencoder(nn.Module):

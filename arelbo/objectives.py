@@ -12,17 +12,18 @@ the Gaussian-likelihood models, `sigma_x2` (the sigma_x^2 in use, averaged to on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from .nets import ARCHITECTURES, Forward, NetConfig, VAE
+from . import registry
+from .nets import Forward, NetConfig, VAE, net_config
 
 Result = tuple[Tensor, dict[str, Tensor]]   # (loss, terms)
-EPS = 1e-6                                          # Section 4.2: added before the log, not for Iso-I
+EPS = registry.AR_EPS                                # Section 4.2: added before the log, not for Iso-I
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)   # Tolstikhin et al. (2018)
 
 
@@ -172,60 +173,49 @@ def rae_gp(x: Tensor, out: Forward, net: VAE, *, beta: float, lambda_gp: float) 
 
 # ---------------------------------------------------------------------------- registry
 
+# The 13 models side by side like the paper's Table 2 — id, label, objective (named by its function
+# above), stochastic encoder, Σx model, prior, defaults — are in arelbo.registry, torch-free, where
+# plugins add theirs. MODELS is the live view of that table with each objective imported.
+
 @dataclass(frozen=True)
 class ModelSpec:
-    id: str
-    label: str                        # the row name of the paper's Tables 3 and 4
-    objective: Callable[..., Result]
-    stochastic: bool                  # encoder gives (mu, log sigma^2) and z is sampled
-    decoder_variance: str | None      # Sigma_x model the *net* carries (None for AR-ELBO: it is the MLE)
-    has_prior: bool                   # False where sampling from N(0, I) is undefined ("-" in the tables)
-    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # dataset -> hparams
+    entry: registry.ModelEntry
+
+    def __getattr__(self, name: str):   # id, label, stochastic, decoder_variance, has_prior, defaults, …
+        if name == "entry":              # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.entry, name)
 
     @property
-    def estimates_sigma_x(self) -> bool:
-        """Σx is learned (a trainable variance) or estimated (AR-ELBO's MLE), not fixed or absent."""
-        return self.decoder_variance is not None or getattr(self.objective, "func", None) is ar_elbo
+    def objective(self) -> Callable[..., Result]:
+        return self.entry.objective_fn()
 
     @property
     def trains_in_bf16(self) -> bool:
-        """Whether train.<dataset>.precision: bf16 applies (nets.VAE's precision policy). Not for
-        Diag-D AR-ELBO: its per-pixel ½·ln((x−μ)² + ε) has the gradient (μ−x)/((x−μ)² + ε), which
-        bf16's rounding of μ turns around where residuals are small (gradient cosine against FP32
-        ~0.2, measured; every other model > 0.99), so it trains in FP32."""
-        return getattr(self.objective, "keywords", {}).get("variance") != "diag_d"
+        """Whether train.<dataset>.precision: bf16 applies (nets.VAE's precision policy)."""
+        return self.entry.bf16_safe
 
     def net_config(self, dataset: str) -> NetConfig:
-        return NetConfig(dataset, ARCHITECTURES[dataset].latent_dim, self.stochastic, self.decoder_variance)
+        return net_config(self.entry, dataset)
 
     def hparams(self, dataset: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return {**self.defaults.get(dataset, {}), **(overrides or {})}
+        return self.entry.hparams(dataset, overrides)
 
 
-def _both(**hparams) -> dict[str, dict[str, Any]]:
-    return {"mnist": hparams, "celeba": hparams}
+class _Models(Mapping):
+    """arelbo.registry.MODELS with every entry as a ModelSpec (plugins registered later included)."""
+
+    def __getitem__(self, model_id: str) -> ModelSpec:
+        return ModelSpec(registry.MODELS[model_id])
+
+    def __iter__(self):
+        return iter(registry.MODELS)
+
+    def __len__(self) -> int:
+        return len(registry.MODELS)
 
 
-_ar = {v: partial(ar_elbo, variance=v) for v in AR_RECONSTRUCTION}
-MODELS: dict[str, ModelSpec] = {m.id: m for m in (
-    #         id                  label                        objective      stoch  Sigma_x   prior  defaults
-    ModelSpec("vae",              "VAE (σx² = 1.0)",           negative_elbo, True,  None,     True),
-    ModelSpec("wae_mmd",          "WAE-MMD",                   wae_mmd,       False, None,     True,
-              {"mnist": {"lambda_mmd": 10.0}, "celeba": {"lambda_mmd": 100.0}}),
-    ModelSpec("ae",               "AE",                        ae,            False, None,     False),
-    ModelSpec("rae",              "RAE",                       rae,           False, None,     False,
-              _both(beta=1e-4, lambda_dec=1e-7)),
-    ModelSpec("rae_gp",           "RAE-GP",                    rae_gp,        False, None,     False,
-              {"mnist": {"beta": 1e-4, "lambda_gp": 0.5e-7}, "celeba": {"beta": 1e-4, "lambda_gp": 1e-7}}),
-    ModelSpec("iso_i_trainable",  "Iso-I w/ trainable Σx",     negative_elbo, True,  "iso_i",  True),
-    ModelSpec("diag_i_trainable", "Diag-I w/ trainable Σx",    negative_elbo, True,  "diag_i", True),
-    ModelSpec("iso_d_trainable",  "Iso-D w/ trainable Σx",     negative_elbo, True,  "iso_d",  True),
-    ModelSpec("diag_d_trainable", "Diag-D w/ trainable Σx",    negative_elbo, True,  "diag_d", True),
-    ModelSpec("iso_i_arelbo",     "Iso-I w/ AR-ELBO",          _ar["iso_i"],  True,  None,     True),
-    ModelSpec("diag_i_arelbo",    "Diag-I w/ AR-ELBO",         _ar["diag_i"], True,  None,     True, _both(eps=EPS)),
-    ModelSpec("iso_d_arelbo",     "Iso-D w/ AR-ELBO",          _ar["iso_d"],  True,  None,     True, _both(eps=EPS)),
-    ModelSpec("diag_d_arelbo",    "Diag-D w/ AR-ELBO",         _ar["diag_d"], True,  None,     True, _both(eps=EPS)),
-)}
+MODELS: Mapping[str, ModelSpec] = _Models()
 
 
 def loss_and_terms(model_id: str, dataset: str, net: VAE, x: Tensor,

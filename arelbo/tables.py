@@ -24,34 +24,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from . import registry
 from .runtime import atomic_write_bytes
 
-# The rows of Tables 3 and 4 in the paper's order: must equal arelbo.objectives.MODELS (ids, labels,
-# order) and NO_PRIOR its models with has_prior=False; tests/test_tables.py checks both.
-MODEL_ROWS = (
-    ("vae", "VAE (σx² = 1.0)"),
-    ("wae_mmd", "WAE-MMD"),
-    ("ae", "AE"),
-    ("rae", "RAE"),
-    ("rae_gp", "RAE-GP"),
-    ("iso_i_trainable", "Iso-I w/ trainable Σx"),
-    ("diag_i_trainable", "Diag-I w/ trainable Σx"),
-    ("iso_d_trainable", "Iso-D w/ trainable Σx"),
-    ("diag_d_trainable", "Diag-D w/ trainable Σx"),
-    ("iso_i_arelbo", "Iso-I w/ AR-ELBO"),
-    ("diag_i_arelbo", "Diag-I w/ AR-ELBO"),
-    ("iso_d_arelbo", "Iso-D w/ AR-ELBO"),
-    ("diag_d_arelbo", "Diag-D w/ AR-ELBO"),
-)
-MODEL_IDS = tuple(m for m, _ in MODEL_ROWS)
-MODEL_LABELS = dict(MODEL_ROWS)
-NO_PRIOR = ("ae", "rae", "rae_gp")          # sampling from N(0, I) is undefined: "–" in Table 3
-DATASETS = ("mnist", "celeba")
+# The rows of Tables 3 and 4 (the paper's 13 in its order, then plugins'), their labels, and the
+# estimator columns come from arelbo.registry; DATASETS too.
+DATASETS = registry.DATASETS
 ENCODINGS = ("stochastic", "deterministic")
 FLOAT_KEYS = ("log10_sigma_x2", "log10_sigma_z2")
 KEY_COLUMNS = ("dataset", "model", "encoding", *FLOAT_KEYS)
@@ -65,17 +48,28 @@ KID_SCALE = 1e3   # KID is shown ×10³, as is customary
 DASH = "–"
 CSV_FLOAT_FORMAT = "%.10g"
 
-TEX_LABELS = {
+_TEX_LABELS = {
     "mnist": "MNIST", "celeba": "CelebA",
     "stochastic": "Stochastic encoding", "deterministic": "Deterministic encoding",
     "model": "Model", "log10_sigma_x2": r"$\log_{10}\sigma_x^2$", "log10_sigma_z2": r"$\log_{10}\sigma_z^2$",
     "mse": "MSE", "kl": "KL", "sigma_z2": r"$\sigma_z^2$", "mi": "MI", "els": "ELS",
     "gap_1e-2": r"Gap $10^{-2}$", "gap_1e-3": r"Gap $10^{-3}$",
-    "fid_prior": "FID prior", "fid_2ndvae": "FID 2ndVAE", "fid_gmm10": "FID GMM-10", "fid_gmm100": "FID GMM-100",
     "fid_interp_mid": "FID mid-point", "fid_interp_random": "FID random-point",
-    "kid_prior": "KID prior", "kid_2ndvae": "KID 2ndVAE", "kid_gmm10": "KID GMM-10", "kid_gmm100": "KID GMM-100",
     "kid_interp_mid": "KID mid-point", "kid_interp_random": "KID random-point", "sigma_x2": r"$\sigma_x^2$",
 }
+
+
+def tex_labels() -> dict[str, str]:
+    """LaTeX header of every key and metric; an estimator's FID/KID columns are named by its label."""
+    labels = dict(_TEX_LABELS)
+    for e, entry in registry.ESTIMATORS.items():
+        labels[f"fid_{e}"], labels[f"kid_{e}"] = f"FID {tex_escape(entry.label)}", f"KID {tex_escape(entry.label)}"
+    return labels
+
+
+def model_label(model_id: str) -> str:
+    """The row name of a model in Tables 3 and 4 (the paper's, or the plugin's `label`)."""
+    return registry.MODELS[model_id].label
 
 
 def _log10_grid(top: float, steps: int) -> tuple[float, ...]:
@@ -108,7 +102,7 @@ class TableSpec:
         if col.name == self.group:
             return col.map({g: i for i, g in enumerate(self.groups)})
         if col.name == "model":
-            return col.map({m: i for i, m in enumerate(MODEL_IDS)})
+            return col.map({m: i for i, m in enumerate(registry.model_ids())})
         if col.name == "metric":
             return col.map({m: i for i, m in enumerate(self.metrics)})
         return -col if col.name in FLOAT_KEYS else col
@@ -119,8 +113,7 @@ class TableSpec:
         return df.sort_values(by, key=self.rank, ignore_index=True)
 
 
-_T3 = ("mse", "fid_prior", "fid_2ndvae", "fid_gmm10", "fid_gmm100")
-_T4 = ("fid_interp_mid", "fid_interp_random")
+_T4 = tuple(f"fid_{s}" for s in registry.INTERPOLATION_SAMPLERS)
 
 
 def kid_of(metric: str) -> str:
@@ -128,33 +121,68 @@ def kid_of(metric: str) -> str:
     return "kid_" + metric.removeprefix("fid_")
 
 
-# Not displayed in the paper's layout but carried by the tidy rows: KID next to every FID, and the σx²
-# the Σx-estimating models imply (the paper's 0.0056 / 0.0050 for Iso-I AR-ELBO).
-_T3_EXTRA = ("sigma_x2", *(kid_of(m) for m in _T3[1:]))
-_T4_EXTRA = tuple(kid_of(m) for m in _T4)
+def _table3_columns(dataset: str) -> tuple[str, ...]:
+    # MSE, then one FID per estimator that is a Table 3 column of the dataset (SPEC §7: GMM-100 for CelebA)
+    return ("mse", *(f"fid_{e}" for e in registry.table3_estimators(dataset)))
+
+
 _T1 = ("mse", "kl", "sigma_z2", "mi", "gap_1e-2", "gap_1e-3", "els")
 _T5 = ("mse", "kl", "mi", "gap_1e-2", "gap_1e-3", "els")
-TABLE_SPECS: dict[int, TableSpec] = {
-    1: TableSpec(1, r"MSE, KL divergence, converged $\sigma_z^2$, upper bound of the MI $I(x'; z)$, "
-                    r"expected gap (perturbation variance $s_z^2 = 10^{-2}, 10^{-3}$) and expected local "
-                    r"smoothness (ELS) for different $\sigma_x^2$",
-                 ("mnist",), "log10_sigma_x2", _log10_grid(0.0, 10),
-                 {"stochastic": _T1, "deterministic": ("mse", "mi", "gap_1e-2", "gap_1e-3", "els")},
-                 group="encoding", metrics=_T1),
-    3: TableSpec(3, "reconstruction MSE on the test set and FID of samples generated from the prior, a "
-                    "second-stage VAE (2ndVAE) and Gaussian mixtures with 10 and 100 components (GMM) "
-                    "fitted to the latent codes",
-                 DATASETS, "model", MODEL_IDS, {"mnist": _T3[:4], "celeba": _T3},
-                 group="dataset", metrics=_T3 + _T3_EXTRA, bold_best=True,
-                 undefined=frozenset((m, "fid_prior") for m in NO_PRIOR)),
-    4: TableSpec(4, "FID of images decoded from interpolated latent codes of image pairs, at the "
-                    "mid-point and at a random point between the two",
-                 DATASETS, "model", MODEL_IDS, {"mnist": _T4, "celeba": _T4},
-                 group="dataset", metrics=_T4 + _T4_EXTRA, bold_best=True),
-    5: TableSpec(5, r"MSE, KL divergence, upper bound of the MI $I(x'; z)$, expected gap ($s_z^2 = "
-                    r"10^{-2}, 10^{-3}$) and ELS for different fixed $\sigma_z^2$ ($\Sigma_x$ by Iso-I AR-ELBO)",
-                 ("mnist",), "log10_sigma_z2", _log10_grid(1.0, 20), {None: _T5}, metrics=_T5),
-}
+
+
+def _table_spec(n: int) -> TableSpec:
+    """Table n's layout. Tables 3 and 4 are built from the registry when asked for, so a plugin's
+    models (rows after the paper's) and estimators (columns after the paper's) are in them."""
+    models = registry.model_ids()
+    if n == 1:
+        return TableSpec(1, r"MSE, KL divergence, converged $\sigma_z^2$, upper bound of the MI $I(x'; z)$, "
+                            r"expected gap (perturbation variance $s_z^2 = 10^{-2}, 10^{-3}$) and expected local "
+                            r"smoothness (ELS) for different $\sigma_x^2$",
+                         ("mnist",), "log10_sigma_x2", _log10_grid(0.0, 10),
+                         {"stochastic": _T1, "deterministic": ("mse", "mi", "gap_1e-2", "gap_1e-3", "els")},
+                         group="encoding", metrics=_T1)
+    if n == 3:
+        columns = {d: _table3_columns(d) for d in DATASETS}
+        fids = tuple(dict.fromkeys(m for cols in columns.values() for m in cols[1:]))
+        # Not displayed in the paper's layout but carried by the tidy rows: KID next to every FID, and
+        # the σx² the Σx-estimating models imply (the paper's 0.0056 / 0.0050 for Iso-I AR-ELBO).
+        extra = ("sigma_x2", *(kid_of(m) for m in fids))
+        through_prior = [e for e, entry in registry.ESTIMATORS.items() if entry.needs_prior]
+        return TableSpec(3, "reconstruction MSE on the test set and FID of samples generated from the prior, a "
+                            "second-stage VAE (2ndVAE) and Gaussian mixtures with 10 and 100 components (GMM) "
+                            "fitted to the latent codes",
+                         DATASETS, "model", models, columns,
+                         group="dataset", metrics=("mse", *fids, *extra), bold_best=True,
+                         undefined=frozenset((m, f"fid_{e}") for m in registry.no_prior_models() for e in through_prior))
+    if n == 4:
+        return TableSpec(4, "FID of images decoded from interpolated latent codes of image pairs, at the "
+                            "mid-point and at a random point between the two",
+                         DATASETS, "model", models, {d: _T4 for d in DATASETS},
+                         group="dataset", metrics=_T4 + tuple(kid_of(m) for m in _T4), bold_best=True)
+    if n == 5:
+        return TableSpec(5, r"MSE, KL divergence, upper bound of the MI $I(x'; z)$, expected gap ($s_z^2 = "
+                            r"10^{-2}, 10^{-3}$) and ELS for different fixed $\sigma_z^2$ ($\Sigma_x$ by Iso-I AR-ELBO)",
+                         ("mnist",), "log10_sigma_z2", _log10_grid(1.0, 20), {None: _T5}, metrics=_T5)
+    raise KeyError(n)
+
+
+class _TableSpecs(Mapping):
+    """The paper's four tables by number (1, 3, 4, 5), each TableSpec built from the registry as it is now."""
+    NUMBERS = (1, 3, 4, 5)
+
+    def __getitem__(self, n) -> TableSpec:
+        if n not in self.NUMBERS:
+            raise KeyError(n)
+        return _table_spec(n)
+
+    def __iter__(self):
+        return iter(self.NUMBERS)
+
+    def __len__(self) -> int:
+        return len(self.NUMBERS)
+
+
+TABLE_SPECS: Mapping[int, TableSpec] = _TableSpecs()
 
 
 def _spec(n: int) -> TableSpec:
@@ -211,7 +239,7 @@ def _check_table(part: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     known("dataset", spec.datasets)
     known("metric", spec.metrics)
     if spec.row == "model":
-        known("model", MODEL_IDS)
+        known("model", registry.model_ids())
     if spec.group == "encoding":
         known("encoding", ENCODINGS)
     for column in ("seed", "value", *(k for k in spec.keys if k in FLOAT_KEYS)):
@@ -364,7 +392,7 @@ def paper_shaped(tidy: pd.DataFrame, n: int) -> pd.DataFrame:
         _, kid_cells = _cells(tidy, n, pm=" ± ", dash=DASH, kid=True)
         cells = cells.join(kid_cells.rename(columns=lambda c: c + " (x1e3)"))
     if TABLE_SPECS[n].row == "model":
-        cells.insert(0, "label", [MODEL_LABELS[m] for m in cells.index])
+        cells.insert(0, "label", [model_label(m) for m in cells.index])
     return cells
 
 
@@ -382,7 +410,7 @@ def sample_sizes(tidy: pd.DataFrame, n: int) -> str:
     for dataset, part in rows.groupby("dataset", sort=False):
         gen = sorted({int(v) for v in part["n_samples"].dropna()})
         ref = sorted({int(v) for v in part["n_reference"].dropna()})
-        parts.append(f"{TEX_LABELS.get(dataset, dataset)}: $N_{{gen}} = {'/'.join(map(str, gen))}$ generated vs "
+        parts.append(f"{tex_labels().get(dataset, dataset)}: $N_{{gen}} = {'/'.join(map(str, gen))}$ generated vs "
                      f"$N_{{ref}} = {'/'.join(map(str, ref))}$ reference images")
     return "; ".join(parts)
 
@@ -402,8 +430,24 @@ def compare_with_paper(tidy: pd.DataFrame, n: int) -> pd.DataFrame:
     both = paper.dropna(subset=["paper"]).merge(ours, on=[*spec.keys, "metric"], how="inner")
     both["abs_delta"] = both["reproduced"] - both["paper"]
     both["rel_delta"] = both["abs_delta"] / both["paper"].abs().where(both["paper"] != 0)
-    columns = [*spec.keys, "metric", "paper", "reproduced", "std", "n_seeds", "abs_delta", "rel_delta"]
+    both["note"] = ""
+    # a plugin's rows (models) and columns (estimators) have no paper value: listed, marked as such
+    plugin = _plugin_cells(ours, spec)
+    if plugin.any():
+        both = pd.concat([both, ours[plugin].assign(paper=np.nan, abs_delta=np.nan, rel_delta=np.nan,
+                                                     note="not in the paper")], ignore_index=True)
+    columns = [*spec.keys, "metric", "paper", "reproduced", "std", "n_seeds", "abs_delta", "rel_delta", "note"]
     return spec.sort(both[columns], "metric")
+
+
+def _plugin_cells(ours: pd.DataFrame, spec: TableSpec) -> pd.Series:
+    """Which of a summary's rows are a plugin's: a model or an estimator the paper does not have."""
+    plugin = pd.Series(False, index=ours.index)
+    if spec.row == "model":
+        plugin |= ~ours["model"].map(lambda m: registry.MODELS[m].paper if m in registry.MODELS else False)
+        extra = {e for e, entry in registry.ESTIMATORS.items() if not entry.paper}
+        plugin |= ours["metric"].map(lambda m: m.split("_", 1)[-1] in extra and m.startswith(("fid_", "kid_")))
+    return plugin
 
 
 # ---------------------------------------------------------------------------- LaTeX and files
@@ -418,7 +462,7 @@ def tex_escape(text: str) -> str:
 
 def _tex_row_label(spec: TableSpec, row) -> str:
     if spec.row == "model":
-        return tex_escape(MODEL_LABELS[row]).replace("σx²", r"$\sigma_x^2$").replace("Σx", r"$\Sigma_x$")
+        return tex_escape(model_label(row)).replace("σx²", r"$\sigma_x^2$").replace("Σx", r"$\Sigma_x$")
     text = f"{row:.1f}" if round(row, 1) == row else f"{row:g}"
     return "$-$" + text[1:] if text.startswith("-") else text
 
@@ -459,7 +503,7 @@ def _latex_table(rows: pd.DataFrame, n: int, spec: TableSpec, *, label: str, con
                + "; -- undefined or not evaluated.", *(x for x in notes if x)]
     if reduced:
         caption.append("Reduced configuration: these numbers are not comparable with the paper.")
-    caption += [f"{TEX_LABELS[d]} here is a synthetic stand-in." for d in DATASETS
+    caption += [f"{tex_labels()[d]} here is a synthetic stand-in." for d in DATASETS
                 if d in synthetic and d in set(rows["dataset"])]
     lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{' '.join(caption)}}}",
              rf"\label{{{label}}}", rf"\begin{{tabular}}{{l{'r' * cells.shape[1]}}}", r"\toprule"]
@@ -467,11 +511,11 @@ def _latex_table(rows: pd.DataFrame, n: int, spec: TableSpec, *, label: str, con
         spans, rules, first = [""], [], 2
         for g in blocks:
             width = len(spec.columns[g])
-            spans.append(rf"\multicolumn{{{width}}}{{c}}{{{TEX_LABELS[g]}}}")
+            spans.append(rf"\multicolumn{{{width}}}{{c}}{{{tex_labels()[g]}}}")
             rules.append(rf"\cmidrule(lr){{{first}-{first + width - 1}}}")
             first += width
         lines += [" & ".join(spans) + r" \\", " ".join(rules)]
-    header = [TEX_LABELS[spec.row], *(TEX_LABELS[m] for g in blocks for m in spec.columns[g])]
+    header = [tex_labels()[spec.row], *(tex_labels()[m] for g in blocks for m in spec.columns[g])]
     lines += [" & ".join(header) + r" \\", r"\midrule"]
     lines += [" & ".join([_tex_row_label(spec, row), *values]) + r" \\"
               for row, values in zip(cells.index, cells.itertuples(index=False))]

@@ -553,14 +553,14 @@ def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], per_model
 # ---------------------------------------------------------------------------- the Table 3 models
 
 def model_loss_fn(model_id: str, dataset: str, hparams: dict) -> Callable:
-    """`loss_fn(net, x)` for one of the 13 models; flags whether validation needs autograd."""
-    from .objectives import loss_and_terms
+    """`loss_fn(net, x)` for a registered model; flags whether validation needs autograd."""
+    from .objectives import MODELS, loss_and_terms
 
     def loss_fn(net, x):
         return loss_and_terms(model_id, dataset, net, x, hparams)
 
-    # RAE-GP's penalty differentiates the decoder w.r.t. z, also when only evaluating it.
-    loss_fn.needs_grad = model_id == "rae_gp"
+    # e.g. RAE-GP's penalty differentiates the decoder w.r.t. z, also when only evaluating it
+    loss_fn.needs_grad = MODELS[model_id].validation_needs_grad
     return loss_fn
 
 

@@ -44,3 +44,33 @@ def ci_config(mnist_raw_dir):
 def in_repo(monkeypatch):
     monkeypatch.chdir(REPO)
     return REPO
+
+
+EXAMPLE_PLUGIN = REPO / "examples" / "arelbo-example-plugin"
+
+
+@pytest.fixture
+def restored_registry():
+    """arelbo.registry as it was before the test, whatever plugins the test loads."""
+    import sys
+
+    from arelbo import registry
+
+    saved = (dict(registry.MODELS), dict(registry.ESTIMATORS), dict(registry._LOADED))
+    modules = set(sys.modules)
+    yield registry
+    for table, before in zip((registry.MODELS, registry.ESTIMATORS, registry._LOADED), saved):
+        table.clear()
+        table.update(before)
+    for name in set(sys.modules) - modules:   # a plugin imported here is imported afresh next time
+        if name.startswith(("arelbo_example_plugin", "plugin_")):
+            sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def example_plugin(restored_registry, monkeypatch):
+    """The worked example plugin (examples/arelbo-example-plugin) importable and registered; no
+    other test sees its rows."""
+    monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN))
+    restored_registry.load_plugin("arelbo_example_plugin")
+    return restored_registry

@@ -10,8 +10,9 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from arelbo.estimators import (ESTIMATORS, GMMEstimator, SecondStageSettings, fit_estimator, fit_second_stages,
+from arelbo.estimators import (GMMEstimator, SecondStageSettings, fit_estimator, fit_second_stages,
                                load_estimator, save_estimator)
+from arelbo.registry import ESTIMATORS
 from arelbo.train import TrainingDiverged
 
 D = 4

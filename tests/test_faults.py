@@ -180,27 +180,36 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 @pytest.mark.slow
 def test_a_second_config_on_the_same_outdir_cannot_change_a_running_workflow(tmp_path, ci_config):
-    """Run A trains and measures an MSE; while it trains, config B (same outdir, another test-split
-    limit) is dry-run and then really started (refused: A holds the lock). A's outputs are made with
+    """Run A trains and measures an MSE, then keeps running; meanwhile config B (same outdir, another
+    test-split limit) is dry-run and then really started (refused: A holds the lock). A's outputs are made with
     A's settings, A's user-facing config copy is A's, A sees nothing left to do, and B sees exactly
     the jobs its settings change."""
     import json
 
     out = tmp_path / "results"
+    # A must still hold the lock when B starts, and B's dry run must not meet A's half-written files
+    # (Snakemake refuses a DAG with incomplete files). So A does its training and MSE first
+    # (--prioritize) and then a long job outside B's DAG (a Section 3 group of 30 epochs); B is
+    # dry-run and started once A's MSE is written, while A trains that group.
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(yaml.safe_dump({"section3": {"train": {"lr": 1.0e-3, "epochs": 30, "batch_size": 64}}}))
     other = tmp_path / "B.yaml"
     other.write_text(yaml.safe_dump({"name": "ci-b", "data": {"mnist": {"limit": {"test": 64}}}}))
     common = ["--config", f"outdir={out}", f"logdir={tmp_path}/logs"]
     target = f"{out}/metrics/mnist/vae/seed0/mse.json"
-    a_cmd = [sys.executable, "-m", "snakemake", target, f"{out}/config.yaml", "--cores", "1",
-             "--configfile", "config/ci.yaml", *common]
+    long_job = f"{out}/sweeps/table5/log10_sigma_z2=-1.0/seed0/model.pt"
+    a_cmd = [sys.executable, "-m", "snakemake", target, f"{out}/config.yaml", long_job, "--cores", "1",
+             "--prioritize", target, "--configfile", "config/ci.yaml", str(slow), *common]
     run_a = subprocess.Popen(a_cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: (out / "models/mnist/vae/seed0").is_dir(), 300, "A's training to start")
-        dry_b = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(other),
+        _wait_for(lambda: Path(target).is_file(), 300, "A's MSE")
+        dry_b = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), str(other),
                           *common)
-        assert dry_b.returncode == 0, dry_b.stderr[-2000:]
-        real_b = snakemake(target, "--cores", "1", "--configfile", "config/ci.yaml", str(other),
+        assert dry_b.returncode == 0, (dry_b.stdout[-2000:], dry_b.stderr[-2000:])
+        real_b = snakemake(target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), str(other),
                            *common)
+        if run_a.poll() is not None:
+            raise AssertionError("A finished before B started: the lock was not tested\n" + run_a.communicate()[0][-4000:])
         assert real_b.returncode != 0 and "lock" in (real_b.stdout + real_b.stderr).lower()
     finally:
         log_a, _ = run_a.communicate(timeout=900)
@@ -209,9 +218,9 @@ def test_a_second_config_on_the_same_outdir_cannot_change_a_running_workflow(tmp
     assert record["config"] == "ci" and record["n_images"] == 128   # A's settings, not B's (64)
     assert (out / "config.yaml").read_text().startswith("name: ci\n")
     assert len(list((out / "configs").glob("*.yaml"))) == 2          # A's and B's, side by side
-    again_a = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", *common)
+    again_a = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), *common)
     assert "Nothing to be done" in again_a.stdout + again_a.stderr, again_a.stdout[-2000:]
-    again_b = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(other),
+    again_b = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), str(other),
                         *common)
     jobs_b = again_b.stdout.split("Job stats:")[1].split("total")[0]
     assert "metric_mse" in jobs_b and "train " not in jobs_b        # B re-runs the MSE only

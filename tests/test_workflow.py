@@ -240,7 +240,7 @@ JUSTIFIED_LINTS = {
     "Shell command directly uses variable ARELBO from outside of the rule": 19,
     # the content-addressed merged config (<outdir>/configs/<sha256>.yaml): immune to other
     # invocations; the settings each output depends on are tracked per rule as params
-    "Shell command directly uses variable CONFIG_FILE from outside of the rule": 17,
+    "Shell command directly uses variable CONFIG_FILE from outside of the rule": 18,
     # one environment for the whole workflow (pyproject/requirements.lock, environment.yml);
     # per-rule conda environments cannot be tested without conda here
     "Specify a conda environment or container for each rule.": 20,

@@ -54,7 +54,7 @@ def interpolation_latents(mu_test: torch.Tensor, n_pairs: int, mode: str, seed: 
     """slerp between the encoder means of `n_pairs` seeded pairs of distinct test rows. Both modes
     use the same pairs for a given seed (those of `interpolation_pairs`); "random" then draws t from
     the same generator, after the pairs. The evaluation gives both modes the same seed
-    (evaluate.SAMPLER_SEED_OFFSET), so Table 4's columns differ only in t."""
+    (registry.sampler_seed_offset), so Table 4's columns differ only in t."""
     if mode not in INTERPOLATION_MODES:
         raise ValueError(f"unknown interpolation mode {mode!r}; choose one of {', '.join(INTERPOLATION_MODES)}")
     generator = torch.Generator().manual_seed(seed)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from arelbo import layout
+from arelbo import layout, registry
 from arelbo.config import MNIST_ONLY_HINT, ConfigError, celeba_problem, dump_config, from_dict
 
 try:
@@ -114,8 +114,9 @@ def all_targets():
     return [f"{OUT}/table3.tex", f"{OUT}/table4.tex"]
 
 
-# The prior is undefined for deterministic autoencoders without a prior-matching term (SPEC §5).
-NO_PRIOR_MODELS = {"ae", "rae", "rae_gp"}
+# The prior is undefined for deterministic autoencoders without a prior-matching term (SPEC §5);
+# which models those are is arelbo.registry's (plugins' included).
+NO_PRIOR_MODELS = set(registry.no_prior_models())
 
 
 def model_samplers(dataset, model):

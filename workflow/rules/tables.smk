@@ -55,4 +55,5 @@ rule claims:
     params:
         results=lambda wc, output: str(Path(output.csv).parent),
     shell:
-        "{ARELBO} claims --results {params.results} --out-csv {output.csv} --out-tex {output.tex} > {log} 2>&1"
+        "{ARELBO} claims --config {CONFIG_FILE} --results {params.results} --out-csv {output.csv} "
+        "--out-tex {output.tex} > {log} 2>&1"
