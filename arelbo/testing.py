@@ -14,6 +14,7 @@ estimator a save/load round trip and seeded sampling.
 """
 from __future__ import annotations
 
+import io
 import math
 import tempfile
 from pathlib import Path
@@ -49,7 +50,8 @@ def _fail(what: str, message: str):
 def check_model(model_id: str, *, datasets=registry.DATASETS, batch_size: int = 4, seed: int = 0) -> None:
     """The model `model_id` (registered) on each dataset: its network's shapes, a finite loss with
     the required terms, finite gradients reaching the encoder and the decoder, the same loss for
-    the same seed, validation (no_grad) working, and hyper-parameter defaults its schema accepts."""
+    the same seed, validation (no_grad) working, a save/load round trip of its weights, and
+    hyper-parameter defaults its schema accepts."""
     import jsonschema
 
     from .nets import build_net
@@ -112,6 +114,17 @@ def check_model(model_id: str, *, datasets=registry.DATASETS, batch_size: int = 
             val_loss, _ = loss_and_terms(model_id, dataset, net, x, sample=False)
         if not torch.isfinite(val_loss):
             _fail(what, f"validation (no_grad, z = mu) loss is not finite: {val_loss}")
+        # save/load round trip (what model.pt holds): a fresh network with the saved state gives
+        # the same deterministic reconstruction
+        buffer = io.BytesIO()
+        torch.save(net.state_dict(), buffer)
+        buffer.seek(0)
+        fresh = build_net(model_id, dataset)
+        fresh.load_state_dict(torch.load(buffer, weights_only=True))
+        fresh.eval()
+        with torch.no_grad():
+            if not torch.equal(fresh(x, sample=False).x_mean, net(x, sample=False).x_mean):
+                _fail(what, "a network loaded from its saved state reconstructs differently")
 
 
 def check_estimator(estimator_id: str, *, d_z: int = 16, n: int = 600, seed: int = 0,
