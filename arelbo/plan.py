@@ -2,9 +2,12 @@
 
 The job list is the workflow's own: Snakemake's dry run of the config (one source of truth for the
 DAG), each job with its rule and wildcards. Each job's size comes from the config (epochs, images,
-samples, components) and its per-image cost from the device kind's measured row of
-`arelbo/reference/costs.yaml`. Jobs whose cost was not measured on that kind are listed as such and
-left out of the total: a projection never guesses.
+samples, components) and its cost from the device kind's row of `arelbo/reference/costs.yaml`:
+measured per-image costs, or — for a GPU kind not measured yet — per-step costs projected from the
+operator, launch and flop counts of the real steps (arelbo/projection.py) and the row's stated
+assumptions, labelled PROJECTED wherever shown. A measured row with a cost it never measured (the
+CelebA nets on the 2-core CPU) leaves those jobs out of the total and says so: it never borrows
+another kind's numbers.
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ class JobCost:
     rule: str
     seconds: float | None   # None: not measured on this device kind
     gpu: bool
+    device_seconds: float = 0.0   # projected kinds: the part the GPU itself is busy (a floor on wall time)
 
 
 def _per(costs: dict, key: str, dataset: str | None = None):
@@ -57,26 +61,110 @@ def _per(costs: dict, key: str, dataset: str | None = None):
     return value.get(dataset) if isinstance(value, dict) else value
 
 
+class _Work:
+    """Seconds of one job's GPU work on a device kind: a measured row's per-image rates × images, or a
+    projected row's per-step costs (arelbo/projection.py) × steps. `busy` sums the projected device
+    time (the GPU's own share of the steps)."""
+
+    def __init__(self, cfg, costs: dict):
+        self.cfg, self.costs, self.projected = cfg, costs, "projected" in costs
+        self.busy = 0.0
+
+    def _steps(self, count, images: float, precision: str = "fp32") -> float:
+        # a step processes count.images images of each of its count.models models
+        steps = images / count.images
+        self.busy += steps * (count.kernels * self.costs["kernel_floor_s"]
+                              + count.models * count.flops / (self.costs["achieved_tflops"][precision] * 1e12))
+        return steps * count.seconds(self.costs, precision)
+
+    def train(self, ds: str, model: str, images: float) -> float | None:
+        if not self.projected:
+            per = _per(self.costs, "train_image_s", ds)
+            return None if per is None else per * images
+        from . import projection
+        from .registry import MODELS
+        from .train import model_hparams
+
+        settings = getattr(self.cfg.train, ds)
+        precision = settings.precision if MODELS[model].bf16_safe else "fp32"
+        count = projection.train_step(ds, model, settings.batch_size, settings.lr,
+                                      tuple(sorted(model_hparams(self.cfg, model, ds).items())))
+        return self._steps(count, images, precision)
+
+    def section3(self, group: str, k: int, images: float) -> float:
+        if not self.projected:
+            return k * self.costs["section3_image_s"] * images
+        from . import projection
+
+        s3 = self.cfg.section3
+        return self._steps(projection.section3_step(group, k, s3.latent_dim, s3.train.batch_size, s3.train.lr),
+                           images)
+
+    def second_stage(self, ds: str, k: int, images: float) -> float:
+        ss = self.cfg.second_stage
+        if not self.projected:
+            return k * self.costs["second_stage_image_s"] * (ss.hidden / 256) ** 2 * images
+        from . import projection
+
+        count = projection.second_stage_step(k, 16 if ds == "mnist" else 64, ss.hidden, ss.depth, ss.batch_size, ss.lr)
+        return self._steps(count, images)
+
+    def forward(self, part: str, ds: str, model: str, images: float) -> float | None:
+        if not self.projected:
+            per = _per(self.costs, f"{part}_image_s", ds)
+            return None if per is None else per * images
+        from . import projection
+        from .evaluate import DECODE_BATCH
+
+        return self._steps(projection.forward_step(ds, model, DECODE_BATCH, part), images)
+
+    def inception(self, ds: str, images: float) -> float:
+        if not self.projected:
+            return self.costs["inception_image_s"] * images
+        from . import projection
+
+        channels, size = (1, 28) if ds == "mnist" else (3, 64)
+        return self._steps(projection.inception_step(self.cfg.fid.batch_size, channels, size), images)
+
+    def frechet(self, n: int) -> float:
+        """The Fréchet distance of one FID and its bootstrap resamples (fid.bootstrap_resamples)."""
+        full = self.costs["bootstrap_resample_s"]
+        per_resample = full if n > 2048 else full * (n / 2048) ** 3   # an N×N eigenproblem below 2049
+        seconds = (self.costs["frechet_full_rank_s"] if n > 2048 else 0.0) + self.cfg.fid.bootstrap_resamples * per_resample
+        if self.projected:
+            self.busy += seconds   # float64 eigensolvers on the job's device
+        return seconds
+
+
+def _sum(*parts):
+    return None if any(p is None for p in parts) else sum(parts)
+
+
 def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
     """Projected seconds of one planned job (start-up included)."""
     start = costs["job_startup_s"]
     ds = wildcards.get("dataset", "mnist")
+    model = wildcards.get("model", "vae")
     s3 = cfg.section3
     n_s3 = min(s3.train_limit or 10**9, split_size(cfg, "mnist", "train"))
+    work = _Work(cfg, costs)
     seconds: float | None
     if rule == "train":
-        per = _per(costs, "train_image_s", ds)
         settings = getattr(cfg.train, ds)
         images = settings.epochs * (split_size(cfg, ds, "train") + split_size(cfg, ds, "val") / 3)
-        seconds = None if per is None else start + per * images
+        seconds = _sum(start, work.train(ds, model, images))
     elif rule.startswith("sweep_train"):
-        k = 1 if rule == "sweep_train" else sum(1 for p in _grid(cfg) if sweep_group_rule(p.group) == rule)
-        seconds = start + k * costs["section3_image_s"] * s3.train.epochs * n_s3
+        if rule == "sweep_train":
+            group, k = wildcards["point"].rsplit("/", 1)[0], 1
+        else:
+            points = [p for p in _grid(cfg) if sweep_group_rule(p.group) == rule]
+            group, k = points[0].group, len(points)
+        seconds = start + work.section3(group, k, s3.train.epochs * n_s3)
     elif rule == "sweep_criteria":
         seconds = start + costs["criteria_image_s"] * n_s3
     elif rule == "encode":
-        per = _per(costs, "encode_image_s", ds)
-        seconds = None if per is None else start + per * sum(split_size(cfg, ds, s) for s in ("train", "val", "test"))
+        images = sum(split_size(cfg, ds, s) for s in ("train", "val", "test"))
+        seconds = _sum(start, work.forward("encode", ds, model, images))
     elif rule == "fit_estimator":
         est = wildcards.get("pkl_estimator", "")
         components = int(est[3:]) if est.startswith("gmm") else 0
@@ -84,39 +172,35 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
         seconds = start + costs["gmm_point_component_dim_s"] * split_size(cfg, ds, "train") * components * dim
     elif rule == "fit_second_stage" or rule.startswith("fit_second_stages_"):
         # second_stage.batched: one job fits every model of the dataset (one start-up, K × the compute)
-        ss = cfg.second_stage
         ds = rule.removeprefix("fit_second_stages_") if rule != "fit_second_stage" else ds
         k = 1 if rule == "fit_second_stage" else len(cfg.models)   # the 2nd VAE needs no prior: every model
-        scale = (ss.hidden / 256) ** 2
-        seconds = start + k * costs["second_stage_image_s"] * scale * ss.epochs * split_size(cfg, ds, "train")
+        seconds = start + work.second_stage(ds, k, cfg.second_stage.epochs * split_size(cfg, ds, "train"))
     elif rule == "sample":
-        per = _per(costs, "decode_image_s", ds)
-        seconds = None if per is None else start + per * cfg.fid.n_samples
+        seconds = _sum(start, work.forward("decode", ds, model, cfg.fid.n_samples))
     elif rule == "metric_fid":
         n = cfg.fid.n_samples
-        seconds = (start + costs["fid_fixed_s"] + costs["inception_image_s"] * n
-                   + (costs["frechet_full_rank_s"] if n > 2048 else 0.0))
+        seconds = start + costs["fid_fixed_s"] + work.inception(ds, n) + work.frechet(n)
     elif rule.startswith("sample_and_score_"):
         # fid.batched: every sampler of one model in one job — one start-up and one Inception build
-        # (in fid_fixed_s), then each sampler's decode and features, as its per-cell jobs would
-        per = _per(costs, "decode_image_s", ds)
+        # (in fid_fixed_s), then each sampler's decode, features and distance, as its per-cell jobs would
         n = cfg.fid.n_samples
         k = len(scored_samplers(cfg.estimators, ds, has_prior=not rule.endswith("_without_prior")))
-        seconds = None if per is None else (
-            start + costs["fid_fixed_s"]
-            + k * (per * n + costs["inception_image_s"] * n + (costs["frechet_full_rank_s"] if n > 2048 else 0.0)))
+        decode = work.forward("decode", ds, model, n)
+        seconds = None if decode is None else (
+            start + costs["fid_fixed_s"] + k * (decode + work.inception(ds, n) + work.frechet(n)))
+        work.busy *= k   # one sampler's device time was counted above; the job runs k of them
     elif rule == "metric_mse":
-        enc, dec = _per(costs, "encode_image_s", ds), _per(costs, "decode_image_s", ds)
-        seconds = None if enc is None or dec is None else start + (enc + dec) * split_size(cfg, ds, "test")
+        images = split_size(cfg, ds, "test")
+        seconds = _sum(start, work.forward("encode", ds, model, images), work.forward("decode", ds, model, images))
     elif rule == "fid_reference":
         n = cfg.fid_reference_count(ds) or split_size(cfg, ds, cfg.fid.reference_split)
-        seconds = start + costs["inception_image_s"] * n
+        seconds = start + work.inception(ds, n)
     elif rule in LIGHT_RULES:
         seconds = costs["light_job_s"]
     else:
         seconds = costs["light_job_s"]   # provisioning and bookkeeping rules
     gpu = rule not in LIGHT_RULES | {"fit_estimator"} and not rule.startswith(("provision", "dataset", "all"))
-    return JobCost(rule, seconds, gpu)
+    return JobCost(rule, seconds, gpu, work.busy)
 
 
 def _grid(cfg):
@@ -158,33 +242,55 @@ def plan(cfg, kind: str, jobs: list[tuple[str, dict]]) -> dict:
         if rule == "all":
             continue
         c = job_cost(cfg, costs, rule, wildcards)
-        row = per_rule.setdefault(rule, {"jobs": 0, "seconds": 0.0, "unmeasured": 0, "gpu": c.gpu})
+        row = per_rule.setdefault(rule, {"jobs": 0, "seconds": 0.0, "unmeasured": 0, "gpu": c.gpu, "busy": 0.0})
         row["jobs"] += 1
+        row["busy"] += c.device_seconds
         if c.seconds is None:
             row["unmeasured"] += 1
         else:
             row["seconds"] += c.seconds
     total = sum(r["seconds"] for r in per_rule.values())
     gpu_s = sum(r["seconds"] for r in per_rule.values() if r["gpu"])
-    return {"kind": kind, "measured": costs.get("measured", ""), "threads_per_job": costs["threads_per_job"],
-            "rules": per_rule, "job_seconds": total,
+    return {"kind": kind, "measured": costs.get("measured", ""), "projected": costs.get("projected"),
+            "threads_per_job": costs["threads_per_job"], "gpu_slots": costs.get("gpu_slots"),
+            "rules": per_rule, "job_seconds": total, "gpu_seconds": gpu_s,
+            "device_busy_seconds": sum(r["busy"] for r in per_rule.values()),
             "gpu_hours": gpu_s / 3600.0, "unmeasured_jobs": sum(r["unmeasured"] for r in per_rule.values())}
+
+
+def wall_seconds(result: dict, cores: int) -> float:
+    """Wall time with `cores` cores: the job-seconds over the jobs that fit at once (cores / the
+    threads a job was measured with, as Snakemake's --cores does); on a projected GPU kind also the
+    GPU rules over the card's slots (profiles/gpu-workstation) and, as a floor, the time the GPU itself
+    is busy — jobs can share a card's idle time, not its arithmetic."""
+    slots = max(1, cores // int(result["threads_per_job"]))
+    wall = result["job_seconds"] / slots
+    if result.get("gpu_slots"):
+        wall = max(wall, result["gpu_seconds"] / min(slots, int(result["gpu_slots"])), result["device_busy_seconds"])
+    return wall
 
 
 def format_plan(result: dict, cores: int) -> str:
     width = max([len("rule"), *map(len, result["rules"])])
-    lines = [f"device kind {result['kind']} (costs measured {result['measured'].strip()})", "",
+    source = (f"PROJECTED, {result['projected'].strip()}" if result.get("projected")
+              else f"costs measured {result['measured'].strip()}")
+    lines = [f"device kind {result['kind']} ({source})", "",
              f"{'rule':{width}s} {'jobs':>6s} {'job-hours':>10s}  note"]
     for rule, r in sorted(result["rules"].items(), key=lambda kv: -kv[1]["seconds"]):
         note = f"{r['unmeasured']} job(s) not measured on this kind, left out" if r["unmeasured"] else ""
+        if result.get("projected") and r["gpu"] and r["seconds"]:
+            note = f"GPU busy {100 * r['busy'] / r['seconds']:.0f} % of it" if r["busy"] else ""
         lines.append(f"{rule:{width}s} {r['jobs']:6d} {r['seconds'] / 3600:10.2f}  {note}")
     # the costs hold for jobs of the measured thread count: that many cores per job at a time
     threads_per_job = int(result["threads_per_job"])
     slots = max(1, cores // threads_per_job)
-    wall = result["job_seconds"] / slots
+    wall = wall_seconds(result, cores)
     lines += ["", f"total {result['job_seconds'] / 3600:.2f} job-hours; on {cores} cores ({slots} jobs of "
                   f"{threads_per_job} threads at a time) ≈ {wall / 3600:.2f} h wall "
                   f"({math.ceil(wall / 60)} min); hours of GPU rules (on the config's device) {result['gpu_hours']:.2f}"]
+    if result.get("gpu_slots"):
+        lines.append(f"the GPU itself busy {result['device_busy_seconds'] / 3600:.2f} h; GPU rules share "
+                     f"{result['gpu_slots']} slots of the card (profiles/gpu-workstation)")
     if result["unmeasured_jobs"]:
         lines.append(f"NOT included: {result['unmeasured_jobs']} job(s) whose cost was never measured on "
                      f"{result['kind']} — the total is a lower bound")

@@ -5,7 +5,10 @@
     python benchmarks/frechet_distance.py [--n 10000] [--dim 2048] [--repeats 3]
 
 Prints both distances (they must agree to 1e-6 relative), each route's best-of-repeats wall time on
-the CPU and, where CUDA is usable, arelbo's on the GPU, and the ratios, measured in one run.
+the CPU and, where CUDA is usable, arelbo's on the GPU, and the ratios, measured in one run. Then the
+cost of one FID bootstrap resample at this N (`bootstrap_resample_s` of arelbo/reference/costs.yaml;
+the paper's 1,000 per FID make it the largest evaluation cost `arelbo plan` projects on a GPU):
+(time of R resamples − time of 1) / (R − 1), so the fixed part (√Σ_ref) is not counted.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arelbo.metrics.fid import feature_stats, frechet_distance_to_features  # noqa: E402
+from arelbo.metrics.fid import feature_stats, fid_bootstrap, frechet_distance_to_features  # noqa: E402
 
 
 def best_of(repeats: int, fn):
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--resamples", type=int, default=3, help="bootstrap resamples timed on the CPU (x10 on a GPU)")
     args = parser.parse_args()
     from pytorch_fid.fid_score import calculate_frechet_distance
 
@@ -58,6 +62,13 @@ def main() -> None:
         on_gpu, gpu_s = best_of(args.repeats, lambda: frechet_distance_to_features(gen, ref, device="cuda"))
         print(f"  arelbo, {torch.cuda.get_device_name()}  {on_gpu:.6f}  {gpu_s:7.2f} s   "
               f"speed-up {(theirs_s + cov_s) / gpu_s:.1f}x over pytorch-fid on the CPU")
+
+    for device, resamples in [("cpu", args.resamples)] + ([("cuda", 10 * args.resamples)] if torch.cuda.is_available() else []):
+        timed = lambda r: best_of(1, lambda: fid_bootstrap(gen, ref, resamples=r, seed=0, device=device))[1]  # noqa: E731
+        timed(1)   # warm-up
+        per = (timed(resamples) - timed(1)) / (resamples - 1)
+        print(f"  bootstrap_resample_s on {device}: {per:.3f} s per resample at N = {args.n} "
+              f"({per * 1000 / 60:.1f} min for the paper's 1,000)")
 
 
 if __name__ == "__main__":
