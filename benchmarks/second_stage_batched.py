@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,13 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import report_one_by_one_vs_batched  # noqa: E402
 from arelbo.estimators import SecondStageSettings, fit_estimator, fit_second_stages  # noqa: E402
 from arelbo.runtime import pick_device  # noqa: E402
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -44,22 +39,16 @@ def main() -> None:
     settings = replace(SecondStageSettings(), epochs=args.epochs, hidden=args.hidden)
     fit_estimator("2ndvae", *latents[0], seed=0, second_stage=replace(settings, epochs=1), device=device,
                   progress=False)   # kernels, allocator
-    _sync(device)
-    start = time.perf_counter()
-    for mu, logvar in latents:
-        fit_estimator("2ndvae", mu, logvar, seed=0, second_stage=settings, device=device, progress=False)
-    _sync(device)
-    single_s = time.perf_counter() - start
-    start = time.perf_counter()
-    fit_second_stages(latents, seed=0, settings=settings, device=device, progress=False,
-                      names=[f"m{k}" for k in range(args.models)])
-    _sync(device)
-    batched_s = time.perf_counter() - start
-    steps = args.epochs * -(-args.latents // settings.batch_size)
-    print(f"device {device}, {torch.get_num_threads()} threads; {args.models} second stages (hidden {args.hidden}, "
-          f"d {args.dim}), {steps} steps each (batch {settings.batch_size})")
-    print(f"one by one {single_s:.1f} s   batched {batched_s:.1f} s   speed-up {single_s / batched_s:.2f}x")
 
+    def one_by_one():
+        for mu, logvar in latents:
+            fit_estimator("2ndvae", mu, logvar, seed=0, second_stage=settings, device=device, progress=False)
+
+    report_one_by_one_vs_batched(
+        device, f"{args.models} second stages (hidden {args.hidden}, d {args.dim})",
+        args.epochs * -(-args.latents // settings.batch_size), settings.batch_size, one_by_one,
+        lambda: fit_second_stages(latents, seed=0, settings=settings, device=device, progress=False,
+                                  names=[f"m{k}" for k in range(args.models)]))
 
 if __name__ == "__main__":
     main()

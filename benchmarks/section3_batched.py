@@ -13,22 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import report_one_by_one_vs_batched  # noqa: E402
 from arelbo.config import load_config  # noqa: E402
 from arelbo.layout import GridPoint, sweep_group_checkpoint  # noqa: E402
 from arelbo.runtime import pick_device  # noqa: E402
 from arelbo.section3 import train_point, train_points_batched  # noqa: E402
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -53,22 +46,16 @@ def main() -> None:
                          "train_limit": args.images}})
         device = pick_device(cfg.device)
         train_point(cfg, points[0], 0, tmp / "warm", progress=False)   # data cache, kernels, allocator
-        _sync(device)
-        start = time.perf_counter()
-        for p in points:
-            train_point(cfg, p, 0, tmp / "single" / p.id, progress=False)
-        _sync(device)
-        single_s = time.perf_counter() - start
-        start = time.perf_counter()
-        train_points_batched(cfg, points, 0, [tmp / "batched" / p.id for p in points],
-                             sweep_group_checkpoint(tmp / "batched", args.group, 0), progress=False)
-        _sync(device)
-        batched_s = time.perf_counter() - start
-    steps = args.epochs * -(-args.images // args.batch_size)
-    print(f"device {device}, {torch.get_num_threads()} threads; {len(points)} points of {args.group}, "
-          f"{steps} steps each (batch {args.batch_size})")
-    print(f"one by one {single_s:.1f} s   batched {batched_s:.1f} s   speed-up {single_s / batched_s:.2f}x")
 
+        def one_by_one():
+            for p in points:
+                train_point(cfg, p, 0, tmp / "single" / p.id, progress=False)
+
+        report_one_by_one_vs_batched(
+            device, f"{len(points)} points of {args.group}", args.epochs * -(-args.images // args.batch_size),
+            args.batch_size, one_by_one,
+            lambda: train_points_batched(cfg, points, 0, [tmp / "batched" / p.id for p in points],
+                                         sweep_group_checkpoint(tmp / "batched", args.group, 0), progress=False))
 
 if __name__ == "__main__":
     main()

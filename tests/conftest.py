@@ -74,3 +74,15 @@ def example_plugin(restored_registry, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN))
     restored_registry.load_plugin("arelbo_example_plugin")
     return restored_registry
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny networks (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): one
+    thread is ~10× faster there than two fighting over a busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

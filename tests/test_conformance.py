@@ -9,12 +9,8 @@ from arelbo import registry
 from arelbo.testing import check_estimator, check_model, realistic_images
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny networks: one thread is ~10× faster than two fighting over a busy CPU (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("model_id", registry.paper_model_ids())

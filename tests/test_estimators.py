@@ -27,13 +27,8 @@ N_TRAIN, N_SAMPLES = 4000, 5000
 FAST = SecondStageSettings(epochs=40, lr=3e-3, batch_size=64, lr_halve_every=15, hidden=64, depth=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The networks here are tiny: one thread is ~10× faster than two fighting over a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny networks: one thread is ~10× faster than two fighting over a busy CPU (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gaussian_rows(n, mean, cov, seed):
