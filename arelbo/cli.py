@@ -334,7 +334,12 @@ def cmd_plan(args) -> None:
 
     cfg = _load(args)
     jobs = planned_jobs(args.config or [])
-    print(format_plan(plan(cfg, args.device, jobs), cores=args.cores))
+    against = None
+    if args.against is not None:
+        against = Path(args.against or cfg.logdir)
+        if not against.is_dir():
+            raise SystemExit(f"--against {against}: no such log folder; pass the logdir of a finished run of this config")
+    print(format_plan(plan(cfg, args.device, jobs, against=against), cores=args.cores))
 
 
 def cmd_costs(args) -> None:
@@ -498,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("plan", help="projected cost of a config on a device kind, before running it"))
     p.add_argument("--device", default="cpu-2core", help="a device kind of arelbo/reference/costs.yaml")
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--against", nargs="?", const="", metavar="LOGDIR",
+                   help="also show each rule's measured seconds from a finished run's benchmark files "
+                        "(default LOGDIR: the config's logdir)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("costs", help="measured cost of a finished run, per stage and per table row, from "

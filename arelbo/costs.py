@@ -35,13 +35,22 @@ def _one_job(path: Path, bench_dir: Path) -> dict:
                    job=parts[0] if len(parts) == 4 else f"{parts[0]}/{'/'.join(parts[4:])}")
     elif parts[0] == "sweeps":
         row.update(job=f"sweeps/{parts[-1]}", seed=int(parts[-2].removeprefix("seed").removeprefix("batched-seed")))
-    table = pd.read_csv(path, sep="\t")
-    if table.empty or "s" not in table:
-        raise ValueError(f"{path}: not a Snakemake benchmark file (no 's' column or no row)")
-    last = table.iloc[-1]   # a job re-run with `benchmark: repeat(...)` has several rows; the last is the latest
+    last = _last_row(path)
     row.update(seconds=float(last["s"]), max_rss_mb=float(last.get("max_rss", float("nan"))),
                cpu_seconds=float(last.get("cpu_time", float("nan"))), file=str(rel))
     return row
+
+
+def _last_row(path: Path) -> pd.Series:
+    table = pd.read_csv(path, sep="\t")
+    if table.empty or "s" not in table:
+        raise ValueError(f"{path}: not a Snakemake benchmark file (no 's' column or no row)")
+    return table.iloc[-1]   # a job re-run with `benchmark: repeat(...)` has several rows; the last is the latest
+
+
+def benchmark_seconds(path: str | Path) -> float:
+    """The wall seconds one job's benchmark file records (its latest run)."""
+    return float(_last_row(Path(path))["s"])
 
 
 def read_benchmarks(bench_dir: str | Path) -> pd.DataFrame:

@@ -212,9 +212,11 @@ def _grid(cfg):
 _JOB = re.compile(r"^(?:local)?rule (\w+):\n(?P<body>(?:    .*\n?)*)", re.M)
 
 
-def planned_jobs(config_files: list[str], extra: list[str] = (), repo: Path | None = None) -> list[tuple[str, dict]]:
-    """(rule, wildcards) of every job Snakemake would run for these configs, from its dry run
-    against an empty outdir (the whole DAG, as on a fresh machine)."""
+def planned_jobs(config_files: list[str], extra: list[str] = (), repo: Path | None = None) -> list[tuple[str, dict, str | None]]:
+    """(rule, wildcards, benchmark) of every job Snakemake would run for these configs, from its dry
+    run against an empty outdir (the whole DAG, as on a fresh machine); `benchmark` is the job's
+    benchmark file relative to the log folder (`<config name>/benchmarks/...`), None for rules
+    without one."""
     import tempfile
 
     repo = repo or Path(__file__).resolve().parents[1]
@@ -230,32 +232,45 @@ def planned_jobs(config_files: list[str], extra: list[str] = (), repo: Path | No
     for m in _JOB.finditer(out.stdout):
         found = re.search(r"^    wildcards: (.*)$", m.group("body"), re.M)
         wildcards = dict(kv.split("=", 1) for kv in found.group(1).split(", ")) if found else {}
-        jobs.append((m.group(1), wildcards))
+        bench = re.search(r"^    benchmark: (.*)$", m.group("body"), re.M)
+        benchmark = str(Path(bench.group(1)).relative_to(f"{tmp}/logs")) if bench else None
+        jobs.append((m.group(1), wildcards, benchmark))
     return jobs
 
 
-def plan(cfg, kind: str, jobs: list[tuple[str, dict]]) -> dict:
-    """Per rule: jobs, projected job-seconds (None where not measured); totals and GPU-hours."""
+def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None) -> dict:
+    """Per rule: jobs, projected job-seconds (None where not measured); totals and GPU-hours. With
+    `against` (the log folder of a finished run of the same config), each job's benchmark file there
+    gives its measured seconds beside the planned ones: the plan checked against the run."""
+    from .costs import benchmark_seconds
+
     costs = device_costs(kind)
     per_rule: dict[str, dict] = {}
-    for rule, wildcards in jobs:
+    for rule, wildcards, *rest in jobs:
         if rule == "all":
             continue
         c = job_cost(cfg, costs, rule, wildcards)
-        row = per_rule.setdefault(rule, {"jobs": 0, "seconds": 0.0, "unmeasured": 0, "gpu": c.gpu, "busy": 0.0})
+        row = per_rule.setdefault(rule, {"jobs": 0, "seconds": 0.0, "unmeasured": 0, "gpu": c.gpu, "busy": 0.0,
+                                         "ran": 0, "ran_planned": 0.0, "ran_seconds": 0.0})
         row["jobs"] += 1
         row["busy"] += c.device_seconds
         if c.seconds is None:
             row["unmeasured"] += 1
         else:
             row["seconds"] += c.seconds
+        benchmark = rest[0] if rest else None
+        if against is not None and benchmark and c.seconds is not None and (Path(against) / benchmark).is_file():
+            row["ran"] += 1
+            row["ran_planned"] += c.seconds
+            row["ran_seconds"] += benchmark_seconds(Path(against) / benchmark)
     total = sum(r["seconds"] for r in per_rule.values())
     gpu_s = sum(r["seconds"] for r in per_rule.values() if r["gpu"])
     return {"kind": kind, "measured": costs.get("measured", ""), "projected": costs.get("projected"),
             "threads_per_job": costs["threads_per_job"], "gpu_slots": costs.get("gpu_slots"),
             "rules": per_rule, "job_seconds": total, "gpu_seconds": gpu_s,
             "device_busy_seconds": sum(r["busy"] for r in per_rule.values()),
-            "gpu_hours": gpu_s / 3600.0, "unmeasured_jobs": sum(r["unmeasured"] for r in per_rule.values())}
+            "gpu_hours": gpu_s / 3600.0, "unmeasured_jobs": sum(r["unmeasured"] for r in per_rule.values()),
+            "against": str(against) if against is not None else None}
 
 
 def wall_seconds(result: dict, cores: int) -> float:
@@ -274,13 +289,19 @@ def format_plan(result: dict, cores: int) -> str:
     width = max([len("rule"), *map(len, result["rules"])])
     source = (f"PROJECTED, {result['projected'].strip()}" if result.get("projected")
               else f"costs measured {result['measured'].strip()}")
+    against = result.get("against")
     lines = [f"device kind {result['kind']} ({source})", "",
-             f"{'rule':{width}s} {'jobs':>6s} {'job-hours':>10s}  note"]
+             f"{'rule':{width}s} {'jobs':>6s} {'job-hours':>10s}"
+             + (f" {'ran':>5s} {'planned h':>9s} {'ran h':>7s} {'ran/plan':>8s}" if against else "") + "  note"]
     for rule, r in sorted(result["rules"].items(), key=lambda kv: -kv[1]["seconds"]):
         note = f"{r['unmeasured']} job(s) not measured on this kind, left out" if r["unmeasured"] else ""
         if result.get("projected") and r["gpu"] and r["seconds"]:
             note = f"GPU busy {100 * r['busy'] / r['seconds']:.0f} % of it" if r["busy"] else ""
-        lines.append(f"{rule:{width}s} {r['jobs']:6d} {r['seconds'] / 3600:10.2f}  {note}")
+        line = f"{rule:{width}s} {r['jobs']:6d} {r['seconds'] / 3600:10.2f}"
+        if against:
+            ratio = f"{r['ran_seconds'] / r['ran_planned']:8.2f}" if r["ran"] and r["ran_planned"] else f"{'':8s}"
+            line += f" {r['ran']:5d} {r['ran_planned'] / 3600:9.3f} {r['ran_seconds'] / 3600:7.3f} {ratio}"
+        lines.append(f"{line}  {note}".rstrip())
     # the costs hold for jobs of the measured thread count: that many cores per job at a time
     threads_per_job = int(result["threads_per_job"])
     slots = max(1, cores // threads_per_job)
@@ -294,4 +315,10 @@ def format_plan(result: dict, cores: int) -> str:
     if result["unmeasured_jobs"]:
         lines.append(f"NOT included: {result['unmeasured_jobs']} job(s) whose cost was never measured on "
                      f"{result['kind']} — the total is a lower bound")
+    if against:
+        ran = [r for r in result["rules"].values() if r["ran"]]
+        n_ran, planned, measured = (sum(r[k] for r in ran) for k in ("ran", "ran_planned", "ran_seconds"))
+        lines.append(f"against {against}: {n_ran} planned job(s) have a benchmark file there; planned "
+                     f"{planned / 3600:.3f} job-hours, ran {measured / 3600:.3f}"
+                     + (f" (ran/planned {measured / planned:.2f})" if planned else ""))
     return "\n".join(lines)

@@ -104,7 +104,7 @@ tables() {
   environment
   note "" "## MNIST Tables 3 + 4 at paper sizes (config/gpu-check.yaml), profiles/gpu-workstation"
   local targets=(results/gpu-check/table3.tex results/gpu-check/table4.tex)
-  timed snakemake timeout "${ARELBO_GPU_TABLES_TIMEOUT:-500}" "$PY" -m snakemake --profile profiles/gpu-workstation \
+  timed snakemake timeout "${ARELBO_GPU_TABLES_TIMEOUT:-470}" "$PY" -m snakemake --profile profiles/gpu-workstation \
     --configfile config/gpu-check.yaml -- "${targets[@]}" || true
   "$PY" -m arelbo costs --logs logs/gpu-check --out "$OUT/costs.csv" > "$LOGS/costs.txt" 2>&1 || true
   note "" "Measured per stage and per Table 3/4 row (arelbo costs; every job's row in costs.csv):" '```' "$(cat "$LOGS/costs.txt")" '```'
@@ -113,6 +113,10 @@ tables() {
   done
   "$PY" -m arelbo claims --results results/gpu-check --no-write > "$LOGS/claims.txt" 2>&1 || true
   note "" "Claims (reduced config):" '```' "$(tail -n 40 "$LOGS/claims.txt")" '```'
+  # the projection of this kind checked against what just ran: per rule, planned and measured seconds
+  timeout 60 "$PY" -m arelbo plan --config config/gpu-check.yaml --device "${ARELBO_DEVICE_KIND:-nvidia-h200}" \
+    --cores "$(nproc)" --against logs > "$LOGS/plan.txt" 2>&1 || true
+  note "" "Projected against measured (arelbo plan --against logs):" '```' "$(tail -n 40 "$LOGS/plan.txt")" '```'
   tar -czf "$OUT/logs.tgz" -C "$STAGE" logs -C "$PWD" logs/gpu-check 2>/dev/null || true
 }
 

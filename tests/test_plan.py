@@ -43,7 +43,7 @@ def test_an_unknown_device_kind_says_which_kinds_are_measured():
 def test_the_plan_of_quick_counts_the_dry_runs_jobs(tmp_path):
     cfg = load_config("config/quick.yaml", check_folders=False)
     jobs = planned_jobs(["config/quick.yaml"])
-    rules = [r for r, _ in jobs if r != "all"]
+    rules = [r for r, *_ in jobs if r != "all"]
     result = plan(cfg, "cpu-2core", jobs)
     assert sum(r["jobs"] for r in result["rules"].values()) == len(rules)
     # fid.batched: one sample-and-score job per model (10 with a prior, 3 without) instead of 62 + 62
@@ -55,6 +55,9 @@ def test_the_plan_of_quick_counts_the_dry_runs_jobs(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "sample_and_score_mnist_with_prior" in out.stdout and "job-hours" in out.stdout and "h wall" in out.stdout
+    # every job with a `benchmark:` in the workflow has its file named, under the config's log folder
+    benchmarks = {rule: bench for rule, _, bench in jobs}
+    assert benchmarks["train"].startswith("quick/benchmarks/train/mnist/") and benchmarks["all"] is None
 
 
 def test_a_batched_evaluation_job_costs_its_samplers_with_one_start_up():
@@ -157,3 +160,23 @@ def test_the_paper_config_plans_on_a_gpu_kind():
     assert "PROJECTED" in out.stdout and "NOT included" not in out.stdout
     rules = {line.split()[0] for line in out.stdout.splitlines()[3:] if line.strip()}
     assert {"train", "sweep_train", "metric_fid", "fit_second_stage", "fit_estimator"} <= rules
+
+
+def test_the_plan_set_against_a_finished_run_reads_each_jobs_benchmark_file(tmp_path):
+    """`arelbo plan --against LOGDIR`: each planned job's measured seconds from the benchmark file the
+    workflow gave it, beside its planned seconds; jobs that did not run are not compared."""
+    from arelbo.plan import format_plan
+
+    cfg = load_config("config/quick.yaml", check_folders=False)
+    bench = tmp_path / "quick" / "benchmarks" / "train" / "mnist"
+    (bench / "vae").mkdir(parents=True)
+    (bench / "vae" / "seed0.tsv").write_text("s\th:m:s\tmax_rss\n90.0\t0:01:30\t800\n120.0\t0:02:00\t810\n")
+    jobs = [("train", {"dataset": "mnist", "model": model, "seed": "0"}, f"quick/benchmarks/train/mnist/{model}/seed0.tsv")
+            for model in ("vae", "ae")] + [("all", {}, None)]
+    result = plan(cfg, "cpu-2core", jobs, against=tmp_path)
+    row = result["rules"]["train"]
+    one = job_cost(cfg, device_costs("cpu-2core"), "train", {"dataset": "mnist", "model": "vae"}).seconds
+    assert (row["jobs"], row["ran"]) == (2, 1)
+    assert row["ran_seconds"] == 120.0 and row["ran_planned"] == pytest.approx(one)   # the latest run's row
+    text = format_plan(result, cores=2)
+    assert "1 planned job(s) have a benchmark file there" in text and f"ran/planned {120.0 / one:.2f}" in text

@@ -215,6 +215,26 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
 
 
 @pytest.mark.slow
+def test_the_plan_checked_against_the_ci_run(ci_run):
+    """`arelbo plan --against` on a real run: every planned job that has a measured cost on the kind
+    found the benchmark file the workflow wrote for it, and the run's seconds are set beside the plan's."""
+    out = subprocess.run([sys.executable, "-m", "arelbo", "plan", "--config", "config/ci.yaml",
+                          "--against", str(ci_run / "logs")],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = re.search(r"against .*: (\d+) planned job\(s\) have a benchmark file there; planned ([\d.]+) "
+                      r"job-hours, ran ([\d.]+)", out.stdout)
+    assert found, out.stdout[-3000:]
+    planned_jobs_with_costs = [line for line in out.stdout.splitlines()
+                               if re.match(r"^(train|encode|fit_estimator|sample_and_score_mnist_with_prior) ", line)]
+    assert len(planned_jobs_with_costs) == 4 and int(found.group(1)) > 0 and float(found.group(3)) > 0
+    for line in planned_jobs_with_costs:
+        jobs, ran = int(line.split()[1]), int(line.split()[3])
+        # ci has CelebA stand-in jobs whose cost the 2-core row never measured; the MNIST ones all ran
+        assert 0 < ran <= jobs, line
+
+
+@pytest.mark.slow
 def test_report_holds_every_table_and_figure(ci_run, ci_config):
     report = ci_run / "report.html"
     result = snakemake("--cores", "1", "--configfile", "config/ci.yaml", "--config", f"outdir={ci_run}/results",
