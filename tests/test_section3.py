@@ -231,15 +231,19 @@ def test_a_batched_group_equals_its_points_trained_one_by_one(group, tmp_path, m
         a, b = (torch.load(f, weights_only=False) for f in (one, many))
         assert a.keys() == b.keys() and a["spec"] == b["spec"] and a["point"] == b["point"]
         assert a["state_dict"].keys() == b["state_dict"].keys()
-        # Float tolerance: Adam divides by √v, so a rounding difference in a near-zero gradient can
-        # move a weight by a fraction of one step (lr). Each tensor differs by less than one step
-        # anywhere and by 0.1 % of how far the training moved it, in norm.
+        # Float tolerance. Adam's early steps are ~lr·sign(g), so where the two kernels' rounding flips
+        # the sign of a near-zero gradient element, the runs step that weight apart by up to 2·lr a step
+        # (measured on an AMD EPYC VM, 2026-12-02: 65 of the 6.4 million weights of one tensor, 3.5·lr
+        # at most, after 4 steps; other hosts showed none). So: such weights are rare, none is further apart than 4
+        # steps allow, and each tensor differs by < 1 % of how far training moved it, in norm (measured
+        # 0.3 % at worst; two different grid points differ by up to 135 % after the same 4 steps).
+        lr, steps = cfg.section3.train.lr, 4
         initial = _initial_model(cfg, GridPoint.parse(a["point"]), 3).state_dict()
         for name, tensor in a["state_dict"].items():
             diff = (b["state_dict"][name] - tensor).abs()
-            assert float(diff.max()) < cfg.section3.train.lr, name
+            assert float((diff > lr).float().mean()) < 1e-4 and float(diff.max()) < 2 * steps * lr, name
             moved = float((tensor - initial[name]).norm())
-            assert float(diff.norm()) <= 1e-3 * moved or moved == float(diff.norm()) == 0.0, name
+            assert float(diff.norm()) <= 1e-2 * moved or moved == float(diff.norm()) == 0.0, name
         rows_a, rows_b = (list(csv.DictReader((f.parent / "train_log.csv").open())) for f in (one, many))
         assert len(rows_a) == len(rows_b) == 2
         for ra, rb in zip(rows_a, rows_b):
