@@ -105,8 +105,9 @@ class _Work:
         if not self.projected:
             return k * self.costs["second_stage_image_s"] * (ss.hidden / 256) ** 2 * images
         from . import projection
+        from .nets import ARCHITECTURES
 
-        count = projection.second_stage_step(k, 16 if ds == "mnist" else 64, ss.hidden, ss.depth, ss.batch_size, ss.lr)
+        count = projection.second_stage_step(k, ARCHITECTURES[ds].latent_dim, ss.hidden, ss.depth, ss.batch_size, ss.lr)
         return self._steps(count, images)
 
     def forward(self, part: str, ds: str, model: str, images: float) -> float | None:
@@ -123,8 +124,7 @@ class _Work:
             return self.costs["inception_image_s"] * images
         from . import projection
 
-        channels, size = (1, 28) if ds == "mnist" else (3, 64)
-        return self._steps(projection.inception_step(self.cfg.fid.batch_size, channels, size), images)
+        return self._steps(projection.inception_step(self.cfg.fid.batch_size, ds), images)
 
     def frechet(self, n: int) -> float:
         """The Fréchet distance of one FID and its bootstrap resamples (fid.bootstrap_resamples)."""

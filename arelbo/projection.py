@@ -104,7 +104,9 @@ def _on_meta():
 
 
 def _image_shape(dataset: str) -> tuple[int, int, int]:
-    return (1, 28, 28) if dataset == "mnist" else (3, 64, 64)
+    from .nets import ARCHITECTURES
+
+    return ARCHITECTURES[dataset].image_shape
 
 
 @lru_cache(maxsize=None)
@@ -149,8 +151,7 @@ def section3_step(group: str, k: int, latent_dim: int, batch_size: int, lr: floa
     with _on_meta():
         x = torch.rand((batch_size, 1, 28, 28))
         single = Section3Model(point, latent_dim)
-        plain = _train_step(single, lambda model, x: loss_fn_for(point)(model, x), x,
-                            _adam(single.parameters(), lr))
+        plain = _train_step(single, loss_fn_for(point), x, _adam(single.parameters(), lr))
         if k == 1:
             return count_step(plain, batch_size)
         stacked = StackedModels([Section3Model(point, latent_dim) for _ in range(k)])
@@ -193,7 +194,7 @@ def second_stage_step(k: int, d_z: int, hidden: int, depth: int, batch_size: int
 
 
 @lru_cache(maxsize=None)
-def inception_step(batch_size: int, channels: int, size: int) -> StepCount:
+def inception_step(batch_size: int, dataset: str) -> StepCount:
     """One batch of images through pytorch-fid's InceptionV3 (resized to 299×299), as the FID jobs run
     it. Built on the meta device: the architecture only, its weights are never read."""
     from unittest import mock
@@ -203,9 +204,9 @@ def inception_step(batch_size: int, channels: int, size: int) -> StepCount:
     with _on_meta(), mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: {}), \
             mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None):
         model = pfi.InceptionV3(output_blocks=(3,), resize_input=True, normalize_input=True).eval()
-        x = torch.rand((batch_size, channels, size, size))
+        x = torch.rand((batch_size, *_image_shape(dataset)))
 
     def step():
         with torch.inference_mode():
-            model(x.repeat(1, 3, 1, 1) if channels == 1 else x)
+            model(x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x)   # as metrics.fid feeds grey images
     return count_step(step, batch_size)
