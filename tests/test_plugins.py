@@ -160,10 +160,10 @@ def test_the_example_plugin_runs_through_the_ci_dag_into_tables_3_and_4(tmp_path
     overlay = tmp_path / "mnist-only.yaml"
     overlay.write_text("datasets: [mnist]\nestimators: [prior, gmm10, gmmdiag]\n")
     out = tmp_path / "results"
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/ci.yaml",
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1", "--configfile", "config/ci.yaml",
                              str(EXAMPLE / "example.yaml"), str(overlay), "--config", f"outdir={out}",
                              f"logdir={tmp_path}/logs", "--", f"{out}/table3.tex", f"{out}/table4.tex"],
-                            cwd=REPO, capture_output=True, text=True, env=_env(), timeout=1800)
+                            cwd=REPO, capture_output=True, text=True, env=_env(), timeout=1500)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     t3 = pd.read_csv(out / "tables" / "table3_paper.csv", index_col=0, dtype=str, keep_default_na=False)
     assert list(t3.index) == ["vae", "ae", "beta_vae"] and t3.loc["beta_vae", "label"] == "beta-VAE (beta = 4)"
