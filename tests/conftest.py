@@ -40,6 +40,16 @@ def ci_config(mnist_raw_dir):
     return load_config(REPO / "config" / "ci.yaml")
 
 
+@pytest.fixture(scope="session")
+def ci_dag_run(tmp_path_factory, ci_config):
+    """config/ci.yaml's default target, run once for the suite (tests/ci_dag.py: through SLURM where
+    one answers, with a train job cancelled on the way; else locally). Not asserted here: the SLURM
+    test reads a failed run's log, the end-to-end tests (test_workflow's `ci_run`) need a finished one."""
+    from ci_dag import run_ci_dag
+
+    return run_ci_dag(tmp_path_factory.mktemp("ci_run"))
+
+
 @pytest.fixture
 def in_repo(monkeypatch):
     monkeypatch.chdir(REPO)

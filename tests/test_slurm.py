@@ -4,7 +4,8 @@ Needs a SLURM the current user can submit to, with the `ci` partition of `.ci/sl
 (a one-node SLURM on localhost; `.ci/run` starts it when CI=true). Without one the test is skipped,
 except under CI=true, where it fails: CI must not skip it silently.
 
-What it checks:
+The run itself is the suite's one run of config/ci.yaml (tests/ci_dag.py, fixture `ci_dag_run`),
+whose outputs tests/test_workflow.py checks cell by cell. What this test checks of it:
 - every non-local job of the run went through `sbatch` (Snakemake's submission lines, one SLURM
   log per submission under the run's --slurm-logdir, and slurmctld's job-completion records),
 - the run survives a killed job: a watcher `scancel`s the first running `train` job once; SLURM
@@ -13,58 +14,18 @@ What it checks:
 
     .venv/bin/python -m pytest -m slurm -s tests/test_slurm.py
 
-Environment (optional): ARELBO_SLURM_TEST_TIMEOUT (seconds, default 14400) bounds the run;
-ARELBO_SLURM_TEST_MODELS (comma-separated model ids) restricts the models, for a quicker look while
-developing; CI runs the whole config.
+Environment (optional): ARELBO_CI_RUN_TIMEOUT (seconds, default 1500) bounds the run.
 """
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
-import uuid
 from pathlib import Path
 
 import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-PROFILE = "profiles/slurm-ci"
-PARTITION = "ci"  # profiles/slurm-ci: default-resources slurm_partition=ci
-TIMEOUT = int(os.environ.get("ARELBO_SLURM_TEST_TIMEOUT", "14400"))
+from ci_dag import SLURM_PROFILE, _run, slurm_unavailable
 
 pytestmark = pytest.mark.slurm
-
-
-def _run(*cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def slurm_unavailable() -> str | None:
-    """Why this machine cannot run the test (None: it can)."""
-    for tool in ("sbatch", "squeue", "scancel", "sinfo", "scontrol"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` not on PATH (no SLURM client; CI starts one with .ci/slurm/start.sh)"
-    try:
-        import snakemake_executor_plugin_slurm  # noqa: F401
-    except ImportError:
-        return "snakemake-executor-plugin-slurm is not installed (pip install '.[slurm]')"
-    try:
-        states = _run("sinfo", "-h", "-p", PARTITION, "-o", "%t")
-    except subprocess.TimeoutExpired:
-        return "`sinfo` timed out (slurmctld not answering)"
-    if states.returncode != 0:
-        return f"`sinfo` failed: {states.stderr.strip() or states.stdout.strip()} (start it: .ci/slurm/start.sh)"
-    usable = [s for s in states.stdout.split() if s.rstrip("*~#") in ("idle", "mix", "mixed", "alloc", "allocated")]
-    if not usable:
-        return (f"no usable node in SLURM partition {PARTITION!r} (sinfo states: {states.stdout.split() or 'none'}; "
-                "start one: .ci/slurm/start.sh)")
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -74,42 +35,6 @@ def slurm():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true but SLURM is not usable: {reason}", pytrace=False)
         pytest.skip(f"SLURM not available: {reason}")
-
-
-class TrainKiller(threading.Thread):
-    """Polls squeue for this run's jobs and scancels the first running `train` job, once."""
-
-    def __init__(self, prefix: str):
-        super().__init__(daemon=True)
-        self.prefix = prefix
-        self.stop = threading.Event()
-        self.killed: str | None = None  # SLURM job id
-        self.comment: str | None = None  # the plugin's job comment: rule_train_wildcards_<...>
-        self.state_after: str | None = None  # what SLURM says about it after the scancel
-        self.errors: list[str] = []
-
-    def run(self):
-        while not self.stop.is_set() and self.killed is None:
-            out = _run("squeue", "-h", "-t", "RUNNING", "-o", "%i|%j|%k")
-            for line in out.stdout.splitlines():
-                job_id, name, comment = (line.split("|", 2) + ["", ""])[:3]
-                if name.startswith(self.prefix + "_") and comment.startswith("rule_train"):
-                    result = _run("scancel", job_id)
-                    if result.returncode != 0:
-                        self.errors.append(f"scancel {job_id}: {result.stderr.strip()}")
-                        continue
-                    self.killed, self.comment = job_id, comment
-                    break
-            else:
-                self.stop.wait(0.5)
-        if self.killed:
-            # Read the state back while slurmctld still holds the job (MinJobAge).
-            for _ in range(60):
-                state = _run("squeue", "-h", "--states=all", "-j", self.killed, "-o", "%T").stdout.strip()
-                if state and state not in ("RUNNING", "COMPLETING", "PENDING"):
-                    self.state_after = state
-                    break
-                time.sleep(0.5)
 
 
 def jobcomp_records(run_name: str) -> dict[str, str] | None:
@@ -127,46 +52,12 @@ def jobcomp_records(run_name: str) -> dict[str, str] | None:
     return records
 
 
-def test_ci_config_runs_on_slurm_and_survives_a_killed_job(slurm, ci_config, tmp_path):
-    out = tmp_path / "out"
-    overlay = {"outdir": str(out / "results"), "logdir": str(out / "logs")}
-    if os.environ.get("ARELBO_SLURM_TEST_MODELS"):
-        overlay["models"] = os.environ["ARELBO_SLURM_TEST_MODELS"].split(",")
-    overlay_file = tmp_path / "overlay.yaml"
-    overlay_file.write_text(yaml.safe_dump(overlay))
-    slurm_logs = tmp_path / "slurm_logs"
-    prefix = "arelbotest_" + uuid.uuid4().hex[:8]
-    log_file = tmp_path / "snakemake.log"
-
-    killer = TrainKiller(prefix)
-    killer.start()
-    started = time.monotonic()
-    with open(log_file, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "snakemake", "--profile", PROFILE, "--configfile", "config/ci.yaml",
-             str(overlay_file), "--slurm-logdir", str(slurm_logs), "--slurm-jobname-prefix", prefix],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        try:
-            returncode = proc.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            # SIGINT: Snakemake cancels its SLURM jobs itself; then make sure.
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            name = re.search(r"SLURM run ID: (\S+)", log_file.read_text())
-            if name:
-                _run("scancel", "--name", name.group(1))
-            returncode = None
-        finally:
-            killer.stop.set()
-            killer.join(timeout=60)
-    elapsed = time.monotonic() - started
-    output = log_file.read_text()
-    tail = output[-6000:]
-    assert returncode is not None, f"the SLURM run did not finish within {TIMEOUT} s:\n{tail}"
-    assert returncode == 0, f"snakemake --profile {PROFILE} failed ({returncode}) after {elapsed:.0f} s:\n{tail}"
+def test_ci_config_runs_on_slurm_and_survives_a_killed_job(slurm, ci_dag_run):
+    run = ci_dag_run
+    assert run.executor == "slurm", f"the suite's run of config/ci.yaml ran locally: {run.why_not_slurm}"
+    failure = run.failure()
+    assert failure is None, f"snakemake --profile {SLURM_PROFILE}: {failure}"
+    output, elapsed, killer, slurm_logs, out = run.log, run.elapsed, run.killer, run.slurm_logs, run.out
     print(f"\nSLURM run of config/ci.yaml: {elapsed:.0f} s wall time")
 
     # --- the injected failure happened, and the job was retried ---------------------------------
@@ -178,7 +69,7 @@ def test_ci_config_runs_on_slurm_and_survives_a_killed_job(slurm, ci_config, tmp
 
     # --- every non-local job went through sbatch --------------------------------------------------
     run_name = re.search(r"SLURM run ID: (\S+)", output).group(1)
-    assert run_name.startswith(prefix + "_")
+    assert run_name.startswith(killer.prefix + "_")
     submissions: dict[str, list[str]] = {}  # Snakemake job id -> SLURM job ids
     for job, slurm_id in re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output):
         submissions.setdefault(job, []).append(slurm_id)

@@ -1,0 +1,162 @@
+"""The suite's one run of config/ci.yaml's default target (Tables 1, 3, 4, 5, Figures 1-3, report
+plots), shared by tests/test_workflow.py (every cell, costs, report, plan) and tests/test_slurm.py
+(submission, a killed job, retries), which used to run the same DAG once each (467 s of CI's time
+for the second run, 2026-12-02).
+
+Where a SLURM with the `ci` partition of `.ci/slurm/start.sh` answers (CI always: `.ci/run` starts
+one), the run goes through `--profile profiles/slurm-ci` and a watcher `scancel`s its first running
+`train` job once; elsewhere it runs locally, one thread a job and two jobs at once, as `make quick`
+does. Either way the end-to-end tests read the same outputs: they check what the DAG writes, not how
+it was scheduled; the local executor is run end to end by the paper-config and plugin tests.
+
+Environment (optional): ARELBO_CI_RUN_TIMEOUT (seconds, default 1500) bounds the run; set
+ARELBO_CI_RUN=local to run it locally even where a SLURM answers.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_PROFILE = "profiles/slurm-ci"
+PARTITION = "ci"  # profiles/slurm-ci: default-resources slurm_partition=ci
+TIMEOUT = int(os.environ.get("ARELBO_CI_RUN_TIMEOUT", "1500"))
+
+
+def _run(*cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def slurm_unavailable() -> str | None:
+    """Why this machine cannot run the workflow through SLURM (None: it can)."""
+    for tool in ("sbatch", "squeue", "scancel", "sinfo", "scontrol"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` not on PATH (no SLURM client; CI starts one with .ci/slurm/start.sh)"
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        return "snakemake-executor-plugin-slurm is not installed (pip install '.[slurm]')"
+    try:
+        states = _run("sinfo", "-h", "-p", PARTITION, "-o", "%t")
+    except subprocess.TimeoutExpired:
+        return "`sinfo` timed out (slurmctld not answering)"
+    if states.returncode != 0:
+        return f"`sinfo` failed: {states.stderr.strip() or states.stdout.strip()} (start it: .ci/slurm/start.sh)"
+    usable = [s for s in states.stdout.split() if s.rstrip("*~#") in ("idle", "mix", "mixed", "alloc", "allocated")]
+    if not usable:
+        return (f"no usable node in SLURM partition {PARTITION!r} (sinfo states: {states.stdout.split() or 'none'}; "
+                "start one: .ci/slurm/start.sh)")
+    return None
+
+
+class TrainKiller(threading.Thread):
+    """Polls squeue for this run's jobs and scancels the first running `train` job, once."""
+
+    def __init__(self, prefix: str):
+        super().__init__(daemon=True)
+        self.prefix = prefix
+        self.stop = threading.Event()
+        self.killed: str | None = None  # SLURM job id
+        self.comment: str | None = None  # the plugin's job comment: rule_train_wildcards_<...>
+        self.state_after: str | None = None  # what SLURM says about it after the scancel
+        self.errors: list[str] = []
+
+    def run(self):
+        while not self.stop.is_set() and self.killed is None:
+            out = _run("squeue", "-h", "-t", "RUNNING", "-o", "%i|%j|%k")
+            for line in out.stdout.splitlines():
+                job_id, name, comment = (line.split("|", 2) + ["", ""])[:3]
+                if name.startswith(self.prefix + "_") and comment.startswith("rule_train"):
+                    result = _run("scancel", job_id)
+                    if result.returncode != 0:
+                        self.errors.append(f"scancel {job_id}: {result.stderr.strip()}")
+                        continue
+                    self.killed, self.comment = job_id, comment
+                    break
+            else:
+                self.stop.wait(0.5)
+        if self.killed:
+            # Read the state back while slurmctld still holds the job (MinJobAge).
+            for _ in range(60):
+                state = _run("squeue", "-h", "--states=all", "-j", self.killed, "-o", "%T").stdout.strip()
+                if state and state not in ("RUNNING", "COMPLETING", "PENDING"):
+                    self.state_after = state
+                    break
+                time.sleep(0.5)
+
+
+@dataclass
+class CiRun:
+    """What the run left: outputs under `out` (results/, logs/), Snakemake's whole output in `log`."""
+    out: Path
+    executor: str                     # "slurm" or "local"
+    returncode: int | None            # None: it did not finish within TIMEOUT (and was stopped)
+    log: str
+    elapsed: float
+    why_not_slurm: str | None = None  # why a local run (None for a SLURM one)
+    killer: TrainKiller | None = None
+    slurm_logs: Path | None = None
+
+    def failure(self) -> str | None:
+        """Why the run cannot be read (None: it finished with status 0)."""
+        if self.returncode is None:
+            return f"the {self.executor} run of config/ci.yaml did not finish within {TIMEOUT} s:\n{self.log[-6000:]}"
+        if self.returncode != 0:
+            return (f"the {self.executor} run of config/ci.yaml failed ({self.returncode}) after "
+                    f"{self.elapsed:.0f} s:\n{self.log[-6000:]}")
+        return None
+
+
+def _snakemake_until_done(cmd: list[str], log_file: Path) -> int | None:
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            return proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # SIGINT: Snakemake cancels its own (SLURM or local) jobs; then make sure.
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            return None
+
+
+def run_ci_dag(out: Path) -> CiRun:
+    """config/ci.yaml's default target into `out`: through SLURM where one answers, else locally."""
+    config = ["--configfile", "config/ci.yaml", "--config", f"outdir={out / 'results'}", f"logdir={out / 'logs'}"]
+    log_file = out / "snakemake.log"
+    why_not = "ARELBO_CI_RUN=local" if os.environ.get("ARELBO_CI_RUN") == "local" else slurm_unavailable()
+    started = time.monotonic()
+    if why_not:
+        returncode = _snakemake_until_done(
+            [sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1", *config], log_file)
+        return CiRun(out, "local", returncode, log_file.read_text(), time.monotonic() - started, why_not_slurm=why_not)
+
+    slurm_logs = out / "slurm_logs"
+    prefix = "arelbotest_" + uuid.uuid4().hex[:8]
+    killer = TrainKiller(prefix)
+    killer.start()
+    try:
+        returncode = _snakemake_until_done(
+            [sys.executable, "-m", "snakemake", "--profile", SLURM_PROFILE, *config,
+             "--slurm-logdir", str(slurm_logs), "--slurm-jobname-prefix", prefix], log_file)
+    finally:
+        killer.stop.set()
+        killer.join(timeout=60)
+    log = log_file.read_text()
+    if returncode is None:
+        name = re.search(r"SLURM run ID: (\S+)", log)
+        if name:
+            _run("scancel", "--name", name.group(1))
+    return CiRun(out, "slurm", returncode, log, time.monotonic() - started, killer=killer, slurm_logs=slurm_logs)
