@@ -36,7 +36,7 @@ quick: provision
 	@echo "report: results/quick/report.html (claims first); claims with evidence: results/quick/claims.csv"
 
 test: provision
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest --durations=15
 
 bench: provision
 	$(BIN)/python benchmarks/train_throughput.py
