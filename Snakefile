@@ -20,7 +20,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/provision.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/sweeps.smk"
+include: "workflow/rules/section3.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/report.smk"
 

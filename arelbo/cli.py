@@ -5,8 +5,8 @@
     arelbo fixture celeba DIR --n N [--seed S]
     arelbo fid-reference --config FILE --dataset D --output FILE
     arelbo train --config FILE --dataset D --model M --seed S --out DIR
-    arelbo sweep-train --config FILE --point table1/stochastic/log10_sigma_x2=-0.5 --seed S --out DIR
-    arelbo sweep-train-group --config FILE --group table1/stochastic|table1/deterministic|table5 --seed S
+    arelbo section3-train --config FILE --point table1/stochastic/log10_sigma_x2=-0.5 --seed S --out DIR
+    arelbo section3-train-group --config FILE --group table1/stochastic|table1/deterministic|table5 --seed S
     arelbo sample-and-score --config FILE --dataset D --model M --seed S --samplers prior gmm10 ...
     arelbo criteria --config FILE --model-file F --seed S --out JSON   (Tables 1, 5)
     arelbo figure 1|2|3 --config FILE --models F... --seed S --out PNG
@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import registry
+from arelbo.core import registry
 
 log = logging.getLogger("arelbo")
 
@@ -30,7 +30,7 @@ log = logging.getLogger("arelbo")
 def _load(args, check_folders: bool = False, datasets=None):
     """The merged config; with `datasets`, the folders of just those datasets are checked (a job
     checks the data it reads: MNIST jobs of the paper config run while CelebA is not downloaded)."""
-    from .config import check_paths, load_config
+    from arelbo.core.config import check_paths, load_config
 
     cfg = load_config(*(args.config or []), check_folders=check_folders)
     if datasets:
@@ -41,7 +41,7 @@ def _load(args, check_folders: bool = False, datasets=None):
 def _job_device(cfg):
     """Resolve the config's device before any work (a clear error for an unusable `cuda`) and log
     which device, GPU model, torch and CUDA versions this job runs on."""
-    from .runtime import configure_cuda_determinism, describe_device, device_info, pick_device
+    from arelbo.core.runtime import configure_cuda_determinism, describe_device, device_info, pick_device
 
     device = pick_device(cfg.device)
     if device.type == "cuda":
@@ -59,7 +59,8 @@ def _resources(args) -> Path:
 
 
 def cmd_provision(args) -> None:
-    from . import layout, provision
+    from arelbo.core import layout
+    from arelbo.stages import provision
 
     what = args.what
     if what in ("mnist", "all"):
@@ -72,7 +73,7 @@ def cmd_provision(args) -> None:
         path = provision.provision_inception(layout.inception_weights(_resources(args)))
         print(f"Inception weights: {path}")
     if what == "data":
-        from .data import prepare_dataset
+        from arelbo.stages.data import prepare_dataset
 
         if not args.dataset:
             raise SystemExit("arelbo provision data needs --dataset mnist|celeba")
@@ -81,14 +82,14 @@ def cmd_provision(args) -> None:
             standin = cfg.data.celeba.synthetic_standin
             if layout.celeba_folder(cfg.data.celeba.root) is None:
                 provision.make_celeba_fixture(Path(cfg.data.celeba.root), standin.n, standin.seed)
-        from .config import check_paths
+        from arelbo.core.config import check_paths
 
         check_paths(cfg, datasets=[args.dataset])
         print(f"{args.dataset}: {prepare_dataset(args.dataset, cfg, workers=args.threads)}")
 
 
 def cmd_fixture(args) -> None:
-    from .provision import make_celeba_fixture
+    from arelbo.stages.provision import make_celeba_fixture
 
     if args.kind != "celeba":
         raise SystemExit(f"unknown fixture {args.kind!r}; available: celeba")
@@ -97,10 +98,10 @@ def cmd_fixture(args) -> None:
 
 
 def cmd_fid_reference(args) -> None:
-    from . import layout
-    from .data import load_split
-    from .metrics.fid import reference_stats
-    from .runtime import pick_device
+    from arelbo.core import layout
+    from arelbo.stages.data import load_split
+    from arelbo.metrics.fid import reference_stats
+    from arelbo.core.runtime import pick_device
 
     cfg = _load(args, datasets=[args.dataset])
     _job_device(cfg)
@@ -122,7 +123,7 @@ def cmd_fid_reference(args) -> None:
 def cmd_train(args) -> None:
     import torch
 
-    from .train import train_model
+    from arelbo.stages.train import train_model
 
     cfg = _load(args, datasets=[args.dataset])
     if args.threads:
@@ -132,10 +133,10 @@ def cmd_train(args) -> None:
     print(f"trained {args.model} on {args.dataset} (seed {args.seed}): {path}")
 
 
-def cmd_sweep_train(args) -> None:
+def cmd_section3_train(args) -> None:
     import torch
 
-    from .section3 import GridPoint, train_point
+    from arelbo.stages.section3 import GridPoint, train_point
 
     cfg = _load(args, datasets=["mnist"])  # Section 3 is an MNIST study
     if args.threads:
@@ -144,19 +145,19 @@ def cmd_sweep_train(args) -> None:
     try:
         point = GridPoint.parse(args.point)
     except ValueError as exc:
-        from .config import ConfigError
+        from arelbo.core.config import ConfigError
 
         raise ConfigError(str(exc)) from None
     path = train_point(cfg, point, args.seed, Path(args.out), progress=not args.no_progress)
     print(f"trained Section 3 point {point.id} (seed {args.seed}): {path}")
 
 
-def cmd_sweep_train_group(args) -> None:
+def cmd_section3_train_group(args) -> None:
     import torch
 
-    from . import layout
-    from .config import ConfigError
-    from .section3 import grid_points, train_points_batched
+    from arelbo.core import layout
+    from arelbo.core.config import ConfigError
+    from arelbo.stages.section3 import grid_points, train_points_batched
 
     cfg = _load(args, datasets=["mnist"])
     if args.threads:
@@ -165,9 +166,9 @@ def cmd_sweep_train_group(args) -> None:
     points = [p for p in grid_points(cfg.section3) if p.group == args.group]
     if not points:
         raise ConfigError(f"the config's Section 3 grid has no point of group {args.group!r}")
-    out_dirs = [layout.sweep_dir(cfg.outdir, p.id, args.seed) for p in points]
+    out_dirs = [layout.section3_dir(cfg.outdir, p.id, args.seed) for p in points]
     train_points_batched(cfg, points, args.seed, out_dirs,
-                         layout.sweep_group_checkpoint(cfg.outdir, args.group, args.seed),
+                         layout.section3_group_checkpoint(cfg.outdir, args.group, args.seed),
                          progress=not args.no_progress)
     print(f"trained {len(points)} Section 3 points of {args.group} as one batched job (seed {args.seed})")
 
@@ -175,7 +176,7 @@ def cmd_sweep_train_group(args) -> None:
 def cmd_criteria(args) -> None:
     import torch
 
-    from .section3 import write_criteria
+    from arelbo.stages.section3 import write_criteria
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,7 +186,7 @@ def cmd_criteria(args) -> None:
 
 
 def cmd_figure(args) -> None:
-    from .section3 import draw_figure1, draw_tsne, load_point_model
+    from arelbo.stages.section3 import draw_figure1, draw_tsne, load_point_model
 
     cfg = _load(args, datasets=["mnist"])
     _job_device(cfg)
@@ -202,7 +203,7 @@ def cmd_figure(args) -> None:
 def cmd_plot(args) -> None:
     import pandas as pd
 
-    from . import figures
+    from arelbo.reporting import figures
 
     cfg = _load(args, check_folders=False)
     note = f"config {cfg.name}" + (" — reduced config, not comparable with the paper" if cfg.reduced else "")
@@ -224,7 +225,7 @@ def cmd_plot(args) -> None:
 
 
 def cmd_encode(args) -> None:
-    from .evaluate import encode
+    from arelbo.stages.evaluate import encode
 
     cfg = _load(args, datasets=[args.dataset])
     _job_device(cfg)
@@ -232,7 +233,7 @@ def cmd_encode(args) -> None:
 
 
 def cmd_fit(args) -> None:
-    from .evaluate import fit
+    from arelbo.stages.evaluate import fit_and_save
 
     cfg = _load(args)
     if len(args.latents) != len(args.out):
@@ -243,16 +244,16 @@ def cmd_fit(args) -> None:
                          f"not {args.estimator}; run one fit per file")
     _job_device(cfg)
     if args.estimator == "2ndvae" and len(args.latents) > 1:
-        from .evaluate import fit_second_stages
+        from arelbo.stages.evaluate import fit_and_save_second_stages
 
-        for out in fit_second_stages(cfg, [Path(p) for p in args.latents], args.seed, [Path(p) for p in args.out]):
+        for out in fit_and_save_second_stages(cfg, [Path(p) for p in args.latents], args.seed, [Path(p) for p in args.out]):
             print(out)
         return
-    print(fit(cfg, args.estimator, Path(args.latents[0]), args.seed, Path(args.out[0])))
+    print(fit_and_save(cfg, args.estimator, Path(args.latents[0]), args.seed, Path(args.out[0])))
 
 
 def cmd_sample(args) -> None:
-    from .evaluate import sample
+    from arelbo.stages.evaluate import sample
 
     cfg = _load(args, datasets=[args.dataset])
     _job_device(cfg)
@@ -262,7 +263,8 @@ def cmd_sample(args) -> None:
 
 
 def cmd_metric(args) -> None:
-    from . import evaluate, layout
+    from arelbo.stages import evaluate
+    from arelbo.core import layout
 
     cfg = _load(args, datasets=[args.dataset])
     _job_device(cfg)
@@ -278,7 +280,7 @@ def cmd_metric(args) -> None:
 
 
 def cmd_sample_and_score(args) -> None:
-    from .evaluate import sample_and_score
+    from arelbo.stages.evaluate import sample_and_score
 
     cfg = _load(args, datasets=[args.dataset])
     _job_device(cfg)
@@ -287,7 +289,7 @@ def cmd_sample_and_score(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from .evaluate import assemble_table
+    from arelbo.stages.evaluate import assemble_table
 
     for kind, path in assemble_table(_load(args), args.table, [Path(p) for p in args.metrics],
                                      Path(args.outdir)).items():
@@ -295,20 +297,20 @@ def cmd_table(args) -> None:
 
 
 def cmd_claims(args) -> None:
-    from .claims import summary_text, write_claims
+    from arelbo.reporting.claims import summary_text, write_claims
 
     reduced = {"reduced": True, "not-reduced": False, None: None}[args.comparable]
     if args.paper:   # the paper's own tables: does the claims file encode what its numbers say?
-        from .claims import judge, load_claims, paper_tidy
+        from arelbo.reporting.claims import judge, load_claims, paper_tidy
 
         print(summary_text(judge(paper_tidy(), load_claims(args.claims)), title="Claims judged on the paper's own tables"))
         return
     if args.results is None:
-        from .claims import ClaimsError
+        from arelbo.reporting.claims import ClaimsError
 
         raise ClaimsError("give --results DIR (a run's outdir) or --paper")
     if args.no_write:
-        from .claims import judge, load_claims, read_tidy
+        from arelbo.reporting.claims import judge, load_claims, read_tidy
 
         verdicts = judge(read_tidy(args.results), load_claims(args.claims), reduced=reduced)
     else:
@@ -319,7 +321,7 @@ def cmd_claims(args) -> None:
 
 
 def cmd_config(args) -> None:
-    from .config import celeba_problem, dump_config
+    from arelbo.core.config import celeba_problem, dump_config
 
     cfg = _load(args)
     sys.stdout.write(dump_config(cfg))
@@ -330,7 +332,7 @@ def cmd_config(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    from .plan import format_plan, plan, planned_jobs
+    from arelbo.planning.plan import format_plan, plan, planned_jobs
 
     cfg = _load(args)
     jobs = planned_jobs(args.config or [])
@@ -343,8 +345,8 @@ def cmd_plan(args) -> None:
 
 
 def cmd_costs(args) -> None:
-    from .costs import format_costs, read_benchmarks
-    from .runtime import atomic_write_text
+    from arelbo.reporting.costs import format_costs, read_benchmarks
+    from arelbo.core.runtime import atomic_write_text
 
     bench = Path(args.logs) / "benchmarks"
     if not bench.is_dir():
@@ -367,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def with_training_args(p, folder: str):
-        # train and sweep-train share these: both resume from a checkpoint in --out
+        # train and section3-train share these: both resume from a checkpoint in --out
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", required=True, help=f"the {folder} folder (model.pt, train_log.csv, checkpoint.pt)")
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -463,20 +465,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-write", action="store_true", help="print the verdicts only (make quick's summary)")
     p.set_defaults(func=cmd_claims)
 
-    p = with_config(sub.add_parser("sweep-train", help="train one Section 3 grid point (Tables 1, 5)"))
+    p = with_config(sub.add_parser("section3-train", help="train one Section 3 grid point (Tables 1, 5)"))
     p.add_argument("--point", required=True, help="e.g. table1/stochastic/log10_sigma_x2=-0.5, table5/log10_sigma_z2=0.6")
     with_training_args(p, "grid point's")
-    p.set_defaults(func=cmd_sweep_train)
+    p.set_defaults(func=cmd_section3_train)
 
-    p = with_config(sub.add_parser("sweep-train-group", help="train every Section 3 grid point of one group as one "
+    p = with_config(sub.add_parser("section3-train-group", help="train every Section 3 grid point of one group as one "
                                    "batched job (section3.batched), into the config's outdir"))
-    from .layout import SWEEP_GROUPS
+    from arelbo.core.layout import SECTION3_GROUPS
 
-    p.add_argument("--group", required=True, choices=SWEEP_GROUPS)
+    p.add_argument("--group", required=True, choices=SECTION3_GROUPS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_sweep_train_group)
+    p.set_defaults(func=cmd_section3_train_group)
 
     p = with_config(sub.add_parser("criteria", help="Section 3 criteria of a trained grid point (JSON records)"))
     p.add_argument("--model-file", required=True)
@@ -526,13 +528,13 @@ def _preload_plugins(argv: list[str] | None) -> None:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", action="append", default=[])
     known, _ = pre.parse_known_args(argv)
-    from .config import ConfigError, DEFAULT_CONFIG, deep_merge, load_plugins, read_yaml
+    from arelbo.core.config import ConfigError, DEFAULT_CONFIG, deep_merge, load_config_plugins, read_yaml
 
     try:
         raw = read_yaml(DEFAULT_CONFIG)
         for path in known.config:
             raw = deep_merge(raw, read_yaml(path))
-        load_plugins(raw)
+        load_config_plugins(raw)
     except ConfigError as error:
         if "plugin" in str(error):
             raise SystemExit(f"arelbo: error: {error}") from None
@@ -544,13 +546,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .config import ConfigError
-    from .data import DataError
-    from .provision import ProvisionError
-    from .inception_weights import WeightsError
-    from .runtime import DeviceError, NotWritable, OutOfSpace
-    from .train import TrainingDiverged
-    from .claims import ClaimsError
+    from arelbo.core.config import ConfigError
+    from arelbo.stages.data import DataError
+    from arelbo.stages.provision import ProvisionError
+    from arelbo.metrics.inception_weights import WeightsError
+    from arelbo.core.runtime import DeviceError, NotWritable, OutOfSpace
+    from arelbo.models.training import TrainingDiverged
+    from arelbo.reporting.claims import ClaimsError
 
     try:
         args.func(args)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from . import registry
+from arelbo.core import registry
 
-# Terms every objective reports (arelbo.objectives' convention): the reconstruction term and the
+# Terms every objective reports (arelbo.models.objectives' convention): the reconstruction term and the
 # per-image squared error, logged per epoch and used by the Σx estimate.
 REQUIRED_TERMS = ("rec", "mse")
 
@@ -32,7 +32,7 @@ def realistic_images(dataset: str, n: int, seed: int = 0) -> torch.Tensor:
     """n images in [0, 1] of the dataset's shape that look like it at the scale of a network's
     receptive field: MNIST-like strokes (smooth blobs on a zero background), CelebA-like smooth
     colour fields. No download needed, the same for the same seed."""
-    from .nets import ARCHITECTURES
+    from arelbo.models.nets import ARCHITECTURES
 
     channels, height, width = ARCHITECTURES[dataset].image_shape
     g = torch.Generator().manual_seed(seed)
@@ -54,9 +54,9 @@ def check_model(model_id: str, *, datasets=registry.DATASETS, batch_size: int = 
     hyper-parameter defaults its schema accepts."""
     import jsonschema
 
-    from .nets import build_net
-    from .objectives import loss_and_terms
-    from .runtime import seed_everything
+    from arelbo.models.nets import build_net
+    from arelbo.models.objectives import loss_and_terms
+    from arelbo.core.runtime import seed_everything
 
     if model_id not in registry.MODELS:
         _fail(model_id, f"not registered; known: {', '.join(registry.MODELS)}")
@@ -134,7 +134,7 @@ def check_estimator(estimator_id: str, *, d_z: int = 16, n: int = 600, seed: int
     same samples for the same seed (also from a second fit with the same seed, and after a save/load
     round trip), different samples for another seed. `settings`: its fit settings (for a slow
     estimator, small ones; the 2nd VAE gets a few epochs of a small net by default)."""
-    from .estimators import Estimator, fit_estimator, load_estimator, save_estimator
+    from arelbo.models.estimators import Estimator, fit_estimator, load_estimator, save_estimator
 
     if estimator_id not in registry.ESTIMATORS:
         _fail(estimator_id, f"not registered; known: {', '.join(registry.ESTIMATORS)}")
@@ -155,7 +155,7 @@ def check_estimator(estimator_id: str, *, d_z: int = 16, n: int = 600, seed: int
         except TypeError as error:
             _fail(what, str(error))
         if not isinstance(est, Estimator):
-            _fail(what, f"fit returned {type(est).__name__}, not an arelbo.estimators.Estimator")
+            _fail(what, f"fit returned {type(est).__name__}, not an arelbo.models.estimators.Estimator")
         z = est.sample(50, seed=7)
         if z.shape != (50, d_z) or z.dtype != torch.float32 or z.device.type != "cpu":
             _fail(what, f"sample(50, seed) gave {tuple(z.shape)} {z.dtype} on {z.device}; expected "

@@ -26,16 +26,17 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from arelbo import evaluate, layout  # noqa: E402
-from arelbo.config import load_config  # noqa: E402
-from arelbo.data import load_split  # noqa: E402
-from arelbo.estimators import fit_estimator  # noqa: E402
-from arelbo.inception_weights import FID_WEIGHTS_FILENAME, build_inception  # noqa: E402
+from arelbo.stages import evaluate
+from arelbo.core import layout  # noqa: E402
+from arelbo.core.config import load_config  # noqa: E402
+from arelbo.stages.data import load_split  # noqa: E402
+from arelbo.models.estimators import fit_estimator  # noqa: E402
+from arelbo.metrics.inception_weights import FID_WEIGHTS_FILENAME, build_inception  # noqa: E402
 from arelbo.metrics.fid import fid_against, reference_stats  # noqa: E402
 from arelbo.metrics.interpolation import interpolation_latents  # noqa: E402
-from arelbo.nets import build_net  # noqa: E402
-from arelbo.runtime import pick_device, seed_everything  # noqa: E402
-from arelbo.train import load_trained  # noqa: E402
+from arelbo.models.nets import build_net  # noqa: E402
+from arelbo.core.runtime import pick_device, seed_everything  # noqa: E402
+from arelbo.stages.train import load_trained  # noqa: E402
 
 
 def write_pngs(images: np.ndarray, folder: Path) -> None:

@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _timing import report_one_by_one_vs_batched  # noqa: E402
-from arelbo.estimators import SecondStageSettings, fit_estimator, fit_second_stages  # noqa: E402
-from arelbo.runtime import pick_device  # noqa: E402
+from arelbo.models.estimators import SecondStageSettings, fit_estimator, fit_second_stages  # noqa: E402
+from arelbo.core.runtime import pick_device  # noqa: E402
 
 
 def main() -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _timing import report_one_by_one_vs_batched  # noqa: E402
-from arelbo.config import load_config  # noqa: E402
-from arelbo.layout import GridPoint, sweep_group_checkpoint  # noqa: E402
-from arelbo.runtime import pick_device  # noqa: E402
-from arelbo.section3 import train_point, train_points_batched  # noqa: E402
+from arelbo.core.config import load_config  # noqa: E402
+from arelbo.core.layout import GridPoint, section3_group_checkpoint  # noqa: E402
+from arelbo.core.runtime import pick_device  # noqa: E402
+from arelbo.stages.section3 import train_point, train_points_batched  # noqa: E402
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
             device, f"{len(points)} points of {args.group}", args.epochs * -(-args.images // args.batch_size),
             args.batch_size, one_by_one,
             lambda: train_points_batched(cfg, points, 0, [tmp / "batched" / p.id for p in points],
-                                         sweep_group_checkpoint(tmp / "batched", args.group, 0), progress=False))
+                                         section3_group_checkpoint(tmp / "batched", args.group, 0), progress=False))
 
 if __name__ == "__main__":
     main()

@@ -13,10 +13,10 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from arelbo.nets import build_net
-from arelbo.objectives import loss_and_terms
-from arelbo.runtime import pick_device, seed_everything
-from arelbo.train import Batches, epoch_generator
+from arelbo.models.nets import build_net
+from arelbo.models.objectives import loss_and_terms
+from arelbo.core.runtime import pick_device, seed_everything
+from arelbo.models.training import Batches, epoch_generator
 
 SHAPES = {"mnist": (1, 28, 28), "celeba": (3, 64, 64)}
 

@@ -20,8 +20,8 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_raw_dir() -> Path:
-    from arelbo import layout
-    from arelbo.provision import provision_mnist
+    from arelbo.core import layout
+    from arelbo.stages.provision import provision_mnist
 
     return provision_mnist(layout.mnist_raw_dir(RESOURCES))
 
@@ -29,9 +29,9 @@ def mnist_raw_dir() -> Path:
 @pytest.fixture(scope="session")
 def ci_config(mnist_raw_dir):
     """config/ci.yaml with the repo's resources (MNIST subsets + a synthetic CelebA stand-in)."""
-    from arelbo import layout
-    from arelbo.config import load_config
-    from arelbo.provision import make_celeba_fixture
+    from arelbo.core import layout
+    from arelbo.core.config import load_config
+    from arelbo.stages.provision import make_celeba_fixture
 
     cfg = load_config(REPO / "config" / "ci.yaml", check_folders=False)
     standin = cfg.data.celeba.synthetic_standin
@@ -61,10 +61,10 @@ EXAMPLE_PLUGIN = REPO / "examples" / "arelbo-example-plugin"
 
 @pytest.fixture
 def restored_registry():
-    """arelbo.registry as it was before the test, whatever plugins the test loads."""
+    """arelbo.core.registry as it was before the test, whatever plugins the test loads."""
     import sys
 
-    from arelbo import registry
+    from arelbo.core import registry
 
     saved = (dict(registry.MODELS), dict(registry.ESTIMATORS), dict(registry._LOADED))
     modules = set(sys.modules)

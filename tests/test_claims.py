@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arelbo import claims as C
-from arelbo.tables import check_tidy
+from arelbo.reporting import claims as C
+from arelbo.reporting.tables import check_tidy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -215,8 +215,8 @@ def test_holm_matches_the_textbook_example():
 # ---------------------------------------------------------------------------- the claims file
 
 def test_the_claims_file_names_known_models_metrics_and_tables():
-    from arelbo.objectives import MODELS
-    from arelbo.tables import TABLE_SPECS
+    from arelbo.models.objectives import MODELS
+    from arelbo.reporting.tables import TABLE_SPECS
 
     data = C.load_claims()
     for name, members in data["groups"].items():
@@ -281,7 +281,7 @@ def test_claims_command_writes_csv_and_latex_from_a_results_folder(tmp_path):
 def test_make_quicks_grids_can_decide_every_trend_claim():
     """config/quick.yaml is sized so that its trend claims can be decided: a perfectly monotone metric
     on its grid reaches p < α (3 points never can: 1/3! = 0.17)."""
-    from arelbo.config import load_config
+    from arelbo.core.config import load_config
 
     quick = load_config(REPO / "config" / "quick.yaml", check_folders=False)
     grids = {1: quick.section3.table1.log10_sigma_x2, 5: quick.section3.table5.log10_sigma_z2}

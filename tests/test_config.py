@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arelbo.config import ConfigError, Config, deep_merge, load_config, read_yaml
+from arelbo.core.config import ConfigError, Config, deep_merge, load_config, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from arelbo import registry
+from arelbo.core import registry
 from arelbo.testing import check_estimator, check_model, realistic_images
 
 
@@ -75,7 +75,7 @@ def test_a_broken_model_is_named_with_what_breaks(monkeypatch, objective, messag
 
 
 def test_a_broken_estimator_is_named_with_what_breaks(monkeypatch):
-    from arelbo.estimators import PriorEstimator
+    from arelbo.models.estimators import PriorEstimator
 
     class Unseeded(PriorEstimator):
         def __init__(self, d_z):
@@ -88,6 +88,6 @@ def test_a_broken_estimator_is_named_with_what_breaks(monkeypatch):
     monkeypatch.setattr(__import__(__name__), "fit_unseeded",
                         lambda mu, logvar, **kw: Unseeded(mu.shape[1]), raising=False)
     monkeypatch.setitem(registry.ESTIMATORS, "unseeded", registry.EstimatorEntry(
-        "unseeded", "Unseeded", f"{__name__}:fit_unseeded", "arelbo.estimators:load_prior", source="test"))
+        "unseeded", "Unseeded", f"{__name__}:fit_unseeded", "arelbo.models.estimators:load_prior", source="test"))
     with pytest.raises(AssertionError, match="the same seed gave different samples"):
         check_estimator("unseeded", n=100)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from arelbo import data, layout
-from arelbo.data import DataError
-from arelbo.provision import (
+from arelbo.stages import data
+from arelbo.core import layout
+from arelbo.stages.data import DataError
+from arelbo.stages.provision import (
     CELEBA_SYNTHETIC_MARKER,
     MNIST_FILES,
     ChecksumError,
@@ -160,7 +161,7 @@ def test_bad_partition_line_names_the_line(tmp_path):
 def _config_with_resources(tmp_path, mnist_raw_dir, **data):
     import shutil
 
-    from arelbo.config import load_config
+    from arelbo.core.config import load_config
 
     raw = tmp_path / "resources" / "mnist" / "raw"
     raw.mkdir(parents=True)
@@ -176,7 +177,7 @@ def test_a_corrupt_raw_mnist_file_is_refused_before_decoding(tmp_path, mnist_raw
 
     import yaml
 
-    from arelbo.data import prepare_dataset
+    from arelbo.stages.data import prepare_dataset
 
     cfg, raw = _config_with_resources(tmp_path, mnist_raw_dir)
     target = raw / "train-images-idx3-ubyte"
@@ -194,8 +195,8 @@ def test_a_corrupt_raw_mnist_file_is_refused_before_decoding(tmp_path, mnist_raw
 
 
 def test_a_partly_deleted_or_truncated_cache_is_rebuilt(tmp_path, mnist_raw_dir):
-    from arelbo import layout
-    from arelbo.data import load_split, prepare_dataset
+    from arelbo.core import layout
+    from arelbo.stages.data import load_split, prepare_dataset
 
     cfg, _ = _config_with_resources(tmp_path, mnist_raw_dir)
     meta = prepare_dataset("mnist", cfg)
@@ -209,15 +210,15 @@ def test_a_partly_deleted_or_truncated_cache_is_rebuilt(tmp_path, mnist_raw_dir)
 
 
 def test_celeba_cache_is_rebuilt_when_an_image_changes(tmp_path):
-    from arelbo.config import load_config
-    from arelbo.data import load_split
+    from arelbo.core.config import load_config
+    from arelbo.stages.data import load_split
 
     root = make_celeba_fixture(tmp_path / "celeba", n=10, seed=3)
     cfg = load_config("config/ci.yaml", check_folders=False, overrides={
         "resources": str(tmp_path / "resources"), "datasets": ["celeba"],
         "data": {"celeba": {"root": str(root), "synthetic_standin": None, "limit": {"train": None, "val": None}}}})
     before = load_split("celeba", "train", cfg)
-    from arelbo.data import read_celeba_partition
+    from arelbo.stages.data import read_celeba_partition
 
     first = sorted(read_celeba_partition(root)["train"])[0]
     other = make_celeba_fixture(tmp_path / "other", n=10, seed=4)

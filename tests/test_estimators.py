@@ -10,10 +10,10 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from arelbo.estimators import (GMMEstimator, SecondStageSettings, fit_estimator, fit_second_stages,
+from arelbo.models.estimators import (GMMEstimator, SecondStageSettings, fit_estimator, fit_second_stages,
                                load_estimator, save_estimator)
-from arelbo.registry import ESTIMATORS
-from arelbo.train import TrainingDiverged
+from arelbo.core.registry import ESTIMATORS
+from arelbo.models.training import TrainingDiverged
 
 D = 4
 MEAN = torch.tensor([1.0, -2.0, 0.5, 3.0])
@@ -205,9 +205,9 @@ def test_second_stage_stops_on_a_non_finite_loss(encoder_outputs):
 
 def _plain_second_stage(mu, logvar, *, seed, settings):
     """SPEC §5's second stage written out without vmap: the reference a fit of one must equal."""
-    from arelbo.estimators import SecondStageVAE, second_stage_loss
-    from arelbo.runtime import seed_everything
-    from arelbo.train import Batches, epoch_generator, run_epoch
+    from arelbo.models.estimators import SecondStageVAE, second_stage_loss
+    from arelbo.core.runtime import seed_everything
+    from arelbo.models.training import Batches, epoch_generator, run_epoch
 
     seed_everything(seed)
     net = SecondStageVAE(mu.shape[1], settings.hidden, settings.depth)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from arelbo import evaluate
-from arelbo.nets import build_net
-from arelbo.runtime import seed_everything
+from arelbo.stages import evaluate
+from arelbo.models.nets import build_net
+from arelbo.core.runtime import seed_everything
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def model_files(tmp_path_factory):
 def test_decoded_images_are_quantised_like_a_png_writer(tmp_path, model_files):
     from torchvision.utils import save_image
 
-    from arelbo.train import load_trained
+    from arelbo.stages.train import load_trained
 
     net, _ = load_trained(model_files["vae"])
     z = torch.randn(6, 16, generator=torch.Generator().manual_seed(0)) * 3
@@ -92,8 +92,8 @@ def test_mid_and_random_interpolations_share_their_pairs(tmp_path, ci_config, mo
 
 
 def test_mse_is_the_per_image_sum_of_squares(tmp_path, ci_config, model_files):
-    from arelbo.data import load_split
-    from arelbo.train import load_trained
+    from arelbo.stages.data import load_split
+    from arelbo.stages.train import load_trained
 
     (record,) = json.loads(evaluate.mse(ci_config, "mnist", "ae", model_files["ae"], 0, tmp_path / "m.json").read_text())
     net, _ = load_trained(model_files["ae"])
@@ -142,8 +142,8 @@ def test_records_assemble_into_table3(tmp_path, ci_config):
 
 @pytest.mark.slow
 def test_fid_record_against_the_cached_reference(tmp_path, ci_config, model_files):
-    from arelbo import layout
-    from arelbo.data import load_split
+    from arelbo.core import layout
+    from arelbo.stages.data import load_split
     from arelbo.metrics.fid import reference_stats
 
     cfg = ci_config
@@ -171,13 +171,13 @@ def test_fid_record_against_the_cached_reference(tmp_path, ci_config, model_file
 def test_fid_refuses_reference_statistics_of_another_size(tmp_path, ci_config):
     """A reference .npz whose n is not what the config asks for (a stale or foreign file) is refused
     with the file and the fix named, never silently scored against."""
-    from arelbo import layout
+    from arelbo.core import layout
 
     reference = tmp_path / "ref.npz"
     np.savez(reference, mu=np.zeros(2048), sigma=np.eye(2048), n=np.int64(ci_config.fid.reference_count + 1))
     samples = tmp_path / "s.npz"
     np.savez(samples, images=np.zeros((4, 1, 28, 28), np.uint8))
-    from arelbo.data import DataError
+    from arelbo.stages.data import DataError
 
     with pytest.raises(DataError, match=r"ref\.npz holds statistics of 21 reference images.*asks for 20.*delete"):
         evaluate.fid(ci_config, "mnist", "vae", 0, "prior", samples, reference,
@@ -193,8 +193,8 @@ def test_one_job_per_model_writes_what_the_per_cell_jobs_write(tmp_path, ci_conf
     import dataclasses
     import shutil
 
-    from arelbo import layout
-    from arelbo.data import load_split
+    from arelbo.core import layout
+    from arelbo.stages.data import load_split
     from arelbo.metrics.fid import reference_stats
 
     cfg = dataclasses.replace(ci_config, outdir=str(tmp_path / "out"))
@@ -208,7 +208,7 @@ def test_one_job_per_model_writes_what_the_per_cell_jobs_write(tmp_path, ci_conf
     shutil.copy(model_files["vae"], model_dir / "model.pt")
     latents = evaluate.encode(cfg, "mnist", model_dir / "model.pt", model_dir / "latents.npz")
     for estimator in ("prior", "gmm10"):
-        evaluate.fit(cfg, estimator, latents, 1, layout.estimator_path(cfg.outdir, "mnist", "vae", 1, estimator))
+        evaluate.fit_and_save(cfg, estimator, latents, 1, layout.estimator_path(cfg.outdir, "mnist", "vae", 1, estimator))
     samplers = ["prior", "gmm10", "interp_random"]
 
     written = evaluate.sample_and_score(cfg, "mnist", "vae", 1, samplers)

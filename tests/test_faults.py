@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arelbo.config import ConfigError, load_config
+from arelbo.core.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_a_config_without_mnist_leaves_section3_out(tmp_path):
                        f"outdir={tmp_path}/out", f"logdir={tmp_path}/logs")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = result.stdout.split("Job stats:")[1].split("total")[0]
-    assert "sweep_train" not in counts and "table " in counts
+    assert "section3_train" not in counts and "table " in counts
     assert "Section 3" in result.stdout + result.stderr and "MNIST study" in result.stdout + result.stderr
 
 
@@ -109,7 +109,7 @@ def test_an_unknown_model_on_the_command_line_is_a_clear_error(tmp_path):
 
 
 def test_a_bad_grid_point_is_a_clear_error(tmp_path):
-    result = arelbo("sweep-train", "--config", "config/ci.yaml", "--point", "table9/log10_sigma_x2=-0.5",
+    result = arelbo("section3-train", "--config", "config/ci.yaml", "--point", "table9/log10_sigma_x2=-0.5",
                     "--out", str(tmp_path / "out"))
     assert_clear_error(result, "not a Section 3 grid point")
 
@@ -150,7 +150,7 @@ def test_out_of_space_from_torch_save_is_recognised(tmp_path, monkeypatch):
 
     import torch
 
-    from arelbo.runtime import OutOfSpace, atomic_path
+    from arelbo.core.runtime import OutOfSpace, atomic_path
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1 << 20))
@@ -265,8 +265,8 @@ def test_a_killed_fid_job_reruns_to_the_uninterrupted_value(tmp_path, ci_config)
 
     import numpy as np
 
-    from arelbo import layout
-    from arelbo.data import load_split
+    from arelbo.core import layout
+    from arelbo.stages.data import load_split
     from arelbo.metrics.fid import reference_stats
 
     cfg = ci_config

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from arelbo.inception_weights import (
+from arelbo.metrics.inception_weights import (
     FID_HELPER_MEMBER,
     FID_HELPER_SHA256,
     FID_WEIGHTS_FILENAME,
@@ -89,7 +89,7 @@ def test_conversion_loads_strict_and_maps_all_layers(fid_helper_wheel, fid_weigh
 
     import pytorch_fid.inception as pfi
 
-    from arelbo.inception_weights import _fid_inception_skeleton
+    from arelbo.metrics.inception_weights import _fid_inception_skeleton
 
     data = read_verified_member(fid_helper_wheel)
     state = convert_fid_helper_state(io.BytesIO(data))
@@ -159,7 +159,7 @@ def test_truncated_weights_are_refused_where_used_and_replaced_by_provisioning(t
                                                                                fid_helper_wheel):
     import shutil
 
-    from arelbo.inception_weights import WeightsError, verify_weights
+    from arelbo.metrics.inception_weights import WeightsError, verify_weights
 
     dest = tmp_path / FID_WEIGHTS_FILENAME
     shutil.copy(fid_weights, dest)
@@ -178,7 +178,7 @@ def test_download_with_wrong_hash_falls_through(tmp_path, monkeypatch, caplog):
     import io
     import urllib.request
 
-    from arelbo import inception_weights as iw
+    from arelbo.metrics import inception_weights as iw
 
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"not the weights"))
     dest = tmp_path / FID_WEIGHTS_FILENAME
@@ -312,8 +312,8 @@ def test_reference_over_the_whole_split_when_the_count_is_null(tmp_path):
 
 
 def test_reference_file_names_the_count_the_config_resolves_to():
-    from arelbo import layout
-    from arelbo.config import load_config
+    from arelbo.core import layout
+    from arelbo.core.config import load_config
 
     paper = load_config(check_folders=False)
     assert paper.fid.reference_count is None and paper.fid_reference_count("mnist") is None
@@ -376,7 +376,7 @@ def test_full_rank_frechet_distance_against_a_rank_deficient_reference(n_ref):
 
 @pytest.mark.slow
 def test_fid_separates_mnist_from_faces(inception, ci_config):
-    from arelbo.data import load_split
+    from arelbo.stages.data import load_split
 
     n = 48
     mnist_test = load_split("mnist", "test", ci_config, limit=n)

@@ -60,8 +60,8 @@ def test_full_rank_frechet_distance_on_cuda_equals_the_cpu_route():
 def test_bf16_channels_last_celeba_step_is_finite_and_close_to_fp32(model_id):
     """The CelebA net on CUDA as the trainer runs it (channels_last, cuDNN autotuner): the bf16-trunk
     loss is within one bf16 rounding of FP32's and its gradient points the same way."""
-    from arelbo.nets import build_net
-    from arelbo.objectives import loss_and_terms
+    from arelbo.models.nets import build_net
+    from arelbo.models.objectives import loss_and_terms
 
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
@@ -85,7 +85,7 @@ def test_batched_second_stages_on_cuda_equal_separate_fits():
     """second_stage.batched on the GPU: K vectorised fits equal K fits of one there (float tolerance)."""
     from dataclasses import replace
 
-    from arelbo.estimators import SecondStageSettings, fit_estimator, fit_second_stages
+    from arelbo.models.estimators import SecondStageSettings, fit_estimator, fit_second_stages
 
     g = torch.Generator().manual_seed(0)
     mu, logvar = torch.randn(300, 8, generator=g), torch.randn(300, 8, generator=g) * 0.3 - 1.0
@@ -102,16 +102,16 @@ def test_batched_second_stages_on_cuda_equal_separate_fits():
 def test_a_batched_section3_group_on_cuda_equals_its_points_one_by_one(tmp_path, mnist_raw_dir):
     from test_section3 import _GROUP_POINTS, _tiny_study_config
 
-    from arelbo.config import load_config
-    from arelbo.layout import sweep_group_checkpoint
-    from arelbo.section3 import train_point, train_points_batched
+    from arelbo.core.config import load_config
+    from arelbo.core.layout import section3_group_checkpoint
+    from arelbo.stages.section3 import train_point, train_points_batched
 
     base = _tiny_study_config(tmp_path)
     cfg = load_config("config/ci.yaml", check_folders=False, overrides={**base.raw, "device": "cuda"})
     points = _GROUP_POINTS["table5"]
     single = [train_point(cfg, p, 3, tmp_path / "single" / p.id, progress=False) for p in points]
     batched = train_points_batched(cfg, points, 3, [tmp_path / "batched" / p.id for p in points],
-                                   sweep_group_checkpoint(tmp_path / "batched", "table5", 3), progress=False)
+                                   section3_group_checkpoint(tmp_path / "batched", "table5", 3), progress=False)
     for one, many in zip(single, batched):
         a, b = (_weights(f) for f in (one, many))
         for name, tensor in a.items():

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from arelbo.nets import AppendixDAutoencoder, NetConfig, VAE, build_net
-from arelbo.objectives import MODELS
+from arelbo.models.nets import AppendixDAutoencoder, NetConfig, VAE, build_net
+from arelbo.models.objectives import MODELS
 
 IMAGE = {"mnist": (1, 28, 28), "celeba": (3, 64, 64)}   # SPEC §1
 LATENT = {"mnist": 16, "celeba": 64}                     # SPEC §3
@@ -220,7 +220,7 @@ def test_bf16_runs_the_trunks_in_bf16_and_keeps_heads_and_outputs_in_fp32(model_
 
 
 def _loss_and_gradient(net, model_id, x, dtype):
-    from arelbo.objectives import loss_and_terms
+    from arelbo.models.objectives import loss_and_terms
 
     net.trunk_dtype = dtype
     net.zero_grad()
@@ -238,7 +238,7 @@ def test_bf16_trunk_changes_loss_and_gradient_only_by_bf16_rounding(model_id, ci
     model the policy lets train in bf16. Diag-D AR-ELBO is the exception the policy names: its
     per-pixel ½·ln((x−μ)² + ε) has a gradient 1/(x−μ) that bf16's rounding of μ turns around
     (cosine ~0.2), so it trains in FP32 whatever the config says."""
-    from arelbo.data import load_split
+    from arelbo.stages.data import load_split
 
     torch.manual_seed(0)
     net = build_net(model_id, "mnist").train()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from arelbo.nets import build_net
-from arelbo.objectives import (EPS, MODELS, decoder_weight_sq_norm, gaussian_kl, gaussian_nll,
+from arelbo.models.nets import build_net
+from arelbo.models.objectives import (EPS, MODELS, decoder_weight_sq_norm, gaussian_kl, gaussian_nll,
                                hutchinson_jacobian_sq, imq_mmd, loss_and_terms, mle_variance,
                                negative_elbo, squared_error)
 

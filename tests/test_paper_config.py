@@ -43,7 +43,7 @@ def paper_sizes_overlay(path: Path, celeba_root: str) -> Path:
 
 def test_the_overlay_changes_only_sizes_and_labels(tmp_path):
     """Guards the claim above: whatever the overlay touches is a size or a label."""
-    from arelbo.config import load_config
+    from arelbo.core.config import load_config
 
     def leaves(tree, prefix=()):
         for key, value in tree.items():
@@ -100,7 +100,7 @@ def test_paper_config_runs_to_tables_1_3_4_5(paper_run):
 
 @pytest.mark.slow
 def test_paper_fids_use_the_whole_configured_test_split(paper_run, ci_config):
-    from arelbo import layout
+    from arelbo.core import layout
 
     records = [r for p in (paper_run / "results" / "metrics").rglob("fid_*.json") for r in json.loads(p.read_text())]
     assert len(records) == 2 * (2 * 5 - 1 + 2 * 6 - 1)   # FID and KID: MNIST 5, CelebA 6 (GMM-100); no AE prior
@@ -160,7 +160,7 @@ def test_mnist_jobs_run_while_celeba_is_not_downloaded(tmp_path, ci_config):
 
 
 def test_paper_mnist_overlay_is_the_paper_without_celeba():
-    from arelbo.config import load_config
+    from arelbo.core.config import load_config
 
     paper = load_config(check_folders=False)
     mnist = load_config(REPO / "config" / "paper-mnist.yaml", check_folders=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from arelbo.config import ConfigError, load_config
-from arelbo.plan import device_costs, job_cost, plan, planned_jobs
+from arelbo.core.config import ConfigError, load_config
+from arelbo.planning.plan import device_costs, job_cost, plan, planned_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_the_plan_of_quick_counts_the_dry_runs_jobs(tmp_path):
     assert result["rules"]["sample_and_score_mnist_with_prior"]["jobs"] == 10
     assert result["rules"]["sample_and_score_mnist_without_prior"]["jobs"] == 3
     assert "metric_fid" not in result["rules"] and result["unmeasured_jobs"] == 0
-    assert result["rules"]["sweep_train_table5"]["jobs"] == 1     # quick trains its grid in groups
+    assert result["rules"]["section3_train_table5"]["jobs"] == 1     # quick trains its grid in groups
     out = subprocess.run([sys.executable, "-m", "arelbo", "plan", "--config", "config/quick.yaml"], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -107,7 +107,7 @@ def test_the_fid_bootstrap_is_costed_per_resample():
 def test_the_op_counter_counts_launches_not_views():
     import torch
 
-    from arelbo.projection import count_step
+    from arelbo.planning.projection import count_step
 
     x = torch.rand((4, 6), device="meta")
     count = count_step(lambda: (x.view(6, 4).t() + 1).sum(), images=4)
@@ -119,7 +119,7 @@ def test_the_op_counter_counts_launches_not_views():
 def test_batching_k_models_keeps_one_steps_launches_and_multiplies_its_arithmetic():
     """The point of section3.batched / second_stage.batched on a GPU: K stacked models are one step's
     operators (vmap), not K steps'. Counted on the real vmapped steps; a K-iteration loop would fail."""
-    from arelbo.projection import second_stage_step, section3_step
+    from arelbo.planning.projection import second_stage_step, section3_step
 
     for one, stacked in [(section3_step("table5", 1, 8, 64, 1e-3), section3_step("table5", 21, 8, 64, 1e-3)),
                          (second_stage_step(1, 16, 256, 3, 64, 1e-4), second_stage_step(13, 16, 256, 3, 64, 1e-4))]:
@@ -145,7 +145,7 @@ def test_a_gpu_kind_not_measured_is_projected_and_says_so():
     result = plan(cfg, "nvidia-h100", [("train", {"dataset": "celeba", "model": "vae"}),
                                        ("metric_fid", {"dataset": "mnist", "model": "vae"})])
     assert result["unmeasured_jobs"] == 0 and result["device_busy_seconds"] > 0
-    from arelbo.plan import format_plan, wall_seconds
+    from arelbo.planning.plan import format_plan, wall_seconds
 
     text = format_plan(result, cores=16)
     assert "PROJECTED" in text and "GPU busy" in text
@@ -159,13 +159,13 @@ def test_the_paper_config_plans_on_a_gpu_kind():
     assert out.returncode == 0, out.stderr
     assert "PROJECTED" in out.stdout and "NOT included" not in out.stdout
     rules = {line.split()[0] for line in out.stdout.splitlines()[3:] if line.strip()}
-    assert {"train", "sweep_train", "metric_fid", "fit_second_stage", "fit_estimator"} <= rules
+    assert {"train", "section3_train", "metric_fid", "fit_second_stage", "fit_estimator"} <= rules
 
 
 def test_the_plan_set_against_a_finished_run_reads_each_jobs_benchmark_file(tmp_path):
     """`arelbo plan --against LOGDIR`: each planned job's measured seconds from the benchmark file the
     workflow gave it, beside its planned seconds; jobs that did not run are not compared."""
-    from arelbo.plan import format_plan
+    from arelbo.planning.plan import format_plan
 
     cfg = load_config("config/quick.yaml", check_folders=False)
     bench = tmp_path / "quick" / "benchmarks" / "train" / "mnist"

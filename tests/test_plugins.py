@@ -1,4 +1,4 @@
-"""Plugins (docs/extending.md): a package registers models and estimators through arelbo.registry,
+"""Plugins (docs/extending.md): a package registers models and estimators through arelbo.core.registry,
 and they are validated, trained, scored and tabulated like the paper's, with no change to arelbo."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from arelbo.config import ConfigError, load_config
+from arelbo.core.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "arelbo-example-plugin"
@@ -33,7 +33,7 @@ def test_a_config_names_its_plugins_and_their_ids_validate(restored_registry, mo
                                  "estimator_settings": {"gmmdiag": {"components": 5}}})
     assert cfg.models == ("vae", "beta_vae") and cfg.plugins == ("arelbo_example_plugin",)
     assert cfg.estimator_settings("gmmdiag") == {"components": 5}
-    from arelbo.train import model_hparams
+    from arelbo.stages.train import model_hparams
 
     assert model_hparams(cfg, "beta_vae", "mnist") == {"beta": 2.0}
     assert model_hparams(cfg, "beta_vae", "celeba") == {"beta": 4.0}   # the plugin's default
@@ -97,7 +97,7 @@ def _records(models, metrics, value=50.0):
 
 
 def test_plugin_rows_follow_the_papers_and_are_marked_not_in_the_paper(example_plugin):
-    from arelbo.tables import compare_with_paper, paper_shaped, tidy_from_records, to_latex
+    from arelbo.reporting.tables import compare_with_paper, paper_shaped, tidy_from_records, to_latex
 
     metrics = ["mse", "fid_prior", "fid_2ndvae", "fid_gmm10", "fid_gmmdiag"]
     tidy = tidy_from_records(_records(["beta_vae", "iso_i_arelbo", "vae"], metrics))
@@ -116,7 +116,7 @@ def test_plugin_rows_follow_the_papers_and_are_marked_not_in_the_paper(example_p
 
 
 def test_claims_about_every_other_model_include_the_plugins_models(example_plugin):
-    from arelbo.claims import _with_plugin_models, load_claims
+    from arelbo.reporting.claims import _with_plugin_models, load_claims
 
     claims = load_claims()
     tidy = {3: pd.DataFrame(_records(["vae", "beta_vae"], ["fid_prior"]))}

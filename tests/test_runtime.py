@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from arelbo import runtime
-from arelbo.runtime import DeviceError, describe_device, device_info, pick_device
+from arelbo.core import runtime
+from arelbo.core.runtime import DeviceError, describe_device, device_info, pick_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_a_job_logs_the_device_it_runs_on(tmp_path, ci_config):
 
 
 def test_cuda_determinism_switch_sets_what_pytorch_documents(monkeypatch):
-    from arelbo.runtime import configure_cuda_determinism
+    from arelbo.core.runtime import configure_cuda_determinism
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from arelbo.config import ConfigError, load_config
-from arelbo.layout import GridPoint, format_log10, grid_points
+from arelbo.core.config import ConfigError, load_config
+from arelbo.core.layout import GridPoint, format_log10, grid_points
 from arelbo.metrics.smoothness import (
     expected_gap,
     expected_local_smoothness,
@@ -146,7 +146,7 @@ def test_config_rejects_figure_points_outside_the_grid_and_off_grid_values():
 # ------------------------------------------------------------------ the objectives
 
 def test_objectives_of_the_three_encodings():
-    from arelbo.section3 import Section3Model, loss_fn_for
+    from arelbo.stages.section3 import Section3Model, loss_fn_for
 
     torch.manual_seed(0)
     x = torch.rand(5, 1, 28, 28)
@@ -172,7 +172,7 @@ def test_objectives_of_the_three_encodings():
 
 @pytest.mark.slow
 def test_sigma_x2_of_one_collapses_the_posterior_and_sigma_x2_of_a_tenth_does_not(tmp_path, mnist_raw_dir):
-    from arelbo.section3 import criteria_records, train_point
+    from arelbo.stages.section3 import criteria_records, train_point
 
     cfg = load_config("config/ci.yaml", check_folders=False, overrides={
         "outdir": str(tmp_path), "data": {"mnist": {"limit": {"train": None, "val": 128, "test": 128}}},
@@ -217,14 +217,14 @@ def _tiny_study_config(tmp_path):
 def test_a_batched_group_equals_its_points_trained_one_by_one(group, tmp_path, mnist_raw_dir):
     import csv
 
-    from arelbo.layout import sweep_group_checkpoint
-    from arelbo.section3 import _initial_model, train_point, train_points_batched
+    from arelbo.core.layout import section3_group_checkpoint
+    from arelbo.stages.section3 import _initial_model, train_point, train_points_batched
 
     cfg = _tiny_study_config(tmp_path)
     points = _GROUP_POINTS[group]
     single = [train_point(cfg, p, 3, tmp_path / "single" / p.id, progress=False) for p in points]
     batched = train_points_batched(cfg, points, 3, [tmp_path / "batched" / p.id for p in points],
-                                   sweep_group_checkpoint(tmp_path / "batched", group, 3), progress=False)
+                                   section3_group_checkpoint(tmp_path / "batched", group, 3), progress=False)
     assert [f.parent.relative_to(tmp_path / "batched") for f in batched] == \
         [f.parent.relative_to(tmp_path / "single") for f in single]
     for one, many in zip(single, batched):
@@ -254,22 +254,22 @@ def test_a_batched_group_equals_its_points_trained_one_by_one(group, tmp_path, m
     # the points really differ (not K copies of one training): their last losses are distinct
     finals = [float(list(csv.DictReader((f.parent / "train_log.csv").open()))[-1]["train_loss"]) for f in batched]
     assert len({round(v, 3) for v in finals}) == len(points)
-    assert not sweep_group_checkpoint(tmp_path / "batched", group, 3).exists()   # outputs complete
+    assert not section3_group_checkpoint(tmp_path / "batched", group, 3).exists()   # outputs complete
 
 
 def test_a_batched_group_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, mnist_raw_dir, monkeypatch):
-    import arelbo.train as train
-    from arelbo.layout import sweep_group_checkpoint
-    from arelbo.section3 import train_points_batched
+    import arelbo.stages.train as train
+    from arelbo.core.layout import section3_group_checkpoint
+    from arelbo.stages.section3 import train_points_batched
 
     cfg = load_config("config/ci.yaml", check_folders=False, overrides={
         "outdir": str(tmp_path), "data": {"mnist": {"limit": {"train": 512, "val": 64, "test": 64}}},
         "train": {"checkpoint": {"every_epochs": 1}},     # a resume state after every epoch
         "section3": {"train": {"lr": 1.0e-3, "epochs": 2, "batch_size": 32}, "train_limit": 64}})
     points = _GROUP_POINTS["table1/stochastic"]
-    ckpt = sweep_group_checkpoint(tmp_path / "resumed", "table1/stochastic", 0)
+    ckpt = section3_group_checkpoint(tmp_path / "resumed", "table1/stochastic", 0)
     straight = train_points_batched(cfg, points, 0, [tmp_path / "straight" / p.id for p in points],
-                                    sweep_group_checkpoint(tmp_path / "straight", "table1/stochastic", 0),
+                                    section3_group_checkpoint(tmp_path / "straight", "table1/stochastic", 0),
                                     progress=False)
 
     class Interrupt(Exception):
@@ -296,7 +296,7 @@ def test_a_batched_group_resumes_from_its_checkpoint_to_the_same_weights(tmp_pat
 
 
 def test_batched_training_refuses_settings_it_cannot_share():
-    from arelbo.train import TrainSpec, fit_batched
+    from arelbo.stages.train import TrainSpec, fit_batched
 
     net = torch.nn.Linear(2, 2)
     plateau = TrainSpec("a", "mnist", 0, lr=1e-3, epochs=1, batch_size=4)   # lr_plateau=True by default

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arelbo import registry, tables
-from arelbo.tables import (TABLE_SPECS, compare_with_paper, format_number, paper_shaped, read_paper_table,
+from arelbo.core import registry
+from arelbo.reporting import tables
+from arelbo.reporting.tables import (TABLE_SPECS, compare_with_paper, format_number, paper_shaped, read_paper_table,
                            summarise, summary_wide, tidy_from_records, to_latex, write_table_outputs)
 
 DATA = Path(__file__).parent / "data" / "tables"
@@ -40,7 +41,7 @@ def latex_body(tex: str) -> list[list[str]]:
 # ---------------------------------------------------------------------------- specs vs registry and paper
 
 def test_the_registry_is_the_only_id_list():
-    """Models, estimators and datasets are listed once, in arelbo.registry: the schema, the CLI, the
+    """Models, estimators and datasets are listed once, in arelbo.core.registry: the schema, the CLI, the
     workflow and the table layouts read it (no copy kept equal by a test). A list is two ids in a
     row (`"ae", "rae"`, `[mnist, celeba]`); code that singles out one id for what it does (the 2nd
     VAE's GPU rule, Section 3 on MNIST) is not a list."""
@@ -49,8 +50,8 @@ def test_the_registry_is_the_only_id_list():
     root = Path(__file__).parents[1]
     kinds = [registry.paper_model_ids(), tuple(registry.ESTIMATORS), registry.DATASETS]
     for rel in ("workflow/schemas/config.schema.yaml", "workflow/rules/common.smk", "workflow/rules/evaluate.smk",
-                "arelbo/cli.py", "arelbo/tables.py", "arelbo/layout.py", "arelbo/objectives.py", "arelbo/nets.py",
-                "arelbo/estimators.py", "arelbo/plan.py"):
+                "arelbo/cli.py", "arelbo/reporting/tables.py", "arelbo/core/layout.py", "arelbo/models/objectives.py",
+                "arelbo/models/nets.py", "arelbo/models/estimators.py", "arelbo/planning/plan.py"):
         text = (root / rel).read_text()
         if rel.endswith("schema.yaml"):   # data.<dataset> and train.<dataset> are sections of their own
             text = text.replace("required: [mnist, celeba]", "")
@@ -64,7 +65,7 @@ def test_the_registry_is_the_only_id_list():
 
 
 def test_tables_module_does_not_import_torch():
-    code = "import sys, arelbo.tables; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, arelbo.reporting.tables; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
@@ -330,7 +331,7 @@ def test_table1_records_need_their_keys():
 
 
 def test_a_model_is_scored_on_its_datasets_table3_columns_and_the_interpolations():
-    from arelbo import layout
+    from arelbo.core import layout
 
     assert layout.scored_samplers(["gmm100", "prior", "gmm10"], "mnist", has_prior=False) == \
         ["gmm10", "interp_mid", "interp_random"]

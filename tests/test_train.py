@@ -16,9 +16,9 @@ import pytest
 import torch
 import yaml
 
-from arelbo.objectives import MODELS
-from arelbo.train import (CHECKPOINT, LOG, MODEL, Batches, TrainingDiverged, TrainSpec, fit, load_trained,
-                          model_hparams, model_loss_fn, run_epoch)
+from arelbo.models.objectives import MODELS
+from arelbo.models.training import Batches, TrainingDiverged, run_epoch
+from arelbo.stages.train import CHECKPOINT, LOG, MODEL, TrainSpec, fit, load_trained, model_hparams, model_loss_fn
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,8 +92,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, ci_config):
 
 
 def test_non_finite_loss_stops_with_model_epoch_and_step(tmp_path, ci_config):
-    from arelbo.data import load_split
-    from arelbo.nets import build_net
+    from arelbo.stages.data import load_split
+    from arelbo.models.nets import build_net
 
     real = model_loss_fn("vae", "mnist", {})
     calls = {"n": 0}
@@ -147,9 +147,9 @@ def test_training_steps_do_not_read_the_loss_back_to_the_host_each_step(monkeypa
 
 
 def test_divergence_found_at_a_periodic_check_still_names_its_step(monkeypatch):
-    import arelbo.train as train
+    import arelbo.models.training as training
 
-    monkeypatch.setattr(train, "FINITE_CHECK_EVERY", 4)
+    monkeypatch.setattr(training, "FINITE_CHECK_EVERY", 4)
     net = torch.nn.Linear(2, 2)
     calls = {"n": 0}
 
@@ -177,9 +177,9 @@ def test_cli_reports_divergence_as_a_clear_error(tmp_path, ci_config):
 @pytest.mark.slow
 @pytest.mark.parametrize("model_id", sorted(MODELS))
 def test_short_mnist_run_lowers_the_validation_objective(model_id, tmp_path, ci_config):
-    from arelbo.data import load_split
-    from arelbo.nets import build_net
-    from arelbo.runtime import seed_everything
+    from arelbo.stages.data import load_split
+    from arelbo.models.nets import build_net
+    from arelbo.core.runtime import seed_everything
 
     seed_everything(0)
     net = build_net(model_id, "mnist")
@@ -244,7 +244,7 @@ def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4, d
               checkpoints=None):
     """fit() of the tiny model; with stop_at_epoch, dies at that epoch's first step (after the
     previous epoch's checkpoint was written), like a job killed mid-run."""
-    from arelbo.runtime import seed_everything
+    from arelbo.core.runtime import seed_everything
 
     train, val = _tiny_data()
     calls = {"n": 0}
@@ -263,7 +263,7 @@ def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4, d
 
 
 def test_checkpoint_policy_epochs_and_minutes():
-    from arelbo.config import CheckpointPolicy
+    from arelbo.core.config import CheckpointPolicy
 
     every_3 = CheckpointPolicy(every_epochs=3)
     assert [e for e in range(1, 10) if every_3.due(e, last_write=0.0, now=1.0)] == [3, 6, 9]
@@ -272,8 +272,8 @@ def test_checkpoint_policy_epochs_and_minutes():
 
 
 def test_checkpoints_every_k_epochs_resume_from_the_last_one_written(tmp_path, monkeypatch):
-    import arelbo.train as train
-    from arelbo.config import CheckpointPolicy
+    import arelbo.stages.train as train
+    from arelbo.core.config import CheckpointPolicy
 
     written = []
     real_write = train.CheckpointWriter.write
@@ -298,7 +298,7 @@ def test_checkpoints_every_k_epochs_resume_from_the_last_one_written(tmp_path, m
 
 
 def test_a_failed_background_checkpoint_write_fails_the_training(tmp_path, monkeypatch):
-    from arelbo.config import CheckpointPolicy
+    from arelbo.core.config import CheckpointPolicy
 
     real_save = torch.save
 
@@ -343,7 +343,7 @@ def test_a_checkpoint_written_on_cuda_resumes_here_to_the_same_weights(tmp_path)
 
 
 def test_checkpoint_rng_states_are_restored_whatever_device_they_were_loaded_on(monkeypatch):
-    from arelbo import train as train_module
+    from arelbo.stages import train as train_module
 
     torch.manual_seed(11)
     state = train_module._rng_state(torch.device("cpu"))
@@ -363,7 +363,7 @@ def test_cpu_training_never_touches_cuda_rng_state_where_cuda_exists(tmp_path, m
     RNG alone (saving it would initialise CUDA and tie the checkpoint to a GPU it does not use)."""
     import types
 
-    from arelbo import train as train_module
+    from arelbo.stages import train as train_module
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a CPU training touched the CUDA RNG state")
@@ -392,7 +392,7 @@ def _halvings(values, scheduler_cls, **kwargs) -> int:
 
 
 def test_plateau_halvings_do_not_depend_on_the_sign_of_the_objective():
-    from arelbo.train import SignSymmetricPlateau
+    from arelbo.stages.train import SignSymmetricPlateau
 
     rng = torch.Generator().manual_seed(0)
     noise = (torch.rand(30, generator=rng) * 0.4 - 0.2).tolist()   # a plateau with ±0.2 noise
@@ -457,7 +457,7 @@ def test_finished_training_leaves_no_resume_state_and_a_rerun_trains_again(tmp_p
 
 
 def test_a_kept_finished_checkpoint_rewrites_both_outputs(tmp_path):
-    from arelbo.runtime import seed_everything
+    from arelbo.core.runtime import seed_everything
 
     train, val = _tiny_data()
     spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=2, batch_size=16)
@@ -476,7 +476,7 @@ def test_a_kept_finished_checkpoint_rewrites_both_outputs(tmp_path):
 
 
 def test_a_checkpoint_of_other_data_is_discarded_not_resumed(tmp_path, caplog):
-    from arelbo.runtime import seed_everything
+    from arelbo.core.runtime import seed_everything
 
     with pytest.raises(_Interrupt):
         _fit_tiny(tmp_path / "run", stop_at_epoch=3)
@@ -486,7 +486,7 @@ def test_a_checkpoint_of_other_data_is_discarded_not_resumed(tmp_path, caplog):
     results = {}
     for name in ("run", "fresh"):   # the same settings on a smaller training set (a changed data limit)
         seed_everything(5)
-        with caplog.at_level("WARNING", logger="arelbo.train"):
+        with caplog.at_level("WARNING", logger="arelbo.stages.train"):
             results[name] = _state(fit(_Tiny(), spec, train[:64], val, _tiny_loss, tmp_path / name,
                                        device=torch.device("cpu"), progress=False))
     assert any("discarding" in r.getMessage() and "data" in r.getMessage() for r in caplog.records)
@@ -503,7 +503,7 @@ def test_bf16_precision_trains_each_model_as_the_policy_says_and_is_part_of_the_
     import dataclasses
     import logging
 
-    from arelbo.train import CHECKPOINT, train_model
+    from arelbo.stages.train import CHECKPOINT, train_model
 
     def with_precision(precision):
         mnist = dataclasses.replace(ci_config.train.mnist, precision=precision, epochs=1)
@@ -513,7 +513,7 @@ def test_bf16_precision_trains_each_model_as_the_policy_says_and_is_part_of_the_
     fp32_dir = tmp_path / "fp32"
     train_model(with_precision("fp32"), "mnist", "iso_i_arelbo", 0, fp32_dir, progress=False)
     assert (fp32_dir / CHECKPOINT).is_file()
-    with caplog.at_level(logging.INFO, logger="arelbo.train"):
+    with caplog.at_level(logging.INFO, logger="arelbo.stages.train"):
         train_model(with_precision("bf16"), "mnist", "iso_i_arelbo", 0, fp32_dir, progress=False)
     assert "discard" in caplog.text.lower() and "settings" in caplog.text   # not resumed from FP32's
     bf16 = torch.load(fp32_dir / MODEL, weights_only=False)
@@ -522,7 +522,7 @@ def test_bf16_precision_trains_each_model_as_the_policy_says_and_is_part_of_the_
     assert fp32["spec"]["precision"] == "bf16"   # the checkpoint now is the bf16 run's own
 
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="arelbo.train"):
+    with caplog.at_level(logging.INFO, logger="arelbo.stages.train"):
         train_model(with_precision("bf16"), "mnist", "diag_d_arelbo", 0, tmp_path / "diag_d", progress=False)
     assert torch.load(tmp_path / "diag_d" / MODEL, weights_only=False)["spec"]["precision"] == "fp32"
     assert "diag_d_arelbo trains in fp32, not bf16" in caplog.text

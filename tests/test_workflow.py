@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from arelbo.objectives import MODELS
+from arelbo.models.objectives import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,8 +64,8 @@ def test_several_seeds_multiply_every_seeded_job_and_feed_one_claims_job(tmp_pat
     one = job_counts(snakemake("-n", "--cores", "8", "--configfile", "config/ci.yaml", "--config",
                                f"outdir={out}", f"logdir={tmp_path}/logs").stdout)
     for rule in ("train", "encode", "metric_mse", "sample_and_score_mnist_with_prior",
-                 "sample_and_score_celeba_without_prior", "sweep_train_table1_stochastic",
-                 "sweep_train_table5", "sweep_criteria"):
+                 "sample_and_score_celeba_without_prior", "section3_train_table1_stochastic",
+                 "section3_train_table5", "section3_criteria"):
         assert counts[rule] == 3 * one[rule], rule
     assert counts["claims"] == one["claims"] == 1 and counts["table"] == one["table"] == 4
 
@@ -76,7 +76,7 @@ def test_paper_config_dry_run_lists_the_section3_grid(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
     # Table 1: 11 σx² × 2 encodings; Table 5: 21 σz² — each point trained and evaluated by its own job
-    assert counts["sweep_train"] == counts["sweep_criteria"] == 22 + 21
+    assert counts["section3_train"] == counts["section3_criteria"] == 22 + 21
     assert counts["table"] == 2 and "train" not in counts  # Tables 1 and 5; no Table 3 model
 
 
@@ -90,9 +90,9 @@ def test_batched_paper_grid_trains_one_job_per_group_into_the_same_files(tmp_pat
     result = snakemake(*targets, *flags, "--configfile", str(overlay))
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
-    assert "sweep_train" not in counts and counts["sweep_criteria"] == 43
-    assert counts["sweep_train_table1_stochastic"] == counts["sweep_train_table1_deterministic"] == 1
-    assert counts["sweep_train_table5"] == 1
+    assert "section3_train" not in counts and counts["section3_criteria"] == 43
+    assert counts["section3_train_table1_stochastic"] == counts["section3_train_table1_deterministic"] == 1
+    assert counts["section3_train_table5"] == 1
     planned = set(re.findall(r"output: (.*)", result.stdout))
     models = {f for line in planned for f in line.split(", ") if f.endswith("/model.pt")}
     plain = snakemake(*targets, *flags)
@@ -182,7 +182,7 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
     assert {"kid_prior", "kid_gmm10", "fid_gmm100", "kid_gmm100"} <= set(tidy3["metric"])
     assert tidy3["config_hash"].nunique() == 1 and tidy3["uncertainty"].notna().any()
     assert r"\label{tab:table3-kid}" in tex and "$N_{gen} = 20$" in tex
-    from arelbo.claims import VERDICTS, load_claims, value_claims
+    from arelbo.reporting.claims import VERDICTS, load_claims, value_claims
 
     verdicts = pd.read_csv(results / "claims.csv").set_index("id")
     assert len(verdicts) == len(load_claims()["claims"]) + len(value_claims(load_claims()))
@@ -311,6 +311,6 @@ def test_gpu_workstation_profile_shares_the_card_and_keeps_cpu_jobs_off_it(tmp_p
     for path, (rule, slots) in jobs.items():
         by_rule.setdefault((rule, "/celeba/" in path), set()).add(slots)
     assert by_rule[("train", True)] == {4} and by_rule[("train", False)] == {1}
-    for rule in ("encode", "sample", "metric_fid", "fit_second_stage", "sweep_train", "sweep_criteria"):
+    for rule in ("encode", "sample", "metric_fid", "fit_second_stage", "section3_train", "section3_criteria"):
         assert by_rule[(rule, False)] == {1}, rule
     assert by_rule[("fit_estimator", False)] == {0} and by_rule[("table", False)] == {0}

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from arelbo.runtime import atomic_path, file_digest, pick_device
+from arelbo.core.runtime import atomic_path, file_digest, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def inception_features(
     """Pool3 features (float64, N×2048) of uint8 ``images`` under pytorch-fid's ``model``.
 
     Only one batch at a time is converted to float and moved to ``device`` (default:
-    :func:`arelbo.runtime.pick_device`).
+    :func:`arelbo.core.runtime.pick_device`).
     """
     from tqdm.auto import tqdm
 
@@ -206,7 +206,7 @@ def reference_stats(
     The pool3 features themselves are cached too (float32, ``features``): KID compares feature sets.
     Returns ``{"mu", "sigma", "features", "n", "dataset", "split", "weights"}``.
     """
-    from arelbo.inception_weights import build_inception
+    from arelbo.metrics.inception_weights import build_inception
 
     cache_path = Path(cache_path)
     images = None
@@ -264,7 +264,7 @@ class FidScorer:
         batch_size: int = 200,
         progress: bool = True,
     ) -> None:
-        from arelbo.inception_weights import build_inception
+        from arelbo.metrics.inception_weights import build_inception
 
         self.weights_path = Path(weights_path)
         self.device = device if isinstance(device, torch.device) else pick_device(device)

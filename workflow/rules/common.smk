@@ -6,8 +6,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from arelbo import layout, registry
-from arelbo.config import MNIST_ONLY_HINT, ConfigError, celeba_problem, dump_config, from_dict
+from arelbo.core import layout, registry
+from arelbo.core.config import MNIST_ONLY_HINT, ConfigError, celeba_problem, dump_config, from_dict
 
 try:
     CFG = from_dict(config, source="workflow config", check_folders=False)
@@ -30,7 +30,7 @@ ARELBO = f"{sys.executable} -m arelbo"
 _resolved = dump_config(CFG)
 CONFIG_FILE = layout.resolved_config(OUT, _resolved)
 if not CONFIG_FILE.is_file():
-    from arelbo.runtime import atomic_write_text
+    from arelbo.core.runtime import atomic_write_text
 
     atomic_write_text(CONFIG_FILE, _resolved)
 
@@ -115,12 +115,12 @@ def all_targets():
 
 
 # The prior is undefined for deterministic autoencoders without a prior-matching term (SPEC §5);
-# which models those are is arelbo.registry's (plugins' included).
+# which models those are is arelbo.core.registry's (plugins' included).
 NO_PRIOR_MODELS = set(registry.no_prior_models())
 
 
 def model_samplers(dataset, model):
-    """The samplers a (dataset, model) is scored on (arelbo.layout.scored_samplers)."""
+    """The samplers a (dataset, model) is scored on (arelbo.core.layout.scored_samplers)."""
     return layout.scored_samplers(CFG.estimators, dataset, has_prior=model not in NO_PRIOR_MODELS)
 
 
@@ -173,42 +173,42 @@ def _sampler_flag(wildcards, input):
     return f"--latents {input.latents}" if "latents" in input.keys() else f"--estimator-file {input.estimator}"
 
 
-# ------------------------------------------------------------------ helpers of sweeps.smk
+# ------------------------------------------------------------------ helpers of section3.smk
 # Section 3 is an MNIST study (the Appendix D net on MNIST's training split): without MNIST in
 # `datasets` it is absent from the DAG, and the workflow says so once.
-SWEEP_POINTS = {p.id: p for p in layout.grid_points(CFG.section3)} if "mnist" in CFG.datasets else {}
+SECTION3_POINTS = {p.id: p for p in layout.grid_points(CFG.section3)} if "mnist" in CFG.datasets else {}
 if "mnist" not in CFG.datasets:
     logger.info("Section 3 (Tables 1 and 5, Figures 1-3) is an MNIST study; `datasets` has no mnist, so it "
                 "is left out. Add mnist to `datasets` to run it.")
 FIGS = CFG.section3.figures
 
 
-def sweep_model(point_id, seed):
-    return f"{layout.sweep_dir(OUT, point_id, seed)}/model.pt"
+def section3_model(point_id, seed):
+    return f"{layout.section3_dir(OUT, point_id, seed)}/model.pt"
 
 
-def sweep_criteria_files(table):
-    return [f"{layout.sweep_dir(OUT, pid, seed)}/criteria.json"
-            for pid, p in SWEEP_POINTS.items() if p.table == table for seed in CFG.seeds]
+def section3_criteria_files(table):
+    return [f"{layout.section3_dir(OUT, pid, seed)}/criteria.json"
+            for pid, p in SECTION3_POINTS.items() if p.table == table for seed in CFG.seeds]
 
 
 def figure_points(number):
     """Grid point ids a figure shows (config section3.figures; checked against the grid)."""
     if number == 1:
-        return [p.id for p in SWEEP_POINTS.values() if p.table == 1
+        return [p.id for p in SECTION3_POINTS.values() if p.table == 1
                 and any(abs(p.log10_sigma_x2 - v) < 1e-9 for v in FIGS.figure1_log10_sigma_x2)]
     if number == 2:
-        return [p.id for p in SWEEP_POINTS.values() if p.table == 1 and p.encoding == "stochastic"
+        return [p.id for p in SECTION3_POINTS.values() if p.table == 1 and p.encoding == "stochastic"
                 and any(abs(p.log10_sigma_x2 - v) < 1e-9 for v in FIGS.figure2_log10_sigma_x2)]
-    return [p.id for p in SWEEP_POINTS.values() if p.table == 5
+    return [p.id for p in SECTION3_POINTS.values() if p.table == 5
             and any(abs(p.log10_sigma_z2 - v) < 1e-9 for v in FIGS.figure3_log10_sigma_z2)]
 
 
 def section3_targets():
     targets = []
-    if any(p.table == 1 for p in SWEEP_POINTS.values()):
+    if any(p.table == 1 for p in SECTION3_POINTS.values()):
         targets.append(f"{OUT}/table1.tex")
-    if any(p.table == 5 for p in SWEEP_POINTS.values()):
+    if any(p.table == 5 for p in SECTION3_POINTS.values()):
         targets.append(f"{OUT}/table5.tex")
     targets += [f"{OUT}/figures/figure{n}.png" for n in (1, 2, 3) if figure_points(n)]
     return targets
@@ -216,13 +216,13 @@ def section3_targets():
 
 # ------------------------------------------------------------------ helpers of tables.smk
 def table_inputs(n):
-    return sweep_criteria_files(n) if n in (1, 5) else table_metric_files(n)
+    return section3_criteria_files(n) if n in (1, 5) else table_metric_files(n)
 
 
 # ------------------------------------------------------------------ helpers of report.smk
 def _curve_logs(wildcards):
     if wildcards.what == "section3":
-        return [f"{layout.sweep_dir(OUT, pid, seed)}/train_log.csv" for pid in SWEEP_POINTS for seed in CFG.seeds]
+        return [f"{layout.section3_dir(OUT, pid, seed)}/train_log.csv" for pid in SECTION3_POINTS for seed in CFG.seeds]
     return [f"{OUT}/models/{wildcards.what}/{model}/seed{seed}/train_log.csv"
             for model in CFG.models for seed in CFG.seeds]
 
@@ -234,6 +234,6 @@ def built_tables():
 
 def report_targets():
     tables = built_tables()
-    curves = list(CFG.datasets) + (["section3"] if SWEEP_POINTS else [])
+    curves = list(CFG.datasets) + (["section3"] if SECTION3_POINTS else [])
     return ([f"{OUT}/claims.csv", f"{OUT}/costs.csv"] + [f"{OUT}/figures/table{n}_vs_paper.png" for n in tables]
             + [f"{OUT}/figures/training_curves_{what}.png" for what in curves])

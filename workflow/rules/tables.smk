@@ -31,7 +31,7 @@ rule table:
                      labels={"table": "Table {n}"}),
         vs_paper=f"{OUT}/tables/table{{n}}_vs_paper.csv",
     wildcard_constraints:
-        n="[34]" if not SWEEP_POINTS else "[1345]",  # Tables 1 and 5 need Section 3 (MNIST)
+        n="[34]" if not SECTION3_POINTS else "[1345]",  # Tables 1 and 5 need Section 3 (MNIST)
     log:
         f"{LOGS}/tables/table{{n}}.log",
     params:

@@ -1,7 +1,7 @@
 """Section 3's study (Tables 1 and 5; Appendices D and E): the Appendix D autoencoder trained on
 MNIST at one grid point, and the criteria of that point.
 
-Grid points (ids are also output folders, see `arelbo.layout.sweep_dir`):
+Grid points (ids are also output folders, see `arelbo.core.layout.section3_dir`):
     table1/stochastic/log10_sigma_x2=-0.5     σx² fixed, one learned scalar σz² (init 1)
     table1/deterministic/log10_sigma_x2=-0.5  σx² fixed, σz² = 0
     table5/log10_sigma_z2=0.6                 σz² fixed, σx² by the Iso-I AR-ELBO
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .layout import GridPoint, format_log10, grid_points  # noqa: F401 - re-exported
-from .nets import AppendixDAutoencoder
-from .objectives import ar_iso_i, gaussian_kl, squared_error
+from arelbo.core.layout import GridPoint, format_log10, grid_points  # noqa: F401 - re-exported
+from arelbo.models.nets import AppendixDAutoencoder
+from arelbo.models.objectives import ar_iso_i, gaussian_kl, squared_error
 
 GAP_VARIANCES = {"gap_1e-2": 1e-2, "gap_1e-3": 1e-3}
 
@@ -104,7 +104,7 @@ def point_value(point: GridPoint) -> float:
 
 
 def loss_fn_for(point: GridPoint):
-    """`loss_fn(model, x) -> (loss, terms)` of a grid point, for `arelbo.train.fit`."""
+    """`loss_fn(model, x) -> (loss, terms)` of a grid point, for `arelbo.stages.train.fit`."""
     loss, value = group_loss(point.group), point_value(point)
     return lambda model, x: loss(model, x, value)
 
@@ -113,7 +113,7 @@ def loss_fn_for(point: GridPoint):
 
 def study_images(cfg, split: str = "train"):
     """The MNIST images of the study: the config's split, cut to section3.train_limit for train."""
-    from .data import load_split
+    from arelbo.stages.data import load_split
 
     images = load_split("mnist", split, cfg)
     limit = cfg.section3.train_limit
@@ -121,7 +121,7 @@ def study_images(cfg, split: str = "train"):
 
 
 def _point_spec(cfg, point: GridPoint, seed: int):
-    from .train import TrainSpec
+    from arelbo.stages.train import TrainSpec
 
     s3 = cfg.section3
     return TrainSpec(model_id=point.id, dataset="mnist", seed=seed, lr=s3.train.lr, epochs=s3.train.epochs,
@@ -134,15 +134,15 @@ def _point_meta(cfg, point: GridPoint) -> dict:
 
 
 def _initial_model(cfg, point: GridPoint, seed: int) -> Section3Model:
-    from .runtime import seed_everything
+    from arelbo.core.runtime import seed_everything
 
     seed_everything(seed)  # network initialisation: the same weights for every point of one seed
     return Section3Model(point, cfg.section3.latent_dim)
 
 
 def train_point(cfg, point: GridPoint, seed: int, out_dir: Path, *, progress: bool = True) -> Path:
-    from .runtime import pick_device
-    from .train import fit
+    from arelbo.core.runtime import pick_device
+    from arelbo.stages.train import fit
 
     return fit(_initial_model(cfg, point, seed), _point_spec(cfg, point, seed), study_images(cfg, "train"),
                study_images(cfg, "val"), loss_fn_for(point), out_dir, device=pick_device(cfg.device),
@@ -154,8 +154,8 @@ def train_points_batched(cfg, points: list[GridPoint], seed: int, out_dirs: list
                          progress: bool = True) -> list[Path]:
     """The points of one group trained as one vectorised job (section3.batched): the same files in
     the same folders as `train_point` for each, equal to them to float tolerance (tests/test_section3.py)."""
-    from .runtime import pick_device
-    from .train import fit_batched
+    from arelbo.core.runtime import pick_device
+    from arelbo.stages.train import fit_batched
 
     groups = {p.group for p in points}
     if len(groups) != 1:
@@ -198,7 +198,7 @@ def criteria(model: Section3Model, images: Tensor, *, seed: int, device, mi_batc
     """Every Section 3 criterion of a trained grid point on `images` (uint8, the training set). With
     `uncertainty` (a dict), the standard errors over images of the per-image means (mse, kl) go in it."""
     uncertainty = {} if uncertainty is None else uncertainty
-    from .metrics.smoothness import expected_gap, expected_local_smoothness, mi_upper_bound
+    from arelbo.metrics.smoothness import expected_gap, expected_local_smoothness, mi_upper_bound
 
     model = model.to(device).eval()
     point = model.point
@@ -230,8 +230,8 @@ def criteria(model: Section3Model, images: Tensor, *, seed: int, device, mi_batc
 
 def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
     """The tidy records (one per metric) of a grid point's criteria on the training set."""
-    from .provenance import provenance
-    from .runtime import pick_device
+    from arelbo.core.provenance import provenance
+    from arelbo.core.runtime import pick_device
 
     device = pick_device(cfg.device)
     model, meta = load_point_model(model_file, device)
@@ -247,7 +247,7 @@ def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
 
 
 def write_criteria(cfg, model_file: Path, seed: int, out: Path) -> Path:
-    from .runtime import atomic_write_text
+    from arelbo.core.runtime import atomic_write_text
 
     atomic_write_text(out, json.dumps(criteria_records(cfg, model_file, seed), indent=2) + "\n")
     return out
@@ -272,8 +272,8 @@ def figure1_rows(model: Section3Model, images: Tensor, s2: float, n_perturbation
 
 def draw_figure1(cfg, model_files: dict[str, Path], seed: int, out: Path) -> Path:
     """Figure 1 from the Table 1 models at section3.figures.figure1_log10_sigma_x2 (both encodings)."""
-    from .figures import figure1
-    from .runtime import pick_device
+    from arelbo.reporting.figures import figure1
+    from arelbo.core.runtime import pick_device
 
     figs, device = cfg.section3.figures, pick_device(cfg.device)
     pick = torch.Generator().manual_seed(seed)
@@ -298,9 +298,9 @@ def draw_tsne(cfg, model_files: dict[str, Path], seed: int, out: Path, *, title:
     with `tsne_prior_points` samples of the prior N(0, I) in pink."""
     import numpy as np
 
-    from .data import mnist_labels
-    from .figures import tsne_figure
-    from .runtime import pick_device
+    from arelbo.stages.data import mnist_labels
+    from arelbo.reporting.figures import tsne_figure
+    from arelbo.core.runtime import pick_device
 
     figs, device = cfg.section3.figures, pick_device(cfg.device)
     images = study_images(cfg, "train")

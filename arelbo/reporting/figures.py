@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .runtime import atomic_path
+from arelbo.core.runtime import atomic_path
 
 PRIOR_COLOUR = "#ff69b4"   # the paper's pink prior samples
 

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .registry import INTERPOLATION_SAMPLERS
-from .provenance import git_commit  # noqa: F401  (re-exported: older imports)
-from .runtime import atomic_path, atomic_write_text, pick_device
+from arelbo.core.registry import INTERPOLATION_SAMPLERS
+from arelbo.core.provenance import git_commit  # noqa: F401  (re-exported: older imports)
+from arelbo.core.runtime import atomic_path, atomic_write_text, pick_device
 
 DECODE_BATCH = 500
 
 
 def sampler_seed(seed: int, sampler: str) -> int:
     """The seed of a sampler's draws: 1000·(run seed) + its offset (registry.sampler_seed_offset)."""
-    from .registry import sampler_seed_offset
+    from arelbo.core.registry import sampler_seed_offset
 
     return 1000 * int(seed) + sampler_seed_offset(sampler)
 
@@ -39,8 +39,8 @@ def encode_split(net, images: torch.Tensor, device, batch_size: int = DECODE_BAT
 
 def encode(cfg, dataset: str, model_file: Path, out: Path) -> Path:
     """latents.npz: train_mu, train_logvar (stochastic models), test_mu."""
-    from .data import load_split
-    from .train import load_trained
+    from arelbo.stages.data import load_split
+    from arelbo.stages.train import load_trained
 
     device = pick_device(cfg.device)
     net, _ = load_trained(model_file, device)
@@ -62,8 +62,8 @@ def _training_latents(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
             torch.from_numpy(data["train_logvar"]) if "train_logvar" in data else None)
 
 
-def fit(cfg, estimator_id: str, latents: Path, seed: int, out: Path) -> Path:
-    from .estimators import fit_estimator, save_estimator
+def fit_and_save(cfg, estimator_id: str, latents: Path, seed: int, out: Path) -> Path:
+    from arelbo.models.estimators import fit_estimator, save_estimator
 
     mu, logvar = _training_latents(latents)
     est = fit_estimator(estimator_id, mu, logvar, seed=seed, settings=cfg.estimator_settings(estimator_id),
@@ -72,11 +72,11 @@ def fit(cfg, estimator_id: str, latents: Path, seed: int, out: Path) -> Path:
     return out
 
 
-def fit_second_stages(cfg, latents: list[Path], seed: int, outs: list[Path]) -> list[Path]:
+def fit_and_save_second_stages(cfg, latents: list[Path], seed: int, outs: list[Path]) -> list[Path]:
     """second_stage.batched: the second-stage VAEs of several models' latents (one dataset, one seed)
     fitted as one vectorised training; outs[k] is what `fit(cfg, "2ndvae", latents[k], seed, outs[k])`
     writes, to float tolerance."""
-    from .estimators import fit_second_stages as fit_all, save_estimator
+    from arelbo.models.estimators import fit_second_stages as fit_all, save_estimator
 
     if len(latents) != len(outs) or not latents:
         raise ValueError(f"one output per latents file: got {len(latents)} latents and {len(outs)} outputs")
@@ -123,9 +123,9 @@ def save_grid(images: np.ndarray, path: Path, n: int = 64) -> None:
 def sample(cfg, dataset: str, model_file: Path, sampler: str, seed: int, out: Path, *,
            estimator_file: Path | None = None, latents: Path | None = None) -> Path:
     """samples .npz (uint8 N×C×H×W, key `images`) and a PNG grid of the first 64 beside it."""
-    from .estimators import load_estimator
-    from .metrics.interpolation import interpolation_latents
-    from .train import load_trained
+    from arelbo.models.estimators import load_estimator
+    from arelbo.metrics.interpolation import interpolation_latents
+    from arelbo.stages.train import load_trained
 
     device = pick_device(cfg.device)
     net, _ = load_trained(model_file, device)
@@ -149,7 +149,7 @@ def _record(cfg, dataset, model, seed, metric, value, *, provenance: dict, uncer
             **extra) -> dict:
     """One tidy record: the cell's keys, its value, the value's within-run uncertainty (a standard
     deviation: FID bootstrap, KID subsets, standard error over images; NaN when unknown), the sizes
-    it was measured on and its provenance (arelbo.provenance)."""
+    it was measured on and its provenance (arelbo.core.provenance)."""
     table = 4 if metric.startswith(("fid_interp", "kid_interp")) else 3
     return {"table": table, "dataset": dataset, "model": model, "seed": int(seed), "metric": metric,
             "value": float(value), "uncertainty": float(uncertainty), "config": cfg.name,
@@ -167,10 +167,10 @@ def mse(cfg, dataset: str, model: str, model_file: Path, seed: int, out: Path) -
     standard error over the images. For the models whose objective estimates Σx (the trainable-Σx
     twins and AR-ELBO), also `sigma_x2`: the σx² the objective implies on the test set, averaged as
     its training log does (Iso-I AR-ELBO: the MLE MSE/d the paper reports as 0.0056 on MNIST)."""
-    from .data import load_split
-    from .objectives import MODELS, loss_and_terms
-    from .provenance import provenance
-    from .train import load_trained, model_hparams
+    from arelbo.stages.data import load_split
+    from arelbo.models.objectives import MODELS, loss_and_terms
+    from arelbo.core.provenance import provenance
+    from arelbo.stages.train import load_trained, model_hparams
 
     device = pick_device(cfg.device)
     net, _ = load_trained(model_file, device)
@@ -208,7 +208,7 @@ def mse(cfg, dataset: str, model: str, model_file: Path, seed: int, out: Path) -
 
 def expected_reference_count(cfg, dataset: str) -> int:
     """The n a dataset's FID reference statistics must have under this config."""
-    from .layout import dataset_cache_meta
+    from arelbo.core.layout import dataset_cache_meta
 
     count = cfg.fid_reference_count(dataset)
     if count is not None:
@@ -221,23 +221,23 @@ def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, r
         weights: Path, out: Path, *, inception=None) -> Path:
     """FID and KID records of one sampler's images; `inception` (pytorch-fid's network built from
     `weights`) is passed by a job that scores several samplers, which then builds it once."""
-    from .inception_weights import build_inception
+    from arelbo.metrics.inception_weights import build_inception
 
     ref = np.load(reference)
     expected = expected_reference_count(cfg, dataset)
     if int(ref["n"]) != expected:
-        from .data import DataError
+        from arelbo.stages.data import DataError
 
         raise DataError(f"{reference} holds statistics of {int(ref['n'])} reference images, but config "
                          f"{cfg.name!r} asks for {expected}; delete the file and re-run to recompute it")
     if "features" not in ref.files:
-        from .data import DataError
+        from arelbo.stages.data import DataError
 
         raise DataError(f"{reference} holds no reference features (written by an older arelbo; KID needs "
                          "them); delete the file and re-run to recompute it")
-    from .metrics.fid import fid_bootstrap, frechet_distance_to_features, inception_features
-    from .metrics.kid import kid
-    from .provenance import provenance
+    from arelbo.metrics.fid import fid_bootstrap, frechet_distance_to_features, inception_features
+    from arelbo.metrics.kid import kid
+    from arelbo.core.provenance import provenance
 
     images = np.load(samples)["images"]
     device = pick_device(cfg.device)
@@ -270,9 +270,9 @@ def sample_and_score(cfg, dataset: str, model: str, seed: int, samplers: list[st
     """Every sampler of one trained model in one process (config `fid.batched`): each sampler's
     samples (.npz + PNG) and FID/KID records, the same files the one-job-per-cell `sample` and
     `metric fid_*` jobs write, from the same seeds; torch, torchvision and the Inception network are
-    loaded once instead of once per cell. Paths follow arelbo.layout under the config's outdir."""
-    from . import layout
-    from .inception_weights import build_inception
+    loaded once instead of once per cell. Paths follow arelbo.core.layout under the config's outdir."""
+    from arelbo.core import layout
+    from arelbo.metrics.inception_weights import build_inception
 
     model_file = layout.model_dir(cfg.outdir, dataset, model, seed) / "model.pt"
     latents = layout.model_dir(cfg.outdir, dataset, model, seed) / "latents.npz"
@@ -293,7 +293,7 @@ def sample_and_score(cfg, dataset: str, model: str, seed: int, samplers: list[st
 
 
 def assemble_table(cfg, table: int, metric_files: list[Path], outdir: Path) -> dict:
-    from .tables import tidy_from_records, write_table_outputs
+    from arelbo.reporting.tables import tidy_from_records, write_table_outputs
 
     records = []
     for path in metric_files:   # one record per file (Tables 3, 4) or a list (a Section 3 grid point)

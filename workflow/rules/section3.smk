@@ -1,29 +1,29 @@
 # Section 3 study: one training job and one criteria job per grid point × seed (Tables 1 and 5),
 # and the figures drawn from the grid points they show.
 
-SWEEP_DIR = f"{OUT}/sweeps/{{point}}/seed{{seed}}"
+SECTION3_DIR = f"{OUT}/sweeps/{{point}}/seed{{seed}}"
 
 
 wildcard_constraints:
-    point="|".join(re.escape(p) for p in SWEEP_POINTS) or "none",
+    point="|".join(re.escape(p) for p in SECTION3_POINTS) or "none",
 
 
 if CFG.section3.batched:
     # One job per group of grid points (section3.batched): the group's points train as one
-    # vectorised training and write the same files as one sweep_train job per point would.
-    for _group in layout.SWEEP_GROUPS:
-        _ids = [pid for pid, p in SWEEP_POINTS.items() if p.group == _group]
+    # vectorised training and write the same files as one section3_train job per point would.
+    for _group in layout.SECTION3_GROUPS:
+        _ids = [pid for pid, p in SECTION3_POINTS.items() if p.group == _group]
         if not _ids:
             continue
 
         rule:
             name:
-                layout.sweep_group_rule(_group)
+                layout.section3_group_rule(_group)
             input:
                 data=lambda wc: dataset_meta("mnist"),
             output:
-                models=[f"{layout.sweep_dir(OUT, pid, '{seed}')}/model.pt" for pid in _ids],
-                logs=[f"{layout.sweep_dir(OUT, pid, '{seed}')}/train_log.csv" for pid in _ids],
+                models=[f"{layout.section3_dir(OUT, pid, '{seed}')}/model.pt" for pid in _ids],
+                logs=[f"{layout.section3_dir(OUT, pid, '{seed}')}/train_log.csv" for pid in _ids],
             params:
                 settings=tracked("section3.train", "section3.train_limit", "section3.latent_dim",
                                  *split_keys("mnist", "train", "val")),
@@ -39,17 +39,17 @@ if CFG.section3.batched:
                 gpu=1,
                 gpu_slots=gpu_slots(),
             shell:
-                "{ARELBO} sweep-train-group --config {CONFIG_FILE} --group {params.group} --seed {wildcards.seed} "
+                "{ARELBO} section3-train-group --config {CONFIG_FILE} --group {params.group} --seed {wildcards.seed} "
                 "--threads {threads} --no-progress > {log} 2>&1"
 
 else:
 
-    rule sweep_train:
+    rule section3_train:
         input:
             data=lambda wc: dataset_meta("mnist"),
         output:
-            model=f"{SWEEP_DIR}/model.pt",
-            log=f"{SWEEP_DIR}/train_log.csv",
+            model=f"{SECTION3_DIR}/model.pt",
+            log=f"{SECTION3_DIR}/train_log.csv",
         params:
             # recorded by Snakemake: changing the study's training settings re-runs the grid
             settings=tracked("section3.train", "section3.train_limit", "section3.latent_dim",
@@ -66,15 +66,15 @@ else:
             gpu=1,
             gpu_slots=gpu_slots(),
         shell:
-            "{ARELBO} sweep-train --config {CONFIG_FILE} --point {wildcards.point} --seed {wildcards.seed} "
+            "{ARELBO} section3-train --config {CONFIG_FILE} --point {wildcards.point} --seed {wildcards.seed} "
             "--out {params.outdir} --threads {threads} --no-progress > {log} 2>&1"
 
 
-rule sweep_criteria:
+rule section3_criteria:
     input:
-        model=f"{SWEEP_DIR}/model.pt",
+        model=f"{SECTION3_DIR}/model.pt",
     output:
-        f"{SWEEP_DIR}/criteria.json",
+        f"{SECTION3_DIR}/criteria.json",
     params:
         settings=tracked("section3.mi_batch_size", "section3.train_limit", *split_keys("mnist", "train")),
     log:
@@ -95,7 +95,7 @@ rule sweep_criteria:
 rule figure:
     # Figure 1 (perturbed decodings) and Figures 2/3 (t-SNE) from the first seed's models
     input:
-        lambda wc: [sweep_model(pid, CFG.seeds[0]) for pid in figure_points(int(wc.number))],
+        lambda wc: [section3_model(pid, CFG.seeds[0]) for pid in figure_points(int(wc.number))],
     output:
         report(f"{OUT}/figures/figure{{number}}.png", caption="../report/figure.rst", category="Section 3 figures",
                labels={"figure": "Figure {number}"}),

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .runtime import atomic_write_bytes
+from arelbo.core.layout import reference_file
+from arelbo.core.runtime import atomic_write_bytes
 
 PASS, FAIL, INCONCLUSIVE, NOT_RUN = "PASS", "FAIL", "INCONCLUSIVE", "NOT RUN"
 VERDICTS = (PASS, FAIL, INCONCLUSIVE, NOT_RUN)
@@ -55,7 +55,7 @@ class ClaimsError(ValueError):
 def load_claims(path: str | Path | None = None) -> dict:
     """The claims file (default: the reviewed arelbo/reference/claims.yaml), checked for shape."""
     if path is None:
-        text = resources.files(__package__).joinpath("reference", "claims.yaml").read_text()
+        text = reference_file("claims.yaml").read_text()
         where = "arelbo/reference/claims.yaml"
     else:
         text, where = Path(path).read_text(), str(path)
@@ -88,7 +88,7 @@ def load_claims(path: str | Path | None = None) -> dict:
 
 def read_tidy(results: str | Path) -> dict[int, pd.DataFrame]:
     """{table number: tidy rows} of the tables a results folder has (tables/table{n}_tidy.csv)."""
-    from .tables import check_tidy
+    from arelbo.reporting.tables import check_tidy
 
     results = Path(results)
     if not results.is_dir():
@@ -224,7 +224,7 @@ def _side(rows: pd.DataFrame, label: str) -> Side:
 
 
 def _fid_columns(table: int, dataset: str) -> list[str]:
-    from .tables import TABLE_SPECS
+    from arelbo.reporting.tables import TABLE_SPECS
 
     return [m for m in TABLE_SPECS[table].columns.get(dataset, ()) if m.startswith("fid_")]
 
@@ -277,7 +277,7 @@ def _base(claim, **kw) -> Verdict:
 
 
 def _provenance(rows: pd.DataFrame) -> str:
-    from .provenance import mixed_provenance
+    from arelbo.core.provenance import mixed_provenance
 
     return "; ".join(mixed_provenance(rows))
 
@@ -364,7 +364,7 @@ def _group(spec, groups: dict) -> list[str]:
 
 
 def judge_ordering(claim: dict, tidy: dict[int, pd.DataFrame], groups: dict, alpha: float) -> Verdict:
-    from .tables import TABLE_SPECS
+    from arelbo.reporting.tables import TABLE_SPECS
 
     # lower < factor × higher; `ratio_at_least: r` says higher ≥ r × lower, i.e. factor 1/r
     dataset, require = claim["dataset"], claim["require"]
@@ -478,7 +478,7 @@ def judge_trend(claim: dict, tidy: dict[int, pd.DataFrame], alpha: float) -> Ver
 
 def value_claims(claims: dict) -> list[dict]:
     """One value claim per cell of the paper's Tables 1, 3, 4, 5 with a tolerance in the claims file."""
-    from .tables import TABLE_SPECS, read_paper_table
+    from arelbo.reporting.tables import TABLE_SPECS, read_paper_table
 
     out = []
     for n, tolerances in sorted(claims.get("value_tolerances", {}).items()):
@@ -502,7 +502,7 @@ def paper_tidy(uncertainty: float = 0.1) -> dict[int, pd.DataFrame]:
     """The paper's own Tables 1, 3, 4, 5 as tidy rows (one seed, each value given `uncertainty`, N
     as the paper's 10,000 samples) plus its two quoted σx² values: judging them checks that the
     claims file encodes what the paper's numbers say (`arelbo claims --paper`)."""
-    from .tables import TABLE_SPECS, check_tidy, read_paper_table
+    from arelbo.reporting.tables import TABLE_SPECS, check_tidy, read_paper_table
 
     out = {}
     for n in TABLES:
@@ -534,8 +534,8 @@ def is_reduced(tidy: dict[int, pd.DataFrame]) -> bool | None:
 
 def _with_plugin_models(claims: dict, tidy: dict[int, pd.DataFrame]) -> dict[str, list[str]]:
     """The claims file's model groups, the `every_other_model` ones extended by the plugin models
-    (arelbo.registry entries not in the paper) that the run's Tables 3/4 have rows for."""
-    from . import registry
+    (arelbo.core.registry entries not in the paper) that the run's Tables 3/4 have rows for."""
+    from arelbo.core import registry
 
     groups = {name: list(models) for name, models in claims.get("groups", {}).items()}
     ran = {m for n in (3, 4) if n in tidy and "model" in tidy[n] for m in tidy[n]["model"]}
@@ -597,7 +597,7 @@ _TEX_UNICODE = {"σ": r"$\sigma$", "Σ": r"$\Sigma$", "ρ": r"$\rho$", "²": r"$
 
 
 def tex_text(text: str) -> str:
-    from .tables import tex_escape
+    from arelbo.reporting.tables import tex_escape
 
     out = tex_escape(text)
     for char, tex in sorted(_TEX_UNICODE.items(), key=lambda kv: -len(kv[0])):
@@ -605,10 +605,10 @@ def tex_text(text: str) -> str:
     return out
 
 
-def to_latex(verdicts: pd.DataFrame, *, config_name: str = "", notes: tuple[str, ...] = ()) -> str:
+def claims_to_latex(verdicts: pd.DataFrame, *, config_name: str = "", notes: tuple[str, ...] = ()) -> str:
     """Two booktabs tables: every textual claim (id, claim, verdict, evidence head) and the per-table
     counts of the value claims."""
-    from .tables import tex_escape
+    from arelbo.reporting.tables import tex_escape
 
     text = verdicts[~verdicts["id"].str.contains(":")]
     value = verdicts[verdicts["id"].str.contains(":")]
@@ -644,13 +644,13 @@ def write_claims(results: str | Path, out_csv: str | Path | None = None, out_tex
     if config_name is None:
         names = sorted({str(c) for rows in tidy.values() for c in rows["config"].unique()})
         config_name = ", ".join(names)
-    from .provenance import mixed_provenance
+    from arelbo.core.provenance import mixed_provenance
 
     notes = tuple(f"Mixed provenance: {n}." for n in mixed_provenance(pd.concat(tidy.values(), ignore_index=True)))
     out_csv = Path(out_csv) if out_csv else results / "claims.csv"
     out_tex = Path(out_tex) if out_tex else results / "claims.tex"
     csv = verdicts.to_csv(index=False, lineterminator="\n")
-    tex = to_latex(verdicts, config_name=config_name, notes=notes)
+    tex = claims_to_latex(verdicts, config_name=config_name, notes=notes)
     atomic_write_bytes(out_csv, csv.encode("utf-8"))
     atomic_write_bytes(out_tex, tex.encode("utf-8"))
     return verdicts

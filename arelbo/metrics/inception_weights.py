@@ -30,7 +30,7 @@ from typing import IO, Iterable, Union
 
 import torch
 
-from arelbo.runtime import atomic_path, atomic_write_text, file_digest
+from arelbo.core.runtime import atomic_path, atomic_write_text, file_digest
 
 log = logging.getLogger(__name__)
 

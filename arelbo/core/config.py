@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from arelbo.core.layout import REPO_ROOT
+
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 
@@ -184,11 +185,11 @@ class Config:
     device: str = "auto"
     cuda_deterministic: bool = False
     keep_checkpoints: bool = False
-    plugins: tuple[str, ...] = ()   # modules registering models and estimators (arelbo.registry)
+    plugins: tuple[str, ...] = ()   # modules registering models and estimators (arelbo.core.registry)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def dataset_tag(self, dataset: str) -> str:
-        from .layout import dataset_tag
+        from arelbo.core.layout import dataset_tag
 
         return dataset_tag(dataset, self.data.celeba.root)
 
@@ -283,9 +284,9 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_schema() -> dict:
-    """The config schema with arelbo.registry's id lists and hyper-parameters filled in (the
+    """The config schema with arelbo.core.registry's id lists and hyper-parameters filled in (the
     plugins loaded so far included)."""
-    from . import registry
+    from arelbo.core import registry
 
     with open(SCHEMA_PATH) as f:
         schema = yaml.safe_load(f)
@@ -351,7 +352,7 @@ def check_paths(cfg: Config, base: Path | None = None, datasets=None) -> None:
             problems.append(f"- {problem}")
     mnist = cfg.data.mnist
     if ("mnist" in datasets and mnist.local_copy is not None
-            and not resolve(mnist.local_copy, base).is_dir()):
+            and not resolve_config_path(mnist.local_copy, base).is_dir()):
         problems.append(f"- data.mnist.local_copy: {mnist.local_copy} is not a folder (set it to null to download)")
     if problems:
         raise ConfigError(f"invalid config {cfg.name!r}:\n" + "\n".join(problems))
@@ -367,8 +368,8 @@ def celeba_problem(cfg: Config, base: Path | None = None) -> str | None:
     celeba = cfg.data.celeba
     if celeba.synthetic_standin is not None or celeba.root is None:
         return None
-    root = resolve(celeba.root, base)
-    from .layout import celeba_folder
+    root = resolve_config_path(celeba.root, base)
+    from arelbo.core.layout import celeba_folder
 
     if celeba_folder(root) is not None:
         return None
@@ -378,7 +379,7 @@ def celeba_problem(cfg: Config, base: Path | None = None) -> str | None:
             + MNIST_ONLY_HINT)
 
 
-def resolve(path: str | Path, base: Path | None = None) -> Path:
+def resolve_config_path(path: str | Path, base: Path | None = None) -> Path:
     """Relative paths in a config are relative to the working directory (Snakemake's convention)."""
     path = Path(path)
     return path if path.is_absolute() else (base or Path.cwd()) / path
@@ -452,10 +453,10 @@ def _known_size_problems(cfg: Config) -> list[str]:
     return train_batch_problems(cfg, "mnist", n_train)
 
 
-def load_plugins(raw: dict, source: str = "config") -> None:
+def load_config_plugins(raw: dict, source: str = "config") -> None:
     """Load the config's `plugins` and the installed `arelbo.plugins` entry points into
-    arelbo.registry before validation, so their ids are known; a plugin that fails is named."""
-    from .registry import PluginError, load_plugins as load
+    arelbo.core.registry before validation, so their ids are known; a plugin that fails is named."""
+    from arelbo.core.registry import PluginError, load_plugins as load
 
     names = raw.get("plugins") or []
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -468,7 +469,7 @@ def load_plugins(raw: dict, source: str = "config") -> None:
 
 def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> Config:
     raw = _normalise_paths(raw)
-    load_plugins(raw, source)
+    load_config_plugins(raw, source)
     validate_dict(raw, source)
     cfg = _build(Config, raw)
     problems = _section3_problems(cfg.section3) + [f"  {p}" for p in _known_size_problems(cfg)]

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import yaml
 
-from .layout import scored_samplers, sweep_group_rule
+from arelbo.core.layout import REPO_ROOT, reference_file, scored_samplers, section3_group_rule
 
-COSTS = Path(__file__).with_name("reference") / "costs.yaml"
+COSTS = reference_file("costs.yaml")
 CELEBA_SPLITS = {"train": 162770, "val": 19867, "test": 19962}   # SPEC §1, the official partition
 MNIST_TEST = 10000
 LIGHT_RULES = {"table", "comparison_plot", "claims", "training_curves", "resolved_config", "figure"}
 
 
 def device_costs(kind: str) -> dict:
-    from .config import ConfigError
+    from arelbo.core.config import ConfigError
 
     table = yaml.safe_load(COSTS.read_text())
     if kind not in table:
@@ -81,9 +81,9 @@ class _Work:
         if not self.projected:
             per = _per(self.costs, "train_image_s", ds)
             return None if per is None else per * images
-        from . import projection
-        from .registry import MODELS
-        from .train import model_hparams
+        from arelbo.planning import projection
+        from arelbo.core.registry import MODELS
+        from arelbo.stages.train import model_hparams
 
         settings = getattr(self.cfg.train, ds)
         precision = settings.precision if MODELS[model].bf16_safe else "fp32"
@@ -94,7 +94,7 @@ class _Work:
     def section3(self, group: str, k: int, images: float) -> float:
         if not self.projected:
             return k * self.costs["section3_image_s"] * images
-        from . import projection
+        from arelbo.planning import projection
 
         s3 = self.cfg.section3
         return self._steps(projection.section3_step(group, k, s3.latent_dim, s3.train.batch_size, s3.train.lr),
@@ -104,8 +104,8 @@ class _Work:
         ss = self.cfg.second_stage
         if not self.projected:
             return k * self.costs["second_stage_image_s"] * (ss.hidden / 256) ** 2 * images
-        from . import projection
-        from .nets import ARCHITECTURES
+        from arelbo.planning import projection
+        from arelbo.models.nets import ARCHITECTURES
 
         count = projection.second_stage_step(k, ARCHITECTURES[ds].latent_dim, ss.hidden, ss.depth, ss.batch_size, ss.lr)
         return self._steps(count, images)
@@ -114,15 +114,15 @@ class _Work:
         if not self.projected:
             per = _per(self.costs, f"{part}_image_s", ds)
             return None if per is None else per * images
-        from . import projection
-        from .evaluate import DECODE_BATCH
+        from arelbo.planning import projection
+        from arelbo.stages.evaluate import DECODE_BATCH
 
         return self._steps(projection.forward_step(ds, model, DECODE_BATCH, part), images)
 
     def inception(self, ds: str, images: float) -> float:
         if not self.projected:
             return self.costs["inception_image_s"] * images
-        from . import projection
+        from arelbo.planning import projection
 
         return self._steps(projection.inception_step(self.cfg.fid.batch_size, ds), images)
 
@@ -153,14 +153,14 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
         settings = getattr(cfg.train, ds)
         images = settings.epochs * (split_size(cfg, ds, "train") + split_size(cfg, ds, "val") / 3)
         seconds = _sum(start, work.train(ds, model, images))
-    elif rule.startswith("sweep_train"):
-        if rule == "sweep_train":
+    elif rule.startswith("section3_train"):
+        if rule == "section3_train":
             group, k = wildcards["point"].rsplit("/", 1)[0], 1
         else:
-            points = [p for p in _grid(cfg) if sweep_group_rule(p.group) == rule]
+            points = [p for p in _grid(cfg) if section3_group_rule(p.group) == rule]
             group, k = points[0].group, len(points)
         seconds = start + work.section3(group, k, s3.train.epochs * n_s3)
-    elif rule == "sweep_criteria":
+    elif rule == "section3_criteria":
         seconds = start + costs["criteria_image_s"] * n_s3
     elif rule == "encode":
         images = sum(split_size(cfg, ds, s) for s in ("train", "val", "test"))
@@ -204,7 +204,7 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
 
 
 def _grid(cfg):
-    from .layout import grid_points
+    from arelbo.core.layout import grid_points
 
     return grid_points(cfg.section3) if "mnist" in cfg.datasets else []
 
@@ -219,7 +219,7 @@ def planned_jobs(config_files: list[str], extra: list[str] = (), repo: Path | No
     without one."""
     import tempfile
 
-    repo = repo or Path(__file__).resolve().parents[1]
+    repo = repo or REPO_ROOT
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1"]
         for f in config_files:
@@ -242,7 +242,7 @@ def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None) -> dict
     """Per rule: jobs, projected job-seconds (None where not measured); totals and GPU-hours. With
     `against` (the log folder of a finished run of the same config), each job's benchmark file there
     gives its measured seconds beside the planned ones: the plan checked against the run."""
-    from .costs import benchmark_seconds
+    from arelbo.reporting.costs import benchmark_seconds
 
     costs = device_costs(kind)
     per_rule: dict[str, dict] = {}

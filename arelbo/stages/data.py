@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .layout import SPLITS, celeba_folder, dataset_cache_dir, dataset_cache_meta, mnist_raw_dir
-from .runtime import atomic_path, atomic_write_text
+from arelbo.core.layout import SPLITS, celeba_folder, dataset_cache_dir, dataset_cache_meta, mnist_raw_dir
+from arelbo.core.runtime import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def decode_celeba(root: Path, workers: int = 2) -> dict[str, np.ndarray]:
 def verified_mnist_raw(raw_dir: Path) -> dict[str, str]:
     """MD5 of the four raw MNIST files, each checked against its canonical value (SPEC §1) where it
     is used: a corrupted or replaced file is refused with its name and the fix (~0.1 s)."""
-    from .provision import MNIST_FILES, md5sum
+    from arelbo.stages.provision import MNIST_FILES, md5sum
 
     digests = {}
     for name, expected in MNIST_FILES.items():

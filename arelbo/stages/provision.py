@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .runtime import atomic_path
+from arelbo.core.runtime import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,8 @@ def provision_mnist(dest_dir: Path, local_copy: Path | None = None, try_download
 
 
 def provision_inception(dest: Path, try_download: bool = True) -> Path:
-    """pytorch-fid's Inception weights (see `arelbo.inception_weights` for the sources)."""
-    from .inception_weights import provision_inception_weights
+    """pytorch-fid's Inception weights (see `arelbo.metrics.inception_weights` for the sources)."""
+    from arelbo.metrics.inception_weights import provision_inception_weights
 
     return provision_inception_weights(Path(dest), try_download=try_download)
 

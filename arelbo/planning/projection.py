@@ -80,7 +80,7 @@ def count_step(step: Callable[[], None], images: int, *, models: int = 1,
 
 
 def _train_step(net_or_stack, loss_fn, x, optimizer) -> Callable[[], None]:
-    """A training step as `arelbo.train.run_epoch` takes it: loss and terms kept on the device,
+    """A training step as `arelbo.models.training.run_epoch` takes it: loss and terms kept on the device,
     gradients zeroed, backward of the (summed) loss, Adam step."""
     def step():
         loss, terms = loss_fn(net_or_stack, x)
@@ -104,7 +104,7 @@ def _on_meta():
 
 
 def _image_shape(dataset: str) -> tuple[int, int, int]:
-    from .nets import ARCHITECTURES
+    from arelbo.models.nets import ARCHITECTURES
 
     return ARCHITECTURES[dataset].image_shape
 
@@ -112,8 +112,8 @@ def _image_shape(dataset: str) -> tuple[int, int, int]:
 @lru_cache(maxsize=None)
 def train_step(dataset: str, model_id: str, batch_size: int, lr: float, hparams: tuple) -> StepCount:
     """One Table 3 training step of `model_id` on `dataset` (Appendix J net)."""
-    from .nets import build_net
-    from .train import model_loss_fn
+    from arelbo.models.nets import build_net
+    from arelbo.stages.train import model_loss_fn
 
     with _on_meta():
         net = build_net(model_id, dataset)
@@ -125,7 +125,7 @@ def train_step(dataset: str, model_id: str, batch_size: int, lr: float, hparams:
 @lru_cache(maxsize=None)
 def forward_step(dataset: str, model_id: str, batch_size: int, part: str) -> StepCount:
     """One evaluation batch through the encoder (`part="encode"`) or the decoder (`"decode"`)."""
-    from .nets import build_net
+    from arelbo.models.nets import build_net
 
     with _on_meta():
         net = build_net(model_id, dataset).eval()
@@ -144,8 +144,8 @@ def forward_step(dataset: str, model_id: str, batch_size: int, part: str) -> Ste
 def section3_step(group: str, k: int, latent_dim: int, batch_size: int, lr: float) -> StepCount:
     """One Section 3 training step of a group's point (k=1, `section3.train_point`) or of k of its
     points stacked into one vectorised step (k>1, `section3.train_points_batched`)."""
-    from .section3 import Section3Model, group_loss, loss_fn_for, point_value
-    from .train import StackedModels
+    from arelbo.stages.section3 import Section3Model, group_loss, loss_fn_for, point_value
+    from arelbo.models.training import StackedModels
 
     point = _group_point(group)
     with _on_meta():
@@ -163,7 +163,7 @@ def section3_step(group: str, k: int, latent_dim: int, batch_size: int, lr: floa
 
 def _group_point(group: str):
     """A grid point of `group` (every point of a group has the same network and loss)."""
-    from .layout import GridPoint
+    from arelbo.core.layout import GridPoint
 
     if group == "table5":
         return GridPoint(table=5, encoding="stochastic", log10_sigma_z2=0.0)
@@ -175,8 +175,8 @@ def _group_point(group: str):
 def second_stage_step(k: int, d_z: int, hidden: int, depth: int, batch_size: int, lr: float) -> StepCount:
     """One step of k second-stage VAEs stacked (k = 1: one fit), as `estimators.fit_second_stages`
     runs them (it stacks even one fit)."""
-    from .estimators import SecondStageVAE, second_stage_loss_given
-    from .train import StackedModels
+    from arelbo.models.estimators import SecondStageVAE, second_stage_loss_given
+    from arelbo.models.training import StackedModels
 
     def stacked_step(k: int):
         with _on_meta():

@@ -7,7 +7,7 @@ Tidy data: one row per table × key × seed × metric, columns `table, dataset, 
 the value's within-run uncertainty, the sizes it was measured on (N generated / reference) and its
 provenance. `check_tidy` validates and canonicalises it. Tables 3 and 4 also carry KID next to every FID
 (shown ×10³ in a second LaTeX table and in the paper-shaped CSV) and Table 3 the σx² of the models that
-estimate Σx; arelbo.claims judges the paper's claims from these tidy rows.
+estimate Σx; arelbo.reporting.claims judges the paper's claims from these tidy rows.
 
 Cells. The mean over the seeds with a non-NaN value; "mean ± std" (std with ddof=1) when there are
 two or more; "–" where the paper leaves the cell undefined (prior FID of AE, RAE, RAE-GP) or no seed
@@ -22,18 +22,18 @@ its mean's precision: two decimals next to a two-decimal mean, scientific next t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from . import registry
-from .runtime import atomic_write_bytes
+from arelbo.core import registry
+from arelbo.core.layout import reference_file
+from arelbo.core.runtime import atomic_write_bytes
 
 # The rows of Tables 3 and 4 (the paper's 13 in its order, then plugins'), their labels, and the
-# estimator columns come from arelbo.registry; DATASETS too.
+# estimator columns come from arelbo.core.registry; DATASETS too.
 DATASETS = registry.DATASETS
 ENCODINGS = ("stochastic", "deterministic")
 FLOAT_KEYS = ("log10_sigma_x2", "log10_sigma_z2")
@@ -281,7 +281,7 @@ def _rows(tidy: pd.DataFrame, n: int) -> pd.DataFrame:
 def read_paper_table(n: int) -> pd.DataFrame:
     """The paper's Table n as transcribed in arelbo/reference/table{n}.csv (empty cells are NaN)."""
     _spec(n)
-    with resources.files(__package__).joinpath("reference", f"table{n}.csv").open() as f:
+    with reference_file(f"table{n}.csv").open() as f:
         return pd.read_csv(f)
 
 
@@ -478,7 +478,7 @@ def to_latex(tidy: pd.DataFrame, n: int, *, config_name: str, reduced: bool,
     if synthetic - set(DATASETS):
         raise ValueError(f"unknown synthetic dataset(s) {sorted(synthetic - set(DATASETS))}; known: {DATASETS}")
     rows = _rows(tidy, n)
-    from .provenance import mixed_provenance
+    from arelbo.core.provenance import mixed_provenance
 
     sizes = sample_sizes(rows, n)
     notes = [f"Sizes: {sizes}." if sizes else ""] + [f"Mixed provenance: {tex_escape(x)}." for x in mixed_provenance(rows)]

@@ -17,9 +17,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from . import registry
+from arelbo.core import registry
+
+# The clone this package runs from: config/, workflow/ and the Snakefile live beside `arelbo/`.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def reference_file(name: str) -> Traversable:
+    """A file the package ships under arelbo/reference/ (the paper's tables, claims, costs)."""
+    return resources.files("arelbo").joinpath("reference", name)
+
 
 MNIST_RAW_FILES = (
     "train-images-idx3-ubyte",
@@ -32,7 +43,7 @@ INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 
 def scored_samplers(estimators, dataset: str, has_prior: bool) -> list[str]:
     """The samplers a model is scored on: the dataset's Table 3 estimator columns among the config's
-    `estimators` (arelbo.registry; one through the prior only where the model defines it), then
+    `estimators` (arelbo.core.registry; one through the prior only where the model defines it), then
     Table 4's two interpolations."""
     columns = registry.table3_estimators(dataset)
     return [e for e in estimators if e in columns and (has_prior or not registry.ESTIMATORS[e].needs_prior)] + \
@@ -162,18 +173,18 @@ def grid_points(section3_cfg) -> list[GridPoint]:
             + [GridPoint(5, log10_sigma_z2=v) for v in t5.log10_sigma_z2])
 
 
-def sweep_dir(outdir: str | Path, point_id: str, seed: int | str) -> Path:
+def section3_dir(outdir: str | Path, point_id: str, seed: int | str) -> Path:
     return Path(outdir) / "sweeps" / point_id / f"seed{seed}"
 
 
-SWEEP_GROUPS = ("table1/stochastic", "table1/deterministic", "table5")
+SECTION3_GROUPS = ("table1/stochastic", "table1/deterministic", "table5")
 
 
-def sweep_group_rule(group: str) -> str:
-    """The Snakemake rule that trains a batched group: sweep_train_table1_stochastic, ..."""
-    return "sweep_train_" + group.replace("/", "_")
+def section3_group_rule(group: str) -> str:
+    """The Snakemake rule that trains a batched group: section3_train_table1_stochastic, ..."""
+    return "section3_train_" + group.replace("/", "_")
 
 
-def sweep_group_checkpoint(outdir: str | Path, group: str, seed: int | str) -> Path:
+def section3_group_checkpoint(outdir: str | Path, group: str, seed: int | str) -> Path:
     """The resume state of a batched group's training (beside its points' folders, never in one)."""
     return Path(outdir) / "sweeps" / group / f"batched-seed{seed}" / "checkpoint.pt"

@@ -13,7 +13,8 @@ import json
 import subprocess
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from arelbo.core.layout import REPO_ROOT
+
 HASH_CHARS = 16
 # Columns a tidy row may carry besides its value; tables and claims pass them through.
 PROVENANCE_COLUMNS = ("commit", "dirty", "config_hash", "data_hash", "device", "device_name", "torch", "cuda")
@@ -50,7 +51,7 @@ def config_hash(raw: dict) -> str:
 def data_hash(cfg, dataset: str) -> str:
     """sha256 prefix of the dataset cache's meta.json (raw-file digests or CelebA listing, shapes);
     "missing" when the cache has not been built."""
-    from .layout import dataset_cache_meta
+    from arelbo.core.layout import dataset_cache_meta
 
     meta = dataset_cache_meta(cfg.resources, cfg.dataset_tag(dataset))
     return hashlib.sha256(meta.read_bytes()).hexdigest()[:HASH_CHARS] if meta.is_file() else "missing"
@@ -58,7 +59,7 @@ def data_hash(cfg, dataset: str) -> str:
 
 def provenance(cfg, dataset: str, device) -> dict:
     """The provenance fields of one record (see the module docstring)."""
-    from .runtime import device_info
+    from arelbo.core.runtime import device_info
 
     return {"commit": git_commit(), "dirty": git_dirty(), "config_hash": config_hash(cfg.raw),
             "data_hash": data_hash(cfg, dataset), **device_info(device)}
