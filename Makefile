@@ -11,11 +11,12 @@ CORES  ?= 2
 # ~4 s importing torch on one core, and ~240 jobs do (docs/reproduction-notes.md, "make quick budget").
 JOB_THREADS ?= 1
 
-.PHONY: quick test provision bench gpu-bundle gpu-check clean-results help
+.PHONY: quick test test-fast lint provision bench gpu-bundle gpu-check clean-results help
 
 help:
 	@echo "make quick   - CPU-sized reproduction (config/quick.yaml) -> results/quick/"
-	@echo "make test    - the whole test suite"
+	@echo "make test    - style checks (make lint), then the whole test suite"
+	@echo "make lint    - ruff (lint + format) and snakefmt, as CI runs them"
 	@echo "make bench   - benchmarks (throughput ratios)"
 	@echo "make gpu-bundle - wheels, MNIST and Inception weights for an offline GPU machine (.gpu-bundle/)"
 	@echo "make gpu-check  - on that GPU machine: install the bundle, GPU tests, benchmarks, MNIST Tables 3+4 (docs/gpu-check.md)"
@@ -23,7 +24,7 @@ help:
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --python $(BIN)/python --constraint requirements.lock --editable ".[test,slurm]"
+	$(BIN)/uv pip install --python $(BIN)/python --constraint requirements.lock --editable ".[test,slurm,lint]"
 	@touch $@
 
 provision: $(STAMP)
@@ -35,7 +36,13 @@ quick: provision
 	@$(BIN)/arelbo claims --results results/quick --no-write
 	@echo "report: results/quick/report.html (claims first); claims with evidence: results/quick/claims.csv"
 
-test: provision
+# Style first: a style error fails `make test` (and so CI) in seconds, before the suite.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/
+
+test: provision lint
 	$(BIN)/python -m pytest --durations=15
 
 bench: provision

@@ -1,20 +1,21 @@
 """`arelbo` command line: what the Snakemake rules call, and what users run by hand.
 
-    arelbo provision mnist|inception|all [--resources DIR]
-    arelbo provision data --dataset mnist|celeba --config FILE
-    arelbo fixture celeba DIR --n N [--seed S]
-    arelbo fid-reference --config FILE --dataset D --output FILE
-    arelbo train --config FILE --dataset D --model M --seed S --out DIR
-    arelbo section3-train --config FILE --point table1/stochastic/log10_sigma_x2=-0.5 --seed S --out DIR
-    arelbo section3-train-group --config FILE --group table1/stochastic|table1/deterministic|table5 --seed S
-    arelbo sample-and-score --config FILE --dataset D --model M --seed S --samplers prior gmm10 ...
-    arelbo criteria --config FILE --model-file F --seed S --out JSON   (Tables 1, 5)
-    arelbo figure 1|2|3 --config FILE --models F... --seed S --out PNG
-    arelbo claims --results DIR                   verdicts on the paper's claims (claims.csv, claims.tex)
-    arelbo config [--config FILE ...]             validate and print the merged config
-    arelbo plan [--config FILE ...] --device KIND projected job-hours and wall time of a config
-    arelbo costs --logs logs/NAME [--out CSV]     measured cost of a finished run (benchmark files)
+arelbo provision mnist|inception|all [--resources DIR]
+arelbo provision data --dataset mnist|celeba --config FILE
+arelbo fixture celeba DIR --n N [--seed S]
+arelbo fid-reference --config FILE --dataset D --output FILE
+arelbo train --config FILE --dataset D --model M --seed S --out DIR
+arelbo section3-train --config FILE --point table1/stochastic/log10_sigma_x2=-0.5 --seed S --out DIR
+arelbo section3-train-group --config FILE --group table1/stochastic|table1/deterministic|table5 --seed S
+arelbo sample-and-score --config FILE --dataset D --model M --seed S --samplers prior gmm10 ...
+arelbo criteria --config FILE --model-file F --seed S --out JSON   (Tables 1, 5)
+arelbo figure 1|2|3 --config FILE --models F... --seed S --out PNG
+arelbo claims --results DIR                   verdicts on the paper's claims (claims.csv, claims.tex)
+arelbo config [--config FILE ...]             validate and print the merged config
+arelbo plan [--config FILE ...] --device KIND projected job-hours and wall time of a config
+arelbo costs --logs logs/NAME [--out CSV]     measured cost of a finished run (benchmark files)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,14 +100,18 @@ def cmd_fixture(args) -> None:
 
 def cmd_fid_reference(args) -> None:
     from arelbo.core import layout
-    from arelbo.stages.data import load_split
-    from arelbo.metrics.fid import reference_stats
     from arelbo.core.runtime import pick_device
+    from arelbo.metrics.fid import reference_stats
+    from arelbo.stages.data import load_split
 
     cfg = _load(args, datasets=[args.dataset])
     _job_device(cfg)
     split, count = cfg.fid.reference_split, cfg.fid_reference_count(args.dataset)
-    output = Path(args.output) if args.output else layout.fid_reference(cfg.resources, cfg.dataset_tag(args.dataset), split, count)
+    output = (
+        Path(args.output)
+        if args.output
+        else layout.fid_reference(cfg.resources, cfg.dataset_tag(args.dataset), split, count)
+    )
     stats = reference_stats(
         output,
         lambda: load_split(args.dataset, split, cfg, limit=count),
@@ -167,9 +172,14 @@ def cmd_section3_train_group(args) -> None:
     if not points:
         raise ConfigError(f"the config's Section 3 grid has no point of group {args.group!r}")
     out_dirs = [layout.section3_dir(cfg.outdir, p.id, args.seed) for p in points]
-    train_points_batched(cfg, points, args.seed, out_dirs,
-                         layout.section3_group_checkpoint(cfg.outdir, args.group, args.seed),
-                         progress=not args.no_progress)
+    train_points_batched(
+        cfg,
+        points,
+        args.seed,
+        out_dirs,
+        layout.section3_group_checkpoint(cfg.outdir, args.group, args.seed),
+        progress=not args.no_progress,
+    )
     print(f"trained {len(points)} Section 3 points of {args.group} as one batched job (seed {args.seed})")
 
 
@@ -194,8 +204,10 @@ def cmd_figure(args) -> None:
     if args.number == 1:
         path = draw_figure1(cfg, files, args.seed, Path(args.out))
     else:
-        title = {2: "Figure 2: t-SNE of the latent space, Table 1 stochastic encoding",
-                 3: "Figure 3: t-SNE of the latent space, Table 5 (fixed σz²)"}[args.number]
+        title = {
+            2: "Figure 2: t-SNE of the latent space, Table 1 stochastic encoding",
+            3: "Figure 3: t-SNE of the latent space, Table 5 (fixed σz²)",
+        }[args.number]
         path = draw_tsne(cfg, files, args.seed, Path(args.out), title=title)
     print(f"figure {args.number}: {path}")
 
@@ -210,15 +222,15 @@ def cmd_plot(args) -> None:
     if args.kind == "comparison":
         if args.table is None or not args.input:
             raise SystemExit("arelbo plot comparison needs --table N --input tables/tableN_vs_paper.csv")
-        path = figures.paper_comparison(pd.read_csv(args.input[0]), Path(args.out),
-                                        caption=f"Table {args.table}: reproduced vs paper ({note})")
+        path = figures.paper_comparison(
+            pd.read_csv(args.input[0]), Path(args.out), caption=f"Table {args.table}: reproduced vs paper ({note})"
+        )
     else:
         logs = {}
         for log_file in map(Path, args.input):
             parts = log_file.parent.parts
             # models/{dataset}/{model}/seed{s}/ or sweeps/{point id}/seed{s}/
-            label = ("/".join(parts[parts.index("sweeps") + 1:]) if "sweeps" in parts
-                     else "/".join(parts[-2:]))
+            label = "/".join(parts[parts.index("sweeps") + 1 :]) if "sweeps" in parts else "/".join(parts[-2:])
             logs[label] = pd.read_csv(log_file)
         path = figures.training_curves(logs, Path(args.out), caption=f"training curves ({note})")
     print(f"plot: {path}")
@@ -237,16 +249,21 @@ def cmd_fit(args) -> None:
 
     cfg = _load(args)
     if len(args.latents) != len(args.out):
-        raise SystemExit(f"arelbo fit: give one --out per --latents file (got {len(args.latents)} latents, "
-                         f"{len(args.out)} outputs)")
+        raise SystemExit(
+            f"arelbo fit: give one --out per --latents file (got {len(args.latents)} latents, {len(args.out)} outputs)"
+        )
     if len(args.latents) > 1 and args.estimator != "2ndvae":
-        raise SystemExit(f"arelbo fit: several latents files are fitted as one batch only for 2ndvae, "
-                         f"not {args.estimator}; run one fit per file")
+        raise SystemExit(
+            f"arelbo fit: several latents files are fitted as one batch only for 2ndvae, "
+            f"not {args.estimator}; run one fit per file"
+        )
     _job_device(cfg)
     if args.estimator == "2ndvae" and len(args.latents) > 1:
         from arelbo.stages.evaluate import fit_and_save_second_stages
 
-        for out in fit_and_save_second_stages(cfg, [Path(p) for p in args.latents], args.seed, [Path(p) for p in args.out]):
+        for out in fit_and_save_second_stages(
+            cfg, [Path(p) for p in args.latents], args.seed, [Path(p) for p in args.out]
+        ):
             print(out)
         return
     print(fit_and_save(cfg, args.estimator, Path(args.latents[0]), args.seed, Path(args.out[0])))
@@ -257,14 +274,23 @@ def cmd_sample(args) -> None:
 
     cfg = _load(args, datasets=[args.dataset])
     _job_device(cfg)
-    print(sample(cfg, args.dataset, Path(args.model_file), args.sampler, args.seed, Path(args.out),
-                 estimator_file=Path(args.estimator_file) if args.estimator_file else None,
-                 latents=Path(args.latents) if args.latents else None))
+    print(
+        sample(
+            cfg,
+            args.dataset,
+            Path(args.model_file),
+            args.sampler,
+            args.seed,
+            Path(args.out),
+            estimator_file=Path(args.estimator_file) if args.estimator_file else None,
+            latents=Path(args.latents) if args.latents else None,
+        )
+    )
 
 
 def cmd_metric(args) -> None:
-    from arelbo.stages import evaluate
     from arelbo.core import layout
+    from arelbo.stages import evaluate
 
     cfg = _load(args, datasets=[args.dataset])
     _job_device(cfg)
@@ -272,10 +298,20 @@ def cmd_metric(args) -> None:
         evaluate.mse(cfg, args.dataset, args.model, Path(args.model_file), args.seed, Path(args.out))
     else:
         sampler = args.metric.removeprefix("fid_")
-        reference = layout.fid_reference(cfg.resources, cfg.dataset_tag(args.dataset),
-                                         cfg.fid.reference_split, cfg.fid_reference_count(args.dataset))
-        evaluate.fid(cfg, args.dataset, args.model, args.seed, sampler, Path(args.samples), reference,
-                     layout.inception_weights(cfg.resources), Path(args.out))
+        reference = layout.fid_reference(
+            cfg.resources, cfg.dataset_tag(args.dataset), cfg.fid.reference_split, cfg.fid_reference_count(args.dataset)
+        )
+        evaluate.fid(
+            cfg,
+            args.dataset,
+            args.model,
+            args.seed,
+            sampler,
+            Path(args.samples),
+            reference,
+            layout.inception_weights(cfg.resources),
+            Path(args.out),
+        )
     print(Path(args.out).read_text())
 
 
@@ -291,8 +327,9 @@ def cmd_sample_and_score(args) -> None:
 def cmd_table(args) -> None:
     from arelbo.stages.evaluate import assemble_table
 
-    for kind, path in assemble_table(_load(args), args.table, [Path(p) for p in args.metrics],
-                                     Path(args.outdir)).items():
+    for kind, path in assemble_table(
+        _load(args), args.table, [Path(p) for p in args.metrics], Path(args.outdir)
+    ).items():
         print(f"{kind}: {path}")
 
 
@@ -300,10 +337,12 @@ def cmd_claims(args) -> None:
     from arelbo.reporting.claims import summary_text, write_claims
 
     reduced = {"reduced": True, "not-reduced": False, None: None}[args.comparable]
-    if args.paper:   # the paper's own tables: does the claims file encode what its numbers say?
+    if args.paper:  # the paper's own tables: does the claims file encode what its numbers say?
         from arelbo.reporting.claims import judge, load_claims, paper_tidy
 
-        print(summary_text(judge(paper_tidy(), load_claims(args.claims)), title="Claims judged on the paper's own tables"))
+        print(
+            summary_text(judge(paper_tidy(), load_claims(args.claims)), title="Claims judged on the paper's own tables")
+        )
         return
     if args.results is None:
         from arelbo.reporting.claims import ClaimsError
@@ -340,13 +379,15 @@ def cmd_plan(args) -> None:
     if args.against is not None:
         against = Path(args.against or cfg.logdir)
         if not against.is_dir():
-            raise SystemExit(f"--against {against}: no such log folder; pass the logdir of a finished run of this config")
+            raise SystemExit(
+                f"--against {against}: no such log folder; pass the logdir of a finished run of this config"
+            )
     print(format_plan(plan(cfg, args.device, jobs, against=against), cores=args.cores))
 
 
 def cmd_costs(args) -> None:
-    from arelbo.reporting.costs import format_costs, read_benchmarks
     from arelbo.core.runtime import atomic_write_text
+    from arelbo.reporting.costs import format_costs, read_benchmarks
 
     bench = Path(args.logs) / "benchmarks"
     if not bench.is_dir():
@@ -364,8 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p):
-        p.add_argument("--config", action="append", metavar="FILE",
-                       help="YAML overlay(s) merged over config/config.yaml, in order")
+        p.add_argument(
+            "--config", action="append", metavar="FILE", help="YAML overlay(s) merged over config/config.yaml, in order"
+        )
         return p
 
     def with_training_args(p, folder: str):
@@ -409,8 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_config(sub.add_parser("fit", help="fit a posterior estimator on the training latents"))
     p.add_argument("--estimator", required=True, choices=registry.estimator_ids())
-    p.add_argument("--latents", required=True, nargs="+",
-                   help="latents .npz; several (2ndvae only) are fitted as one vectorised job (second_stage.batched)")
+    p.add_argument(
+        "--latents",
+        required=True,
+        nargs="+",
+        help="latents .npz; several (2ndvae only) are fitted as one vectorised job (second_stage.batched)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, nargs="+", help="one estimator file per --latents file")
     p.set_defaults(func=cmd_fit)
@@ -418,8 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("sample", help="decode fid.n_samples latents to uint8 images (.npz + PNG grid)"))
     p.add_argument("--dataset", required=True, choices=registry.DATASETS)
     p.add_argument("--model-file", required=True)
-    p.add_argument("--sampler", required=True,
-                   choices=registry.sampler_ids())
+    p.add_argument("--sampler", required=True, choices=registry.sampler_ids())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--estimator-file", help="for estimator samplers")
     p.add_argument("--latents", help="for interpolation samplers (test-set encoder means)")
@@ -436,14 +481,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_metric)
 
-    p = with_config(sub.add_parser(
-        "sample-and-score", help="samples and FID/KID records of several samplers of one trained model, in one "
-                                 "process (fid.batched), into the config's outdir"))
+    p = with_config(
+        sub.add_parser(
+            "sample-and-score",
+            help="samples and FID/KID records of several samplers of one trained model, in one "
+            "process (fid.batched), into the config's outdir",
+        )
+    )
     p.add_argument("--dataset", required=True, choices=registry.DATASETS)
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--samplers", required=True, nargs="+",
-                   choices=registry.sampler_ids())
+    p.add_argument("--samplers", required=True, nargs="+", choices=registry.sampler_ids())
     p.set_defaults(func=cmd_sample_and_score)
 
     p = with_config(sub.add_parser("table", help="assemble a table from metric records"))
@@ -452,26 +500,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("metrics", nargs="+", help="metric JSON files")
     p.set_defaults(func=cmd_table)
 
-    p = with_config(sub.add_parser("claims", help="judge the paper's claims from a run's tidy table CSVs "
-                                                  "(PASS/FAIL/...); --config names its plugins"))
+    p = with_config(
+        sub.add_parser(
+            "claims",
+            help="judge the paper's claims from a run's tidy table CSVs (PASS/FAIL/...); --config names its plugins",
+        )
+    )
     p.add_argument("--results", help="a run's outdir (holds tables/table*_tidy.csv)")
-    p.add_argument("--paper", action="store_true",
-                   help="judge the paper's own tables instead (each value ± 0.1): checks the claims file")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="judge the paper's own tables instead (each value ± 0.1): checks the claims file",
+    )
     p.add_argument("--claims", help="claims file (default: arelbo/reference/claims.yaml)")
     p.add_argument("--out-csv", help="default: <results>/claims.csv")
     p.add_argument("--out-tex", help="default: <results>/claims.tex")
-    p.add_argument("--comparable", choices=["reduced", "not-reduced"],
-                   help="override the tidy rows' `reduced` flag (value claims are judged only when not reduced)")
+    p.add_argument(
+        "--comparable",
+        choices=["reduced", "not-reduced"],
+        help="override the tidy rows' `reduced` flag (value claims are judged only when not reduced)",
+    )
     p.add_argument("--no-write", action="store_true", help="print the verdicts only (make quick's summary)")
     p.set_defaults(func=cmd_claims)
 
     p = with_config(sub.add_parser("section3-train", help="train one Section 3 grid point (Tables 1, 5)"))
-    p.add_argument("--point", required=True, help="e.g. table1/stochastic/log10_sigma_x2=-0.5, table5/log10_sigma_z2=0.6")
+    p.add_argument(
+        "--point", required=True, help="e.g. table1/stochastic/log10_sigma_x2=-0.5, table5/log10_sigma_z2=0.6"
+    )
     with_training_args(p, "grid point's")
     p.set_defaults(func=cmd_section3_train)
 
-    p = with_config(sub.add_parser("section3-train-group", help="train every Section 3 grid point of one group as one "
-                                   "batched job (section3.batched), into the config's outdir"))
+    p = with_config(
+        sub.add_parser(
+            "section3-train-group",
+            help="train every Section 3 grid point of one group as one "
+            "batched job (section3.batched), into the config's outdir",
+        )
+    )
     from arelbo.core.layout import SECTION3_GROUPS
 
     p.add_argument("--group", required=True, choices=SECTION3_GROUPS)
@@ -498,20 +563,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["comparison", "curves"])
     p.add_argument("--table", type=int, choices=[1, 3, 4, 5])
     p.add_argument("--out", required=True)
-    p.add_argument("--input", nargs="+", required=True,
-                   help="comparison: the table's vs_paper CSV; curves: train_log.csv files")
+    p.add_argument(
+        "--input", nargs="+", required=True, help="comparison: the table's vs_paper CSV; curves: train_log.csv files"
+    )
     p.set_defaults(func=cmd_plot)
 
     p = with_config(sub.add_parser("plan", help="projected cost of a config on a device kind, before running it"))
     p.add_argument("--device", default="cpu-2core", help="a device kind of arelbo/reference/costs.yaml")
     p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--against", nargs="?", const="", metavar="LOGDIR",
-                   help="also show each rule's measured seconds from a finished run's benchmark files "
-                        "(default LOGDIR: the config's logdir)")
+    p.add_argument(
+        "--against",
+        nargs="?",
+        const="",
+        metavar="LOGDIR",
+        help="also show each rule's measured seconds from a finished run's benchmark files "
+        "(default LOGDIR: the config's logdir)",
+    )
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("costs", help="measured cost of a finished run, per stage and per table row, from "
-                                     "Snakemake's benchmark files")
+    p = sub.add_parser(
+        "costs", help="measured cost of a finished run, per stage and per table row, from Snakemake's benchmark files"
+    )
     p.add_argument("--logs", required=True, help="the run's log folder, logs/<config name>")
     p.add_argument("--out", help="write one row per job to this CSV")
     p.set_defaults(func=cmd_costs)
@@ -528,7 +600,7 @@ def _preload_plugins(argv: list[str] | None) -> None:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", action="append", default=[])
     known, _ = pre.parse_known_args(argv)
-    from arelbo.core.config import ConfigError, DEFAULT_CONFIG, deep_merge, load_config_plugins, read_yaml
+    from arelbo.core.config import DEFAULT_CONFIG, ConfigError, deep_merge, load_config_plugins, read_yaml
 
     try:
         raw = read_yaml(DEFAULT_CONFIG)
@@ -544,20 +616,30 @@ def main(argv: list[str] | None = None) -> int:
     _preload_plugins(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from arelbo.core.config import ConfigError
-    from arelbo.stages.data import DataError
-    from arelbo.stages.provision import ProvisionError
-    from arelbo.metrics.inception_weights import WeightsError
     from arelbo.core.runtime import DeviceError, NotWritable, OutOfSpace
+    from arelbo.metrics.inception_weights import WeightsError
     from arelbo.models.training import TrainingDiverged
     from arelbo.reporting.claims import ClaimsError
+    from arelbo.stages.data import DataError
+    from arelbo.stages.provision import ProvisionError
 
     try:
         args.func(args)
-    except (ConfigError, DataError, ProvisionError, TrainingDiverged, DeviceError, WeightsError,
-            OutOfSpace, NotWritable, ClaimsError) as exc:
+    except (
+        ConfigError,
+        DataError,
+        ProvisionError,
+        TrainingDiverged,
+        DeviceError,
+        WeightsError,
+        OutOfSpace,
+        NotWritable,
+        ClaimsError,
+    ) as exc:
         print(f"arelbo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

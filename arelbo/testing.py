@@ -12,6 +12,7 @@ what the workflow relies on: shapes on both datasets, a finite loss and finite g
 real-looking images, the terms every training log reports, determinism under a seed, and for an
 estimator a save/load round trip and seeded sampling.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,7 +39,7 @@ def realistic_images(dataset: str, n: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     coarse = torch.randn(n, channels, max(height // 4, 2), max(width // 4, 2), generator=g)
     smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    if dataset == "mnist":   # mostly black, bright strokes: MNIST's pixel histogram
+    if dataset == "mnist":  # mostly black, bright strokes: MNIST's pixel histogram
         return torch.sigmoid(6.0 * (smooth - 1.0))
     return torch.sigmoid(1.5 * smooth)
 
@@ -54,9 +55,9 @@ def check_model(model_id: str, *, datasets=registry.DATASETS, batch_size: int = 
     hyper-parameter defaults its schema accepts."""
     import jsonschema
 
+    from arelbo.core.runtime import seed_everything
     from arelbo.models.nets import build_net
     from arelbo.models.objectives import loss_and_terms
-    from arelbo.core.runtime import seed_everything
 
     if model_id not in registry.MODELS:
         _fail(model_id, f"not registered; known: {', '.join(registry.MODELS)}")
@@ -67,8 +68,10 @@ def check_model(model_id: str, *, datasets=registry.DATASETS, batch_size: int = 
         _fail(model_id, str(error))
     for dataset in datasets:
         what = f"model {model_id!r} on {dataset}"
-        jsonschema.validate(entry.hparams(dataset), {"type": "object", "additionalProperties": False,
-                                                     "properties": entry.hparam_properties()})
+        jsonschema.validate(
+            entry.hparams(dataset),
+            {"type": "object", "additionalProperties": False, "properties": entry.hparam_properties()},
+        )
         x = realistic_images(dataset, batch_size, seed)
 
         def one_step():
@@ -82,11 +85,17 @@ def check_model(model_id: str, *, datasets=registry.DATASETS, batch_size: int = 
         if out.x_mean.shape != x.shape:
             _fail(what, f"decoder mean has shape {tuple(out.x_mean.shape)}, expected {tuple(x.shape)}")
         if out.mu.shape != (batch_size, net.latent_dim) or out.z.shape != out.mu.shape:
-            _fail(what, f"latents have shapes mu {tuple(out.mu.shape)}, z {tuple(out.z.shape)}; "
-                        f"expected ({batch_size}, {net.latent_dim})")
+            _fail(
+                what,
+                f"latents have shapes mu {tuple(out.mu.shape)}, z {tuple(out.z.shape)}; "
+                f"expected ({batch_size}, {net.latent_dim})",
+            )
         if (out.logvar is not None) != entry.stochastic:
-            _fail(what, f"stochastic={entry.stochastic} but the encoder {'gives' if out.logvar is not None else 'lacks'} "
-                        "a log-variance")
+            _fail(
+                what,
+                f"stochastic={entry.stochastic} but the encoder {'gives' if out.logvar is not None else 'lacks'} "
+                "a log-variance",
+            )
         if loss.ndim != 0 or not torch.isfinite(loss):
             _fail(what, f"loss must be a finite scalar, got {loss}")
         missing = [t for t in REQUIRED_TERMS if t not in terms]
@@ -127,8 +136,9 @@ def check_model(model_id: str, *, datasets=registry.DATASETS, batch_size: int = 
                 _fail(what, "a network loaded from its saved state reconstructs differently")
 
 
-def check_estimator(estimator_id: str, *, d_z: int = 16, n: int = 600, seed: int = 0,
-                    settings: dict | None = None) -> None:
+def check_estimator(
+    estimator_id: str, *, d_z: int = 16, n: int = 600, seed: int = 0, settings: dict | None = None
+) -> None:
     """The estimator `estimator_id` (registered), fitted on latents of a known mixture for a
     stochastic and a deterministic encoder: the object it returns, sample shape/dtype/device, the
     same samples for the same seed (also from a second fit with the same seed, and after a save/load
@@ -158,8 +168,11 @@ def check_estimator(estimator_id: str, *, d_z: int = 16, n: int = 600, seed: int
             _fail(what, f"fit returned {type(est).__name__}, not an arelbo.models.estimators.Estimator")
         z = est.sample(50, seed=7)
         if z.shape != (50, d_z) or z.dtype != torch.float32 or z.device.type != "cpu":
-            _fail(what, f"sample(50, seed) gave {tuple(z.shape)} {z.dtype} on {z.device}; expected "
-                        f"(50, {d_z}) float32 on the CPU")
+            _fail(
+                what,
+                f"sample(50, seed) gave {tuple(z.shape)} {z.dtype} on {z.device}; expected "
+                f"(50, {d_z}) float32 on the CPU",
+            )
         if not torch.isfinite(z).all():
             _fail(what, "samples are not finite")
         if not torch.equal(z, est.sample(50, seed=7)):

@@ -1,8 +1,9 @@
 """Shared by the batched-vs-one-by-one benchmarks: wall time of device work, synchronised on CUDA."""
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -21,8 +22,14 @@ def seconds(device: torch.device, work: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def report_one_by_one_vs_batched(device: torch.device, what: str, steps: int, batch_size: int,
-                                 one_by_one: Callable[[], object], batched: Callable[[], object]) -> None:
+def report_one_by_one_vs_batched(
+    device: torch.device,
+    what: str,
+    steps: int,
+    batch_size: int,
+    one_by_one: Callable[[], object],
+    batched: Callable[[], object],
+) -> None:
     """Time K separate runs against one batched run of the same K, and print both and the ratio."""
     single_s = seconds(device, one_by_one)
     batched_s = seconds(device, batched)

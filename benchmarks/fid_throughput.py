@@ -8,6 +8,7 @@ Both sides score the same generated images against the same MNIST test images; t
 each FID from both (they must agree) and the ratio of the wall times, measured in one run.
 Without --model-file it uses a seeded, untrained MNIST VAE (the images are what matter here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +26,16 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from arelbo.stages import evaluate
 from arelbo.core import layout  # noqa: E402
 from arelbo.core.config import load_config  # noqa: E402
-from arelbo.stages.data import load_split  # noqa: E402
-from arelbo.models.estimators import fit_estimator  # noqa: E402
-from arelbo.metrics.inception_weights import FID_WEIGHTS_FILENAME, build_inception  # noqa: E402
-from arelbo.metrics.fid import fid_against, reference_stats  # noqa: E402
-from arelbo.metrics.interpolation import interpolation_latents  # noqa: E402
-from arelbo.models.nets import build_net  # noqa: E402
 from arelbo.core.runtime import pick_device, seed_everything  # noqa: E402
+from arelbo.metrics.fid import fid_against, reference_stats  # noqa: E402
+from arelbo.metrics.inception_weights import FID_WEIGHTS_FILENAME, build_inception  # noqa: E402
+from arelbo.metrics.interpolation import interpolation_latents  # noqa: E402
+from arelbo.models.estimators import fit_estimator  # noqa: E402
+from arelbo.models.nets import build_net  # noqa: E402
+from arelbo.stages import evaluate  # noqa: E402
+from arelbo.stages.data import load_split  # noqa: E402
 from arelbo.stages.train import load_trained  # noqa: E402
 
 
@@ -79,11 +79,22 @@ def main() -> None:
         # arelbo: reference statistics computed once and cached (first call), then every FID.
         start = time.perf_counter()
         inception = build_inception(weights).to(device)
-        ref = reference_stats(tmp / "ref.npz", lambda: reference_images, dataset="mnist", split="test",
-                              count=args.n_reference, weights_path=weights, model=inception,
-                              batch_size=args.batch_size, device=device, progress=False)
-        ours = {k: fid_against(v, ref, inception, batch_size=args.batch_size, device=device, progress=False)
-                for k, v in samples.items()}
+        ref = reference_stats(
+            tmp / "ref.npz",
+            lambda: reference_images,
+            dataset="mnist",
+            split="test",
+            count=args.n_reference,
+            weights_path=weights,
+            model=inception,
+            batch_size=args.batch_size,
+            device=device,
+            progress=False,
+        )
+        ours = {
+            k: fid_against(v, ref, inception, batch_size=args.batch_size, device=device, progress=False)
+            for k, v in samples.items()
+        }
         arelbo_s = time.perf_counter() - start
 
         # pytorch-fid's CLI on PNG folders; it finds the weights in TORCH_HOME's hub cache.
@@ -97,15 +108,32 @@ def main() -> None:
         theirs = {}
         start = time.perf_counter()
         for k in samples:
-            out = subprocess.run([sys.executable, "-m", "pytorch_fid", str(tmp / "reference"), str(tmp / k),
-                                  "--device", str(device), "--batch-size", str(args.batch_size)],
-                                 capture_output=True, text=True, env=env, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytorch_fid",
+                    str(tmp / "reference"),
+                    str(tmp / k),
+                    "--device",
+                    str(device),
+                    "--batch-size",
+                    str(args.batch_size),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             theirs[k] = float(out.stdout.strip().split()[-1])
         cli_s = time.perf_counter() - start
 
     print(f"device {device}; {len(samples)} FIDs of {args.n_samples} samples vs {args.n_reference} reference images")
     for k in samples:
-        print(f"  fid_{k:14s} arelbo {ours[k]:10.4f}   pytorch-fid CLI {theirs[k]:10.4f}   |diff| {abs(ours[k] - theirs[k]):.2e}")
+        print(
+            f"  fid_{k:14s} arelbo {ours[k]:10.4f}   pytorch-fid CLI {theirs[k]:10.4f}   "
+            f"|diff| {abs(ours[k] - theirs[k]):.2e}"
+        )
     print(f"arelbo {arelbo_s:.1f} s   pytorch-fid CLI {cli_s:.1f} s   speed-up {cli_s / arelbo_s:.2f}x")
 
 

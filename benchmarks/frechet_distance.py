@@ -10,6 +10,7 @@ cost of one FID bootstrap resample at this N (`bootstrap_resample_s` of arelbo/r
 the paper's 1,000 per FID make it the largest evaluation cost `arelbo plan` projects on a GPU):
 (time of R resamples − time of 1) / (R − 1), so the fixed part (√Σ_ref) is not counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,21 +55,32 @@ def main() -> None:
     ours, ours_s = best_of(args.repeats, lambda: frechet_distance_to_features(gen, ref, device="cpu"))
     _, cov_s = best_of(args.repeats, lambda: feature_stats(gen))
     print(f"N = {args.n}, D = {args.dim}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print(f"  pytorch-fid calculate_frechet_distance {theirs:.6f}  {theirs_s + cov_s:7.2f} s (incl. np.cov {cov_s:.2f} s)")
-    print(f"  arelbo, CPU                            {ours:.6f}  {ours_s:7.2f} s   rel. diff {abs(ours - theirs) / abs(theirs):.1e}")
+    print(
+        f"  pytorch-fid calculate_frechet_distance {theirs:.6f}  {theirs_s + cov_s:7.2f} s (incl. np.cov {cov_s:.2f} s)"
+    )
+    print(
+        f"  arelbo, CPU                            {ours:.6f}  {ours_s:7.2f} s   "
+        f"rel. diff {abs(ours - theirs) / abs(theirs):.1e}"
+    )
     print(f"  speed-up on the CPU: {(theirs_s + cov_s) / ours_s:.2f}x")
     if torch.cuda.is_available():
-        frechet_distance_to_features(gen, ref, device="cuda")   # warm-up: CUDA context, cuSOLVER
+        frechet_distance_to_features(gen, ref, device="cuda")  # warm-up: CUDA context, cuSOLVER
         on_gpu, gpu_s = best_of(args.repeats, lambda: frechet_distance_to_features(gen, ref, device="cuda"))
-        print(f"  arelbo, {torch.cuda.get_device_name()}  {on_gpu:.6f}  {gpu_s:7.2f} s   "
-              f"speed-up {(theirs_s + cov_s) / gpu_s:.1f}x over pytorch-fid on the CPU")
+        print(
+            f"  arelbo, {torch.cuda.get_device_name()}  {on_gpu:.6f}  {gpu_s:7.2f} s   "
+            f"speed-up {(theirs_s + cov_s) / gpu_s:.1f}x over pytorch-fid on the CPU"
+        )
 
-    for device, resamples in [("cpu", args.resamples)] + ([("cuda", 10 * args.resamples)] if torch.cuda.is_available() else []):
+    for device, resamples in [("cpu", args.resamples)] + (
+        [("cuda", 10 * args.resamples)] if torch.cuda.is_available() else []
+    ):
         timed = lambda r: best_of(1, lambda: fid_bootstrap(gen, ref, resamples=r, seed=0, device=device))[1]  # noqa: E731
-        timed(1)   # warm-up
+        timed(1)  # warm-up
         per = (timed(resamples) - timed(1)) / (resamples - 1)
-        print(f"  bootstrap_resample_s on {device}: {per:.3f} s per resample at N = {args.n} "
-              f"({per * 1000 / 60:.1f} min for the paper's 1,000)")
+        print(
+            f"  bootstrap_resample_s on {device}: {per:.3f} s per resample at N = {args.n} "
+            f"({per * 1000 / 60:.1f} min for the paper's 1,000)"
+        )
 
 
 if __name__ == "__main__":

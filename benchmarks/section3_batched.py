@@ -8,6 +8,7 @@ Prints both wall times and their ratio, measured in one run on the current devic
 start-up (~4 s for `import torch` and the data on a 2-core CPU) to the one-by-one side for the
 DAG's real saving.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _timing import report_one_by_one_vs_batched  # noqa: E402
+
 from arelbo.core.config import load_config  # noqa: E402
 from arelbo.core.layout import GridPoint, section3_group_checkpoint  # noqa: E402
 from arelbo.core.runtime import pick_device  # noqa: E402
@@ -40,22 +42,41 @@ def main() -> None:
         points = list({p.id: p for p in points}.values())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "ci.yaml", check_folders=False, overrides={
-            "outdir": str(tmp), "data": {"mnist": {"limit": {"train": max(args.images, 512), "val": 64, "test": 64}}},
-            "section3": {"train": {"lr": 1e-3, "epochs": args.epochs, "batch_size": args.batch_size},
-                         "train_limit": args.images}})
+        cfg = load_config(
+            Path(__file__).resolve().parents[1] / "config" / "ci.yaml",
+            check_folders=False,
+            overrides={
+                "outdir": str(tmp),
+                "data": {"mnist": {"limit": {"train": max(args.images, 512), "val": 64, "test": 64}}},
+                "section3": {
+                    "train": {"lr": 1e-3, "epochs": args.epochs, "batch_size": args.batch_size},
+                    "train_limit": args.images,
+                },
+            },
+        )
         device = pick_device(cfg.device)
-        train_point(cfg, points[0], 0, tmp / "warm", progress=False)   # data cache, kernels, allocator
+        train_point(cfg, points[0], 0, tmp / "warm", progress=False)  # data cache, kernels, allocator
 
         def one_by_one():
             for p in points:
                 train_point(cfg, p, 0, tmp / "single" / p.id, progress=False)
 
         report_one_by_one_vs_batched(
-            device, f"{len(points)} points of {args.group}", args.epochs * -(-args.images // args.batch_size),
-            args.batch_size, one_by_one,
-            lambda: train_points_batched(cfg, points, 0, [tmp / "batched" / p.id for p in points],
-                                         section3_group_checkpoint(tmp / "batched", args.group, 0), progress=False))
+            device,
+            f"{len(points)} points of {args.group}",
+            args.epochs * -(-args.images // args.batch_size),
+            args.batch_size,
+            one_by_one,
+            lambda: train_points_batched(
+                cfg,
+                points,
+                0,
+                [tmp / "batched" / p.id for p in points],
+                section3_group_checkpoint(tmp / "batched", args.group, 0),
+                progress=False,
+            ),
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,7 @@ device) against a plain `DataLoader(TensorDataset)` loop with the same model, ob
 
 Prints steps/s for both and their ratio, measured in one run on the current device.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,9 +14,9 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from arelbo.core.runtime import pick_device, seed_everything
 from arelbo.models.nets import build_net
 from arelbo.models.objectives import loss_and_terms
-from arelbo.core.runtime import pick_device, seed_everything
 from arelbo.models.training import Batches, epoch_generator
 
 SHAPES = {"mnist": (1, 28, 28), "celeba": (3, 64, 64)}
@@ -52,8 +53,9 @@ def arelbo_loop(net, opt, images, model, dataset, batch_size, steps, device):
 
 def dataloader_loop(net, opt, images, model, dataset, batch_size, steps, device):
     # The common baseline: float images in a TensorDataset, shuffled by a DataLoader, moved per batch.
-    loader = DataLoader(TensorDataset(images.float().div(255.0)), batch_size=batch_size, shuffle=True,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        TensorDataset(images.float().div(255.0)), batch_size=batch_size, shuffle=True, pin_memory=device.type == "cuda"
+    )
     done = 0
     _sync(device)
     start = time.perf_counter()
@@ -87,8 +89,10 @@ def main() -> None:
             opt = torch.optim.Adam(net.parameters(), lr=1e-4)
             loop(net, opt, images, args.model, dataset, args.batch_size, args.warmup, device)
             rates[name] = loop(net, opt, images, args.model, dataset, args.batch_size, args.steps, device)
-        print(f"{dataset:7s} arelbo {rates['arelbo']:8.2f} steps/s   DataLoader(TensorDataset) "
-              f"{rates['dataloader']:8.2f} steps/s   ratio {rates['arelbo'] / rates['dataloader']:.2f}x")
+        print(
+            f"{dataset:7s} arelbo {rates['arelbo']:8.2f} steps/s   DataLoader(TensorDataset) "
+            f"{rates['dataloader']:8.2f} steps/s   ratio {rates['arelbo'] / rates['dataloader']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

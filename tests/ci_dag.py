@@ -12,6 +12,7 @@ it was scheduled; the local executor is run end to end by the paper-config and p
 Environment (optional): ARELBO_CI_RUN_TIMEOUT (seconds, default 1500) bounds the run; set
 ARELBO_CI_RUN=local to run it locally even where a SLURM answers.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,10 @@ def slurm_unavailable() -> str | None:
         return f"`sinfo` failed: {states.stderr.strip() or states.stdout.strip()} (start it: .ci/slurm/start.sh)"
     usable = [s for s in states.stdout.split() if s.rstrip("*~#") in ("idle", "mix", "mixed", "alloc", "allocated")]
     if not usable:
-        return (f"no usable node in SLURM partition {PARTITION!r} (sinfo states: {states.stdout.split() or 'none'}; "
-                "start one: .ci/slurm/start.sh)")
+        return (
+            f"no usable node in SLURM partition {PARTITION!r} (sinfo states: {states.stdout.split() or 'none'}; "
+            "start one: .ci/slurm/start.sh)"
+        )
     return None
 
 
@@ -97,9 +100,10 @@ class TrainKiller(threading.Thread):
 @dataclass
 class CiRun:
     """What the run left: outputs under `out` (results/, logs/), Snakemake's whole output in `log`."""
+
     out: Path
-    executor: str                     # "slurm" or "local"
-    returncode: int | None            # None: it did not finish within TIMEOUT (and was stopped)
+    executor: str  # "slurm" or "local"
+    returncode: int | None  # None: it did not finish within TIMEOUT (and was stopped)
     log: str
     elapsed: float
     why_not_slurm: str | None = None  # why a local run (None for a SLURM one)
@@ -111,15 +115,16 @@ class CiRun:
         if self.returncode is None:
             return f"the {self.executor} run of config/ci.yaml did not finish within {TIMEOUT} s:\n{self.log[-6000:]}"
         if self.returncode != 0:
-            return (f"the {self.executor} run of config/ci.yaml failed ({self.returncode}) after "
-                    f"{self.elapsed:.0f} s:\n{self.log[-6000:]}")
+            return (
+                f"the {self.executor} run of config/ci.yaml failed ({self.returncode}) after "
+                f"{self.elapsed:.0f} s:\n{self.log[-6000:]}"
+            )
         return None
 
 
 def _snakemake_until_done(cmd: list[str], log_file: Path) -> int | None:
     with open(log_file, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             return proc.wait(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -140,7 +145,8 @@ def run_ci_dag(out: Path) -> CiRun:
     started = time.monotonic()
     if why_not:
         returncode = _snakemake_until_done(
-            [sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1", *config], log_file)
+            [sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1", *config], log_file
+        )
         return CiRun(out, "local", returncode, log_file.read_text(), time.monotonic() - started, why_not_slurm=why_not)
 
     slurm_logs = out / "slurm_logs"
@@ -149,8 +155,20 @@ def run_ci_dag(out: Path) -> CiRun:
     killer.start()
     try:
         returncode = _snakemake_until_done(
-            [sys.executable, "-m", "snakemake", "--profile", SLURM_PROFILE, *config,
-             "--slurm-logdir", str(slurm_logs), "--slurm-jobname-prefix", prefix], log_file)
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--profile",
+                SLURM_PROFILE,
+                *config,
+                "--slurm-logdir",
+                str(slurm_logs),
+                "--slurm-jobname-prefix",
+                prefix,
+            ],
+            log_file,
+        )
     finally:
         killer.stop.set()
         killer.join(timeout=60)

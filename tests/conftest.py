@@ -1,5 +1,6 @@
 """Shared fixtures. `make test` provisions MNIST and the Inception weights into ./resources first;
 the fixtures below provision on demand too, so a bare `pytest` also works."""
+
 from __future__ import annotations
 
 import os
@@ -72,7 +73,7 @@ def restored_registry():
     for table, before in zip((registry.MODELS, registry.ESTIMATORS, registry._LOADED), saved):
         table.clear()
         table.update(before)
-    for name in set(sys.modules) - modules:   # a plugin imported here is imported afresh next time
+    for name in set(sys.modules) - modules:  # a plugin imported here is imported afresh next time
         if name.startswith(("arelbo_example_plugin", "plugin_")):
             sys.modules.pop(name, None)
 

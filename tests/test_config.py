@@ -1,4 +1,5 @@
 """The config schema catches bad input before any job runs, with messages that name key and fix."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arelbo.core.config import ConfigError, Config, deep_merge, load_config, read_yaml
+from arelbo.core.config import Config, ConfigError, deep_merge, load_config, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,10 @@ def test_overlays_merge_key_by_key(in_repo):
     [
         ({"models": ["vae", "beta_vae"]}, "models[1]: 'beta_vae' is not a known id"),
         ({"datasets": ["mnist", "cifar10"]}, "datasets[1]: 'cifar10' is not a known id"),
-        ({"estimators": ["gmm7"]}, "estimators[0]: 'gmm7' is not a known id; choose one of prior, 2ndvae, gmm10, gmm100"),
+        (
+            {"estimators": ["gmm7"]},
+            "estimators[0]: 'gmm7' is not a known id; choose one of prior, 2ndvae, gmm10, gmm100",
+        ),
         ({"fid": {"n_samples": 0}}, "fid.n_samples: 0 is less than the minimum of 2"),
         ({"train": {"mnist": {"batch_size": -64}}}, "train.mnist.batch_size: -64 is less than the minimum of 1"),
         ({"train": {"celeba": {"lr": 0}}}, "train.celeba.lr: 0 is less than or equal to the minimum of 0"),
@@ -90,7 +94,10 @@ def test_snakemake_rejects_a_bad_config_before_any_job(tmp_path, in_repo):
     bad = write(tmp_path, {"models": ["vae", "vqvae"], "fid": {"n_samples": -1}, "outdir": str(tmp_path / "out")})
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(bad)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     output = result.stdout + result.stderr

@@ -1,5 +1,6 @@
 """arelbo.testing's conformance checks: the paper's 13 models and 4 estimators pass them, and they
 fail, saying why, on a model or an estimator that breaks what the workflow relies on."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,6 @@ import torch
 
 from arelbo.core import registry
 from arelbo.testing import check_estimator, check_model, realistic_images
-
 
 # tiny networks: one thread is ~10× faster than two fighting over a busy CPU (conftest.py)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,8 +33,11 @@ def test_realistic_images_look_like_their_dataset():
 
 
 def _bad_model(monkeypatch, objective):
-    monkeypatch.setitem(registry.MODELS, "broken", registry.ModelEntry(
-        "broken", "Broken", f"{__name__}:{objective}", True, None, True, source="test"))
+    monkeypatch.setitem(
+        registry.MODELS,
+        "broken",
+        registry.ModelEntry("broken", "Broken", f"{__name__}:{objective}", True, None, True, source="test"),
+    )
 
 
 def objective_without_mse(x, out, net):
@@ -55,19 +58,22 @@ def objective_decoder_only(x, out, net):
 _CALLS = [0]
 
 
-def objective_unseeded(x, out, net):   # state outside every seeded generator: differs call to call
+def objective_unseeded(x, out, net):  # state outside every seeded generator: differs call to call
     _CALLS[0] += 1
     rec = (x - out.x_mean).pow(2).flatten(1).sum(1).mean() * _CALLS[0]
     return rec, {"rec": rec.detach(), "mse": rec.detach()}
 
 
-@pytest.mark.parametrize("objective,message", [
-    ("objective_without_mse", r"terms lack \['mse'\]"),
-    ("objective_nan", "finite scalar"),
-    ("objective_decoder_only", "no gradient reaches the encoder"),
-    ("objective_unseeded", "not deterministic under a seed"),
-    ("no_such_function", "cannot import"),
-])
+@pytest.mark.parametrize(
+    "objective,message",
+    [
+        ("objective_without_mse", r"terms lack \['mse'\]"),
+        ("objective_nan", "finite scalar"),
+        ("objective_decoder_only", "no gradient reaches the encoder"),
+        ("objective_unseeded", "not deterministic under a seed"),
+        ("no_such_function", "cannot import"),
+    ],
+)
 def test_a_broken_model_is_named_with_what_breaks(monkeypatch, objective, message):
     _bad_model(monkeypatch, objective)
     with pytest.raises(AssertionError, match=message):
@@ -85,9 +91,15 @@ def test_a_broken_estimator_is_named_with_what_breaks(monkeypatch):
         def sample(self, n, seed):
             return torch.randn(n, self.d_z)
 
-    monkeypatch.setattr(__import__(__name__), "fit_unseeded",
-                        lambda mu, logvar, **kw: Unseeded(mu.shape[1]), raising=False)
-    monkeypatch.setitem(registry.ESTIMATORS, "unseeded", registry.EstimatorEntry(
-        "unseeded", "Unseeded", f"{__name__}:fit_unseeded", "arelbo.models.estimators:load_prior", source="test"))
+    monkeypatch.setattr(
+        __import__(__name__), "fit_unseeded", lambda mu, logvar, **kw: Unseeded(mu.shape[1]), raising=False
+    )
+    monkeypatch.setitem(
+        registry.ESTIMATORS,
+        "unseeded",
+        registry.EstimatorEntry(
+            "unseeded", "Unseeded", f"{__name__}:fit_unseeded", "arelbo.models.estimators:load_prior", source="test"
+        ),
+    )
     with pytest.raises(AssertionError, match="the same seed gave different samples"):
         check_estimator("unseeded", n=100)

@@ -1,18 +1,18 @@
 """Provisioning (checksums, sources, atomicity) and the in-memory datasets."""
+
 from __future__ import annotations
 
 import gzip
 import hashlib
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from arelbo.stages import data
 from arelbo.core import layout
+from arelbo.stages import data
 from arelbo.stages.data import DataError
 from arelbo.stages.provision import (
     CELEBA_SYNTHETIC_MARKER,
@@ -71,7 +71,10 @@ def test_idx_parsing_and_mnist_splits(mnist_raw_dir):
     assert labels.shape == (60000,) and set(np.unique(labels)) == set(range(10))
     splits = data.decode_mnist(mnist_raw_dir, val_size=5000)
     assert {k: v.shape for k, v in splits.items()} == {
-        "train": (55000, 1, 28, 28), "val": (5000, 1, 28, 28), "test": (10000, 1, 28, 28)}
+        "train": (55000, 1, 28, 28),
+        "val": (5000, 1, 28, 28),
+        "test": (10000, 1, 28, 28),
+    }
     full = data.read_idx(mnist_raw_dir / "train-images-idx3-ubyte")
     # validation is the *last* 5,000 training images
     np.testing.assert_array_equal(splits["val"][:, 0], full[-5000:])
@@ -111,8 +114,10 @@ def test_celeba_fixture_has_torchvision_layout(tmp_path):
     assert (root / CELEBA_SYNTHETIC_MARKER).is_file()
     # same seed → same bytes; torchvision's root/celeba nesting is found too
     again = make_celeba_fixture(tmp_path / "nested" / "celeba", n=10, seed=3)
-    assert hashlib.md5(images[4].read_bytes()).hexdigest() == hashlib.md5(
-        (again / "img_align_celeba" / "000005.jpg").read_bytes()).hexdigest()
+    assert (
+        hashlib.md5(images[4].read_bytes()).hexdigest()
+        == hashlib.md5((again / "img_align_celeba" / "000005.jpg").read_bytes()).hexdigest()
+    )
     assert layout.celeba_folder(tmp_path / "nested") == again
 
 
@@ -158,6 +163,7 @@ def test_bad_partition_line_names_the_line(tmp_path):
 # inputs verified where they are used: raw MNIST checksums, incomplete caches, changed CelebA
 # --------------------------------------------------------------------------------------------
 
+
 def _config_with_resources(tmp_path, mnist_raw_dir, **data):
     import shutil
 
@@ -167,8 +173,11 @@ def _config_with_resources(tmp_path, mnist_raw_dir, **data):
     raw.mkdir(parents=True)
     for f in mnist_raw_dir.iterdir():
         shutil.copy(f, raw / f.name)
-    return load_config("config/ci.yaml", check_folders=False,
-                       overrides={"resources": str(tmp_path / "resources"), "datasets": ["mnist"], **data}), raw
+    return load_config(
+        "config/ci.yaml",
+        check_folders=False,
+        overrides={"resources": str(tmp_path / "resources"), "datasets": ["mnist"], **data},
+    ), raw
 
 
 def test_a_corrupt_raw_mnist_file_is_refused_before_decoding(tmp_path, mnist_raw_dir):
@@ -182,15 +191,30 @@ def test_a_corrupt_raw_mnist_file_is_refused_before_decoding(tmp_path, mnist_raw
     cfg, raw = _config_with_resources(tmp_path, mnist_raw_dir)
     target = raw / "train-images-idx3-ubyte"
     data = bytearray(target.read_bytes())
-    data[100_000] ^= 0xFF                      # one flipped byte in an image
+    data[100_000] ^= 0xFF  # one flipped byte in an image
     target.write_bytes(bytes(data))
     with pytest.raises(DataError, match="train-images-idx3-ubyte is corrupt.*arelbo provision mnist"):
         prepare_dataset("mnist", cfg)
-    assert not (tmp_path / "resources" / "datasets").exists()   # nothing decoded from it
+    assert not (tmp_path / "resources" / "datasets").exists()  # nothing decoded from it
     overlay = tmp_path / "o.yaml"
     overlay.write_text(yaml.safe_dump({"resources": str(tmp_path / "resources"), "datasets": ["mnist"]}))
-    result = subprocess.run([sys.executable, "-m", "arelbo", "provision", "data", "--dataset", "mnist", "--config",
-                             "config/ci.yaml", "--config", str(overlay)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arelbo",
+            "provision",
+            "data",
+            "--dataset",
+            "mnist",
+            "--config",
+            "config/ci.yaml",
+            "--config",
+            str(overlay),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "is corrupt" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -201,10 +225,10 @@ def test_a_partly_deleted_or_truncated_cache_is_rebuilt(tmp_path, mnist_raw_dir)
     cfg, _ = _config_with_resources(tmp_path, mnist_raw_dir)
     meta = prepare_dataset("mnist", cfg)
     expected = load_split("mnist", "val", cfg)
-    (meta.parent / "val.npy").unlink()           # meta.json still says the cache is there
+    (meta.parent / "val.npy").unlink()  # meta.json still says the cache is there
     assert torch.equal(load_split("mnist", "val", cfg), expected)
     test_file = meta.parent / "test.npy"
-    test_file.write_bytes(test_file.read_bytes()[:5000])   # truncated
+    test_file.write_bytes(test_file.read_bytes()[:5000])  # truncated
     assert load_split("mnist", "test", cfg).shape == (128, 1, 28, 28)
     assert meta == layout.dataset_cache_meta(cfg.resources, "mnist")
 
@@ -214,9 +238,15 @@ def test_celeba_cache_is_rebuilt_when_an_image_changes(tmp_path):
     from arelbo.stages.data import load_split
 
     root = make_celeba_fixture(tmp_path / "celeba", n=10, seed=3)
-    cfg = load_config("config/ci.yaml", check_folders=False, overrides={
-        "resources": str(tmp_path / "resources"), "datasets": ["celeba"],
-        "data": {"celeba": {"root": str(root), "synthetic_standin": None, "limit": {"train": None, "val": None}}}})
+    cfg = load_config(
+        "config/ci.yaml",
+        check_folders=False,
+        overrides={
+            "resources": str(tmp_path / "resources"),
+            "datasets": ["celeba"],
+            "data": {"celeba": {"root": str(root), "synthetic_standin": None, "limit": {"train": None, "val": None}}},
+        },
+    )
     before = load_split("celeba", "train", cfg)
     from arelbo.stages.data import read_celeba_partition
 

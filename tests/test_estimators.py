@@ -1,5 +1,6 @@
 """Aggregate-posterior estimators (SPEC §5): the fits recover known distributions, sampling depends
 only on the seed it is given, and files round-trip to identical samples."""
+
 from __future__ import annotations
 
 import pickle
@@ -10,9 +11,15 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from arelbo.models.estimators import (GMMEstimator, SecondStageSettings, fit_estimator, fit_second_stages,
-                               load_estimator, save_estimator)
 from arelbo.core.registry import ESTIMATORS
+from arelbo.models.estimators import (
+    GMMEstimator,
+    SecondStageSettings,
+    fit_estimator,
+    fit_second_stages,
+    load_estimator,
+    save_estimator,
+)
 from arelbo.models.training import TrainingDiverged
 
 D = 4
@@ -59,6 +66,7 @@ def assert_seeded(est, tmp_path, name):
 
 # ---------------------------------------------------------------------------- prior
 
+
 def test_prior_is_standard_normal_and_seeded(tmp_path):
     est = fit_estimator("prior", torch.randn(10, 5), None, seed=0)
     assert est.id == "prior" and est.fit_log == []
@@ -70,6 +78,7 @@ def test_prior_is_standard_normal_and_seeded(tmp_path):
 
 
 # ---------------------------------------------------------------------------- GMM
+
 
 @pytest.fixture(scope="module")
 def mixture():
@@ -126,6 +135,7 @@ def test_unknown_estimator_id():
 
 # ---------------------------------------------------------------------------- second-stage VAE
 
+
 @pytest.fixture(scope="module")
 def encoder_outputs():
     mu = gaussian_rows(N_TRAIN, MEAN, COV_MU, seed=100)
@@ -144,10 +154,13 @@ def second_stage_fits(encoder_outputs):
 
 # Targets: a stochastic encoder's aggregate posterior is the law of u = μ + σ⊙ε, N(m, C_μ + diag σ²);
 # a deterministic encoder's is that of μ, N(m, C_μ).
-@pytest.mark.parametrize("kind, target_cov, other_cov", [
-    ("stochastic", COV_MU + torch.diag(ENCODER_VAR), COV_MU),
-    ("deterministic", COV_MU, COV_MU + torch.diag(ENCODER_VAR)),
-])
+@pytest.mark.parametrize(
+    "kind, target_cov, other_cov",
+    [
+        ("stochastic", COV_MU + torch.diag(ENCODER_VAR), COV_MU),
+        ("deterministic", COV_MU, COV_MU + torch.diag(ENCODER_VAR)),
+    ],
+)
 def test_second_stage_vae_reproduces_a_gaussian(second_stage_fits, kind, target_cov, other_cov):
     z = second_stage_fits[kind].sample(N_SAMPLES, seed=1)
     mean_error, cov_error = whitened_errors(z, MEAN, target_cov)
@@ -187,8 +200,9 @@ def test_second_stage_fit_is_seeded(encoder_outputs):
     tiny = replace(FAST, epochs=2, hidden=16)
 
     def fit(seed):
-        return fit_estimator("2ndvae", mu[:500], logvar[:500], seed=seed, second_stage=tiny, device="cpu",
-                             progress=False).sample(100, seed=0)
+        return fit_estimator(
+            "2ndvae", mu[:500], logvar[:500], seed=seed, second_stage=tiny, device="cpu", progress=False
+        ).sample(100, seed=0)
 
     first = fit(4)
     assert torch.equal(first, fit(4))
@@ -199,14 +213,15 @@ def test_second_stage_stops_on_a_non_finite_loss(encoder_outputs):
     mu = encoder_outputs[0][:200].clone()
     mu[17, 2] = float("nan")
     with pytest.raises(TrainingDiverged, match=r"2ndvae \(seed 0\): non-finite loss .* epoch 1"):
-        fit_estimator("2ndvae", mu, None, seed=0, second_stage=replace(FAST, epochs=1, hidden=8), device="cpu",
-                      progress=False)
+        fit_estimator(
+            "2ndvae", mu, None, seed=0, second_stage=replace(FAST, epochs=1, hidden=8), device="cpu", progress=False
+        )
 
 
 def _plain_second_stage(mu, logvar, *, seed, settings):
     """SPEC §5's second stage written out without vmap: the reference a fit of one must equal."""
-    from arelbo.models.estimators import SecondStageVAE, second_stage_loss
     from arelbo.core.runtime import seed_everything
+    from arelbo.models.estimators import SecondStageVAE, second_stage_loss
     from arelbo.models.training import Batches, epoch_generator, run_epoch
 
     seed_everything(seed)
@@ -215,10 +230,15 @@ def _plain_second_stage(mu, logvar, *, seed, settings):
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_halve_every, gamma=0.5)
     noise = torch.Generator().manual_seed(seed)
     for epoch in range(1, settings.epochs + 1):
-        eps = torch.randn(mu.shape, generator=noise)   # drawn for every encoder: one noise stream for all
+        eps = torch.randn(mu.shape, generator=noise)  # drawn for every encoder: one noise stream for all
         u = mu if logvar is None else mu + (0.5 * logvar).exp() * eps
-        run_epoch(net, Batches(u, settings.batch_size), lambda n, x: second_stage_loss(n, x, noise),
-                  optimizer=optimizer, generator=epoch_generator(seed, epoch))
+        run_epoch(
+            net,
+            Batches(u, settings.batch_size),
+            lambda n, x: second_stage_loss(n, x, noise),
+            optimizer=optimizer,
+            generator=epoch_generator(seed, epoch),
+        )
         scheduler.step()
     return net
 
@@ -252,11 +272,18 @@ def test_batched_second_stages_name_the_diverging_model(encoder_outputs):
     bad = mu.clone()
     bad[17, 2] = float("nan")
     with pytest.raises(TrainingDiverged, match=r"3 batched 2ndvae fits \(seed 0\), model rae: non-finite loss"):
-        fit_second_stages([(mu, None), (bad, None), (mu, None)], seed=0, settings=replace(FAST, epochs=1, hidden=8),
-                          device="cpu", progress=False, names=["vae", "rae", "wae"])
+        fit_second_stages(
+            [(mu, None), (bad, None), (mu, None)],
+            seed=0,
+            settings=replace(FAST, epochs=1, hidden=8),
+            device="cpu",
+            progress=False,
+            names=["vae", "rae", "wae"],
+        )
     with pytest.raises(ValueError, match="latents of one shape"):
-        fit_second_stages([(mu, None), (mu[:100], None)], seed=0, settings=FAST, device="cpu", progress=False,
-                          names=["vae", "rae"])
+        fit_second_stages(
+            [(mu, None), (mu[:100], None)], seed=0, settings=FAST, device="cpu", progress=False, names=["vae", "rae"]
+        )
 
 
 def test_load_rejects_foreign_files(tmp_path):

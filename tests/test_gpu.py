@@ -4,15 +4,14 @@ They are the CUDA halves of CPU tests: a training interrupted on the GPU resumes
 moves between the GPU and the CPU in both directions, and the full-rank Fréchet distance gives the
 same number on the GPU as on the CPU.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from test_train import CHECKPOINT, _fit_tiny, _Interrupt
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a usable CUDA GPU")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a usable CUDA GPU")]
 
 
 def _weights(path):
@@ -34,7 +33,7 @@ def test_interrupted_cuda_training_resumes_on_cuda_to_the_same_weights(tmp_path)
 def test_a_checkpoint_moves_between_devices(tmp_path, first, second):
     with pytest.raises(_Interrupt):
         _fit_tiny(tmp_path, stop_at_epoch=3, device=first)
-    model = _fit_tiny(tmp_path, device=second)   # resumes after epoch 2 on the other device
+    model = _fit_tiny(tmp_path, device=second)  # resumes after epoch 2 on the other device
     weights = _weights(model)
     assert all(torch.isfinite(t).all() for t in weights.values())
     log = (tmp_path / "train_log.csv").read_text().splitlines()
@@ -77,7 +76,7 @@ def test_bf16_channels_last_celeba_step_is_finite_and_close_to_fp32(model_id):
         results[dtype] = (loss.detach(), torch.cat([p.grad.flatten() for p in net.parameters()]))
     (loss32, grad32), (loss16, grad16) = results[None], results[torch.bfloat16]
     assert torch.isfinite(loss16) and loss16.dtype == torch.float32
-    assert abs(loss16 - loss32) <= 2 ** -8 * abs(loss32)
+    assert abs(loss16 - loss32) <= 2**-8 * abs(loss32)
     assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.99
 
 
@@ -91,8 +90,9 @@ def test_batched_second_stages_on_cuda_equal_separate_fits():
     mu, logvar = torch.randn(300, 8, generator=g), torch.randn(300, 8, generator=g) * 0.3 - 1.0
     latents = [(mu, logvar), (2.0 * mu.flip(0), None), (mu + 1.0, logvar - 0.5)]
     tiny = replace(SecondStageSettings(), epochs=3, lr=1e-3, lr_halve_every=2, hidden=32, depth=2)
-    batched = fit_second_stages(latents, seed=1, settings=tiny, device=torch.device("cuda"), progress=False,
-                                names=["a", "b", "c"])
+    batched = fit_second_stages(
+        latents, seed=1, settings=tiny, device=torch.device("cuda"), progress=False, names=["a", "b", "c"]
+    )
     for k, (m, lv) in enumerate(latents):
         alone = fit_estimator("2ndvae", m, lv, seed=1, second_stage=tiny, device="cuda", progress=False)
         for key, value in alone.net.state_dict().items():
@@ -110,8 +110,14 @@ def test_a_batched_section3_group_on_cuda_equals_its_points_one_by_one(tmp_path,
     cfg = load_config("config/ci.yaml", check_folders=False, overrides={**base.raw, "device": "cuda"})
     points = _GROUP_POINTS["table5"]
     single = [train_point(cfg, p, 3, tmp_path / "single" / p.id, progress=False) for p in points]
-    batched = train_points_batched(cfg, points, 3, [tmp_path / "batched" / p.id for p in points],
-                                   section3_group_checkpoint(tmp_path / "batched", "table5", 3), progress=False)
+    batched = train_points_batched(
+        cfg,
+        points,
+        3,
+        [tmp_path / "batched" / p.id for p in points],
+        section3_group_checkpoint(tmp_path / "batched", "table5", 3),
+        progress=False,
+    )
     for one, many in zip(single, batched):
         a, b = (_weights(f) for f in (one, many))
         for name, tensor in a.items():

@@ -1,6 +1,7 @@
 """The GPU check's offline bundle (gpu/check.sh): pieces carried one call at a time are staged,
 verified (sha256 of every piece and of every unpacked file) and installed; a missing or corrupt piece
 stops the check with a message that names it and the fix, before anything is installed."""
+
 from __future__ import annotations
 
 import os
@@ -21,16 +22,25 @@ def _bundle(tmp_path: Path) -> Path:
         (payload / rel).write_bytes(os.urandom(size))
     (payload / "wheels").mkdir()
     bundle = tmp_path / "bundle"
-    packed = subprocess.run(["bash", "gpu/bundle.sh", "--pack", str(payload), "--piece-size", "6K", "--out", str(bundle)],
-                            cwd=REPO, capture_output=True, text=True)
+    packed = subprocess.run(
+        ["bash", "gpu/bundle.sh", "--pack", str(payload), "--piece-size", "6K", "--out", str(bundle)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert packed.returncode == 0, packed.stderr
-    assert len(list(bundle.iterdir())) >= 2   # 12 KB of random data in 6 KB pieces
+    assert len(list(bundle.iterdir())) >= 2  # 12 KB of random data in 6 KB pieces
     return bundle
 
 
 def _check(step: str, tmp_path: Path, carried: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ARELBO_GPU_STAGE": str(tmp_path / "stage"), "ARELBO_GPU_BUNDLE": str(carried),
-           "ARELBO_GPU_RESOURCES": str(tmp_path / "resources"), "OUT": str(tmp_path / "out")}
+    env = {
+        **os.environ,
+        "ARELBO_GPU_STAGE": str(tmp_path / "stage"),
+        "ARELBO_GPU_BUNDLE": str(carried),
+        "ARELBO_GPU_RESOURCES": str(tmp_path / "resources"),
+        "OUT": str(tmp_path / "out"),
+    }
     return subprocess.run(["bash", "gpu/check.sh", step], cwd=REPO, env=env, capture_output=True, text=True)
 
 
@@ -39,7 +49,7 @@ def _carry(bundle: Path, tmp_path: Path, *parts: str) -> Path:
     import shutil
 
     carried = tmp_path / f"carried-{'-'.join(parts)}"
-    shutil.rmtree(carried, ignore_errors=True)   # each call's carry is made anew
+    shutil.rmtree(carried, ignore_errors=True)  # each call's carry is made anew
     for part in parts:
         shutil.copytree(bundle / part, carried / part)
     return carried
@@ -51,7 +61,7 @@ def test_pieces_carried_in_separate_calls_are_staged_verified_and_installed(tmp_
     assert first.returncode == 0 and "still missing: bundle.tgz.01" in first.stdout, first.stderr
     early = _check("setup", tmp_path, _carry(bundle, tmp_path, "part-00"))
     assert early.returncode == 2 and "not staged yet: bundle.tgz.01" in early.stderr
-    assert not (tmp_path / "resources").exists()            # nothing installed from part of a bundle
+    assert not (tmp_path / "resources").exists()  # nothing installed from part of a bundle
 
     rest = sorted(p.name for p in bundle.iterdir() if p.name != "part-00")
     done = _check("setup", tmp_path, _carry(bundle, tmp_path, *rest))
@@ -64,7 +74,7 @@ def test_pieces_carried_in_separate_calls_are_staged_verified_and_installed(tmp_
 
 def test_a_corrupt_piece_stops_the_check_before_anything_is_installed(tmp_path):
     bundle = _bundle(tmp_path)
-    piece = bundle / "part-01" / "bundle.tgz.01"   # a piece in the middle of the archive
+    piece = bundle / "part-01" / "bundle.tgz.01"  # a piece in the middle of the archive
     data = bytearray(piece.read_bytes())
     data[len(data) // 2] ^= 0xFF
     piece.write_bytes(bytes(data))

@@ -1,4 +1,5 @@
 """Spherical interpolation and the seeded pairs behind the interpolation FIDs (SPEC §6)."""
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ def test_slerp_stays_on_the_sphere_and_follows_the_angle():
         z = slerp(a, b, t)
         torch.testing.assert_close(z.norm(dim=1), torch.full((len(a),), radius, dtype=z.dtype))
         # The point sits at angle tΩ from a: constant angular speed along the great circle.
-        torch.testing.assert_close(torch.arccos(((z * a).sum(1) / radius**2).clamp(-1, 1)), t * omega,
-                                   atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            torch.arccos(((z * a).sum(1) / radius**2).clamp(-1, 1)), t * omega, atol=1e-6, rtol=1e-6
+        )
     # Linear interpolation would cut through the ball instead.
     assert ((0.5 * (a + b)).norm(dim=1) < radius - 1e-3).all()
 

@@ -1,6 +1,7 @@
 """The package's layout is its architecture (docs/design.md §11), checked rather than promised:
 the Snakefile imports only the torch-free core, each sub-package imports only the layers below it,
 the import paths plugins use still work, and no two public functions share a name."""
+
 from __future__ import annotations
 
 import ast
@@ -63,9 +64,12 @@ def test_the_workflow_imports_only_the_core_and_the_core_imports_no_torch():
     outside = sorted(m for m in modules if not m.startswith("arelbo.core"))
     assert not outside, f"the Snakefile may import only arelbo.core (torch-free): {outside}"
     core = sorted({f"arelbo.core.{p.stem}" for p in (PACKAGE / "core").glob("*.py") if p.stem != "__init__"})
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in sorted(set(core) | modules))
-            + "heavy = sorted(m for m in ('torch', 'torchvision') if m in sys.modules)\n"
-            + "assert not heavy, heavy\n")
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in sorted(set(core) | modules))
+        + "heavy = sorted(m for m in ('torch', 'torchvision') if m in sys.modules)\n"
+        + "assert not heavy, heavy\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -88,14 +92,21 @@ def test_the_layering_check_sees_a_violation():
         _arelbo_imports("from .train import fit\n")
 
 
-@pytest.mark.parametrize("public, home", [("arelbo.registry", "arelbo.core.registry"),
-                                          ("arelbo.nets", "arelbo.models.nets"),
-                                          ("arelbo.objectives", "arelbo.models.objectives"),
-                                          ("arelbo.estimators", "arelbo.models.estimators")])
+@pytest.mark.parametrize(
+    "public, home",
+    [
+        ("arelbo.registry", "arelbo.core.registry"),
+        ("arelbo.nets", "arelbo.models.nets"),
+        ("arelbo.objectives", "arelbo.models.objectives"),
+        ("arelbo.estimators", "arelbo.models.estimators"),
+    ],
+)
 def test_the_plugin_import_paths_are_the_modules_themselves(public, home):
-    code = (f"import importlib, sys\nimport {public} as a\nb = importlib.import_module({home!r})\n"
-            "assert a is b, (a, b)\n"
-            f"from {public.rsplit('.', 1)[0]} import {public.rsplit('.', 1)[1]} as c\nassert c is b\n")
+    code = (
+        f"import importlib, sys\nimport {public} as a\nb = importlib.import_module({home!r})\n"
+        "assert a is b, (a, b)\n"
+        f"from {public.rsplit('.', 1)[0]} import {public.rsplit('.', 1)[1]} as c\nassert c is b\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -121,10 +132,38 @@ def test_the_quick_dag_plans_the_files_it_planned_before_the_move():
     expected = (REPO / "tests" / "data" / "dag" / "quick_outputs.tsv").read_text().split()[1:]
     with tempfile.TemporaryDirectory() as tmp:
         out, logs = f"{tmp}/results", f"{tmp}/logs"
-        result = subprocess.run([sys.executable, "-m", "snakemake", "--summary", "--cores", "1", "--configfile",
-                                 "config/quick.yaml", "--config", f"outdir={out}", f"logdir={logs}"],
-                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--summary",
+                "--cores",
+                "1",
+                "--configfile",
+                "config/quick.yaml",
+                "--config",
+                f"outdir={out}",
+                f"logdir={logs}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         rows = csv.DictReader(result.stdout.splitlines(), delimiter="\t")
         planned = sorted(r["output_file"].replace(out, "<outdir>") for r in rows)
     assert planned == sorted(expected), sorted(set(planned) ^ set(expected))
+
+
+def test_make_test_runs_the_style_checks_first():
+    """CI runs `make test`: a style error must fail it (ruff lint and format, snakefmt)."""
+    dry = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    steps = [line for line in dry.splitlines() if "ruff" in line or "snakefmt" in line or "pytest" in line]
+    assert [s.split()[1] if "ruff" in s else s.split()[0].rsplit("/", 1)[-1] for s in steps] == [
+        "check",
+        "format",
+        "snakefmt",
+        "python",
+    ], steps

@@ -1,19 +1,20 @@
 """Networks of SPEC §3: shapes, heads, variance outputs, and parameter counts recomputed by hand."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from arelbo.models.nets import AppendixDAutoencoder, NetConfig, VAE, build_net
+from arelbo.models.nets import VAE, AppendixDAutoencoder, NetConfig, build_net
 from arelbo.models.objectives import MODELS
 
-IMAGE = {"mnist": (1, 28, 28), "celeba": (3, 64, 64)}   # SPEC §1
-LATENT = {"mnist": 16, "celeba": 64}                     # SPEC §3
+IMAGE = {"mnist": (1, 28, 28), "celeba": (3, 64, 64)}  # SPEC §1
+LATENT = {"mnist": 16, "celeba": 64}  # SPEC §3
 BATCH = {"mnist": 3, "celeba": 2}
 
 
-def conv(c_in, c_out, k=5):      # Conv2d and ConvTranspose2d alike: kernels + bias
+def conv(c_in, c_out, k=5):  # Conv2d and ConvTranspose2d alike: kernels + bias
     return c_in * c_out * k * k + c_out
 
 
@@ -33,7 +34,12 @@ ENCODER = {
 HEAD_IN = {"mnist": 1024, "celeba": 1024 * 4 * 4}
 DECODER = {
     "mnist": fc(16, 1024) + bn(1024) + fc(1024, 128 * 7 * 7) + bn(128 * 7 * 7) + conv(128, 64) + bn(64) + conv(64, 1),
-    "celeba": fc(64, 1024 * 8 * 8) + conv(1024, 512) + conv(512, 256) + bn(256) + conv(256, 128) + bn(128)
+    "celeba": fc(64, 1024 * 8 * 8)
+    + conv(1024, 512)
+    + conv(512, 256)
+    + bn(256)
+    + conv(256, 128)
+    + bn(128)
     + conv(128, 3),
 }
 LAST_HIDDEN = {"mnist": 64, "celeba": 128}
@@ -57,8 +63,9 @@ CASES = [(m, "mnist") for m in MODELS] + [(m, "celeba") for m in DISTINCT]
 
 
 def test_one_celeba_case_per_distinct_net():
-    assert len(DISTINCT) == 6 and {MODELS[m].net_config("celeba") for m in MODELS} == \
-        {MODELS[m].net_config("celeba") for m in DISTINCT}
+    assert len(DISTINCT) == 6 and {MODELS[m].net_config("celeba") for m in MODELS} == {
+        MODELS[m].net_config("celeba") for m in DISTINCT
+    }
 
 
 @pytest.mark.parametrize("model_id, dataset", CASES)
@@ -76,23 +83,23 @@ def test_forward_shapes_heads_and_variance_outputs(model_id, dataset):
     assert out.x_mean.shape == x.shape
     if spec.stochastic:
         assert out.logvar.shape == (n, d_z)
-        assert not torch.equal(out.z, out.mu)                       # one reparameterised sample
+        assert not torch.equal(out.z, out.mu)  # one reparameterised sample
         with torch.no_grad():
             deterministic = net(x, sample=False)
         assert torch.equal(deterministic.z, deterministic.mu)
     else:
         assert out.logvar is None and out.z is out.mu
     if dataset == "mnist":
-        assert 0 < out.x_mean.min() and out.x_mean.max() < 1         # Sigmoid
+        assert 0 < out.x_mean.min() and out.x_mean.max() < 1  # Sigmoid
     else:
-        assert isinstance(net.mean_activation, nn.Identity)           # no output activation
+        assert isinstance(net.mean_activation, nn.Identity)  # no output activation
 
     if spec.decoder_variance is None:
         assert out.x_logvar is None
     else:
         assert out.x_logvar.shape == expected_logvar_shape(spec.decoder_variance, n, image)
-        assert torch.equal(out.x_logvar, torch.zeros_like(out.x_logvar))    # initialised at sigma_x^2 = 1
-        assert (out.x_mean + out.x_logvar).shape == x.shape                  # broadcasts against x
+        assert torch.equal(out.x_logvar, torch.zeros_like(out.x_logvar))  # initialised at sigma_x^2 = 1
+        assert (out.x_mean + out.x_logvar).shape == x.shape  # broadcasts against x
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "celeba"])
@@ -108,8 +115,13 @@ def test_encoder_parameter_count(dataset, stochastic):
 @pytest.mark.parametrize("variance", [None, "iso_i", "diag_i", "iso_d", "diag_d"])
 def test_decoder_parameter_count(dataset, variance):
     channels, hidden = IMAGE[dataset][0], LAST_HIDDEN[dataset]
-    extra = {None: 0, "iso_i": 1, "diag_i": channels * IMAGE[dataset][1] * IMAGE[dataset][2],
-             "iso_d": fc(hidden, 1), "diag_d": hidden * channels * 25 + channels}[variance]
+    extra = {
+        None: 0,
+        "iso_i": 1,
+        "diag_i": channels * IMAGE[dataset][1] * IMAGE[dataset][2],
+        "iso_d": fc(hidden, 1),
+        "diag_d": hidden * channels * 25 + channels,
+    }[variance]
     net = VAE(NetConfig(dataset, LATENT[dataset], True, variance))
     assert count(net.decoder_parameters()) == DECODER[dataset] + extra
 
@@ -151,7 +163,7 @@ def test_diag_d_splits_mean_and_variance_channels():
     net = build_net("diag_d_trainable", "celeba")
     assert net.output.out_channels == 6
     with torch.no_grad():
-        net.output.bias[3:] = 0.5                  # the variance channels are the last three
+        net.output.bias[3:] = 0.5  # the variance channels are the last three
         _, x_logvar = net.decode(torch.randn(2, 64))
     assert torch.allclose(x_logvar, torch.full_like(x_logvar, 0.5))
 
@@ -183,14 +195,16 @@ def test_appendix_d_net():
 
 # ---------------------------------------------------------------------------- precision policy
 
+
 def _output_dtypes(net: VAE, x: torch.Tensor) -> dict[str, torch.dtype]:
     """dtype of what each part of the net computes: trunk layers, the encoder head, the final ConvT."""
     seen: dict[str, torch.dtype] = {}
-    parts = {"encoder_conv": net.encoder[0], "decoder_first": net.decoder[0], "head": net.head,
-             "output": net.output}
+    parts = {"encoder_conv": net.encoder[0], "decoder_first": net.decoder[0], "head": net.head, "output": net.output}
+
     def record(name):
         def hook(_module, _inputs, out):
-            seen.setdefault(name, out.dtype)   # returns None: the output is left as it is
+            seen.setdefault(name, out.dtype)  # returns None: the output is left as it is
+
         return hook
 
     hooks = [m.register_forward_hook(record(name)) for name, m in parts.items()]
@@ -208,7 +222,7 @@ def test_bf16_runs_the_trunks_in_bf16_and_keeps_heads_and_outputs_in_fp32(model_
     torch.manual_seed(0)
     net = build_net(model_id, dataset).eval()
     x = torch.rand(BATCH[dataset], *IMAGE[dataset])
-    assert set(_output_dtypes(net, x).values()) == {torch.float32}   # default: FP32 throughout
+    assert set(_output_dtypes(net, x).values()) == {torch.float32}  # default: FP32 throughout
     net.trunk_dtype = torch.bfloat16
     dtypes = _output_dtypes(net, x)
     assert dtypes["encoder_conv"] == dtypes["decoder_first"] == torch.bfloat16
@@ -224,7 +238,7 @@ def _loss_and_gradient(net, model_id, x, dtype):
 
     net.trunk_dtype = dtype
     net.zero_grad()
-    torch.manual_seed(1)   # the same random draws inside objectives (WAE's prior sample for the MMD)
+    torch.manual_seed(1)  # the same random draws inside objectives (WAE's prior sample for the MMD)
     loss, _ = loss_and_terms(model_id, "mnist", net, x, sample=False)
     loss.backward()
     return loss.detach(), torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
@@ -248,7 +262,7 @@ def test_bf16_trunk_changes_loss_and_gradient_only_by_bf16_rounding(model_id, ci
     assert loss16.dtype == torch.float32
     cosine = torch.nn.functional.cosine_similarity(grad16, grad32, dim=0)
     if MODELS[model_id].trains_in_bf16:
-        assert abs(loss16 - loss32) <= 2 ** -8 * abs(loss32), (loss32, loss16)
+        assert abs(loss16 - loss32) <= 2**-8 * abs(loss32), (loss32, loss16)
         assert cosine > 0.99
     else:
-        assert model_id == "diag_d_arelbo" and cosine < 0.9   # why the policy keeps it in FP32
+        assert model_id == "diag_d_arelbo" and cosine < 0.9  # why the policy keeps it in FP32

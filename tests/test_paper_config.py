@@ -6,6 +6,7 @@ else is the paper's: `fid.reference_count: null` (the whole test split), both da
 generated stand-in, read through data.celeba.root like a real download), all four estimators
 including GMM-100, the paper's batch sizes, hyper-parameters and second-stage network.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,24 +19,34 @@ import yaml
 from test_workflow import _paper_shaped, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ["ae", "iso_i_arelbo"]   # a deterministic model (no prior: "–") and the paper's AR-ELBO
+MODELS = ["ae", "iso_i_arelbo"]  # a deterministic model (no prior: "–") and the paper's AR-ELBO
 
 
 def paper_sizes_overlay(path: Path, celeba_root: str) -> Path:
     overlay = {
         # labels: a sized-down run must never present itself as comparable with the paper
-        "name": "paper-sizes", "reduced": True,
+        "name": "paper-sizes",
+        "reduced": True,
         "description": "config/config.yaml with only sizes changed (tests/test_paper_config.py)",
         "models": MODELS,
-        "data": {"mnist": {"limit": {"train": 384, "val": 128, "test": 64}},
-                 "celeba": {"root": celeba_root, "limit": {"train": 112, "val": 16, "test": None}}},
+        "data": {
+            "mnist": {"limit": {"train": 384, "val": 128, "test": 64}},
+            "celeba": {"root": celeba_root, "limit": {"train": 112, "val": 16, "test": None}},
+        },
         "fid": {"n_samples": 16},
         "train": {"mnist": {"epochs": 1}, "celeba": {"epochs": 1}},
         "second_stage": {"epochs": 2},
-        "section3": {"train": {"epochs": 1}, "train_limit": 256,
-                     "table1": {"log10_sigma_x2": [0.0, -1.0]}, "table5": {"log10_sigma_z2": [1.0, -1.0]},
-                     "figures": {"figure1_log10_sigma_x2": [0.0, -1.0], "figure2_log10_sigma_x2": [0.0, -1.0],
-                                 "figure3_log10_sigma_z2": [1.0, -1.0]}},
+        "section3": {
+            "train": {"epochs": 1},
+            "train_limit": 256,
+            "table1": {"log10_sigma_x2": [0.0, -1.0]},
+            "table5": {"log10_sigma_z2": [1.0, -1.0]},
+            "figures": {
+                "figure1_log10_sigma_x2": [0.0, -1.0],
+                "figure2_log10_sigma_x2": [0.0, -1.0],
+                "figure3_log10_sigma_z2": [1.0, -1.0],
+            },
+        },
     }
     path.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return path
@@ -60,7 +71,11 @@ def test_the_overlay_changes_only_sizes_and_labels(tmp_path):
     paper = load_config(check_folders=False)
     merged = load_config(tmp_path / "o.yaml", check_folders=False)
     assert merged.fid.reference_count is None and merged.estimators == paper.estimators == (
-        "prior", "2ndvae", "gmm10", "gmm100")
+        "prior",
+        "2ndvae",
+        "gmm10",
+        "gmm100",
+    )
     assert merged.datasets == ("mnist", "celeba") and merged.data.celeba.synthetic_standin is None
     assert merged.train.mnist.batch_size == paper.train.mnist.batch_size
     assert merged.raw["hparams"] == paper.raw["hparams"]
@@ -73,8 +88,18 @@ def paper_run(tmp_path_factory, ci_config):
     overlay = paper_sizes_overlay(out / "paper-sizes.yaml", ci_config.data.celeba.root)
     targets = [f"{out}/results/table{n}.tex" for n in (1, 3, 4, 5)]
     # one thread a job, two jobs at once, as `make quick`: tiny jobs are start-up-bound (6m43 vs 11m37)
-    result = snakemake(*targets, "--cores", "2", "--max-threads", "1", "--configfile", str(overlay), "--config",
-                       f"outdir={out}/results", f"logdir={out}/logs")
+    result = snakemake(
+        *targets,
+        "--cores",
+        "2",
+        "--max-threads",
+        "1",
+        "--configfile",
+        str(overlay),
+        "--config",
+        f"outdir={out}/results",
+        f"logdir={out}/logs",
+    )
     assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-4000:])
     return out
 
@@ -85,7 +110,7 @@ def test_paper_config_runs_to_tables_1_3_4_5(paper_run):
     table3 = _paper_shaped(results / "tables" / "table3_paper.csv")
     assert list(table3.index) == MODELS
     assert "celeba/fid_gmm100" in table3.columns and "mnist/fid_gmm100" not in table3.columns
-    assert "celeba/kid_gmm100 (x1e3)" in table3.columns   # KID beside every FID
+    assert "celeba/kid_gmm100 (x1e3)" in table3.columns  # KID beside every FID
     for column, cells in table3.drop(columns="label").items():
         for model, cell in cells.items():
             undefined = column.endswith(("fid_prior", "kid_prior (x1e3)")) and model == "ae"
@@ -103,7 +128,7 @@ def test_paper_fids_use_the_whole_configured_test_split(paper_run, ci_config):
     from arelbo.core import layout
 
     records = [r for p in (paper_run / "results" / "metrics").rglob("fid_*.json") for r in json.loads(p.read_text())]
-    assert len(records) == 2 * (2 * 5 - 1 + 2 * 6 - 1)   # FID and KID: MNIST 5, CelebA 6 (GMM-100); no AE prior
+    assert len(records) == 2 * (2 * 5 - 1 + 2 * 6 - 1)  # FID and KID: MNIST 5, CelebA 6 (GMM-100); no AE prior
     n_reference = {r["dataset"] for r in records}
     assert n_reference == {"mnist", "celeba"}
     for record in records:
@@ -128,8 +153,11 @@ def test_every_record_and_job_log_names_its_device(paper_run):
         for record in data if isinstance(data, list) else [data]:
             assert record["device"] == "cpu" and record["torch"] == torch.__version__, path
             assert "cuda" in record and record["device_name"] and record["host"], path
-    logs = [p for p in (paper_run / "logs" / "paper-sizes").rglob("*.log")
-            if p.parent.name not in ("tables", "provision") and "fid" not in p.parts[-2:-1]]
+    logs = [
+        p
+        for p in (paper_run / "logs" / "paper-sizes").rglob("*.log")
+        if p.parent.name not in ("tables", "provision") and "fid" not in p.parts[-2:-1]
+    ]
     for rule in ("train", "encode", "estimators", "samples", "metrics", "sweeps"):
         rule_logs = [p for p in logs if p.relative_to(paper_run / "logs" / "paper-sizes").parts[0] == rule]
         assert rule_logs, rule
@@ -149,13 +177,28 @@ def test_mnist_jobs_run_while_celeba_is_not_downloaded(tmp_path, ci_config):
 
     mnist_model = f"{tmp_path}/results/models/mnist/iso_i_arelbo/seed0/model.pt"
     celeba_model = f"{tmp_path}/results/models/celeba/iso_i_arelbo/seed0/model.pt"
-    result = snakemake(mnist_model, celeba_model, "--cores", "2", "--max-threads", "1", "--keep-going", "--configfile", str(overlay),
-                       "--config", f"outdir={tmp_path}/results", f"logdir={tmp_path}/logs", timeout=900)
-    assert result.returncode != 0                      # the CelebA half fails ...
-    assert Path(mnist_model).is_file()                 # ... the MNIST half does not
+    result = snakemake(
+        mnist_model,
+        celeba_model,
+        "--cores",
+        "2",
+        "--max-threads",
+        "1",
+        "--keep-going",
+        "--configfile",
+        str(overlay),
+        "--config",
+        f"outdir={tmp_path}/results",
+        f"logdir={tmp_path}/logs",
+        timeout=900,
+    )
+    assert result.returncode != 0  # the CelebA half fails ...
+    assert Path(mnist_model).is_file()  # ... the MNIST half does not
     assert not Path(celeba_model).exists()
-    assert "datasets=[mnist]" in result.stderr          # the workflow's warning says how to run MNIST alone
-    failed = "".join(p.read_text() for p in (tmp_path / "logs" / "paper-sizes" / "provision").glob("dataset_celeba*.log"))
+    assert "datasets=[mnist]" in result.stderr  # the workflow's warning says how to run MNIST alone
+    failed = "".join(
+        p.read_text() for p in (tmp_path / "logs" / "paper-sizes" / "provision").glob("dataset_celeba*.log")
+    )
     assert "does not hold img_align_celeba/" in failed and "datasets=[mnist]" in failed
 
 
@@ -166,12 +209,22 @@ def test_paper_mnist_overlay_is_the_paper_without_celeba():
     mnist = load_config(REPO / "config" / "paper-mnist.yaml", check_folders=False)
     assert mnist.datasets == ("mnist",)
     assert {k: v for k, v in mnist.raw.items() if k != "datasets"} == {
-        k: v for k, v in paper.raw.items() if k != "datasets"}
+        k: v for k, v in paper.raw.items() if k != "datasets"
+    }
 
 
 def test_paper_config_mnist_dry_run_plans_without_celeba(tmp_path):
     # the README's command for the MNIST half (and the before-stop hook's check)
-    result = snakemake("-n", "--cores", "8", f"{tmp_path}/out/table3.tex", "--config", "datasets=[mnist]",
-                       f"outdir={tmp_path}/out", f"logdir={tmp_path}/logs", timeout=300)
+    result = snakemake(
+        "-n",
+        "--cores",
+        "8",
+        f"{tmp_path}/out/table3.tex",
+        "--config",
+        "datasets=[mnist]",
+        f"outdir={tmp_path}/out",
+        f"logdir={tmp_path}/logs",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "celeba" not in result.stdout.split("Job stats:")[0].lower()

@@ -1,4 +1,5 @@
 """`arelbo plan`: projected cost of a config from the workflow's own job list and measured per-image costs."""
+
 from __future__ import annotations
 
 import subprocess
@@ -25,14 +26,15 @@ def test_a_training_costs_its_images_times_the_measured_per_image_cost():
 
 
 def test_costs_never_measured_on_a_kind_are_left_out_not_guessed():
-    cfg = load_config(check_folders=False)            # the paper config: CelebA trainings
+    cfg = load_config(check_folders=False)  # the paper config: CelebA trainings
     costs = device_costs("cpu-2core")
     assert job_cost(cfg, costs, "train", {"dataset": "celeba"}).seconds is None
     result = plan(cfg, "cpu-2core", [("train", {"dataset": "celeba"}), ("train", {"dataset": "mnist"})])
     assert result["unmeasured_jobs"] == 1 and result["rules"]["train"]["jobs"] == 2
     # the paper's MNIST training: 100 epochs × (55,000 + 5,000/3) images
-    assert result["job_seconds"] == pytest.approx(costs["job_startup_s"]
-                                                  + costs["train_image_s"]["mnist"] * 100 * (55000 + 5000 / 3))
+    assert result["job_seconds"] == pytest.approx(
+        costs["job_startup_s"] + costs["train_image_s"]["mnist"] * 100 * (55000 + 5000 / 3)
+    )
 
 
 def test_an_unknown_device_kind_says_which_kinds_are_measured():
@@ -50,9 +52,13 @@ def test_the_plan_of_quick_counts_the_dry_runs_jobs(tmp_path):
     assert result["rules"]["sample_and_score_mnist_with_prior"]["jobs"] == 10
     assert result["rules"]["sample_and_score_mnist_without_prior"]["jobs"] == 3
     assert "metric_fid" not in result["rules"] and result["unmeasured_jobs"] == 0
-    assert result["rules"]["section3_train_table5"]["jobs"] == 1     # quick trains its grid in groups
-    out = subprocess.run([sys.executable, "-m", "arelbo", "plan", "--config", "config/quick.yaml"], cwd=REPO,
-                         capture_output=True, text=True)
+    assert result["rules"]["section3_train_table5"]["jobs"] == 1  # quick trains its grid in groups
+    out = subprocess.run(
+        [sys.executable, "-m", "arelbo", "plan", "--config", "config/quick.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "sample_and_score_mnist_with_prior" in out.stdout and "job-hours" in out.stdout and "h wall" in out.stdout
     # every job with a `benchmark:` in the workflow has its file named, under the config's log folder
@@ -68,14 +74,13 @@ def test_a_batched_evaluation_job_costs_its_samplers_with_one_start_up():
     n = cfg.fid.n_samples
     with_prior = job_cost(cfg, costs, "sample_and_score_mnist_with_prior", {"dataset": "mnist", "model": "vae"})
     without = job_cost(cfg, costs, "sample_and_score_mnist_without_prior", {"dataset": "mnist", "model": "ae"})
-    bootstrap = cfg.fid.bootstrap_resamples * costs["bootstrap_resample_s"] * (n / 2048) ** 3   # N×N at N < 2049
+    bootstrap = cfg.fid.bootstrap_resamples * costs["bootstrap_resample_s"] * (n / 2048) ** 3  # N×N at N < 2049
     per_sampler = (costs["decode_image_s"]["mnist"] + costs["inception_image_s"]) * n + bootstrap
     # MNIST's samplers: prior, 2ndVAE, GMM-10 and the two interpolations; no prior for the AE
     assert with_prior.seconds == pytest.approx(costs["job_startup_s"] + costs["fid_fixed_s"] + 5 * per_sampler)
     assert without.seconds == pytest.approx(with_prior.seconds - per_sampler) and with_prior.gpu
     per_cell = sum(job_cost(cfg, costs, rule, {"dataset": "mnist"}).seconds for rule in ("sample", "metric_fid"))
     assert with_prior.seconds < 5 * per_cell - 4 * (2 * costs["job_startup_s"] + costs["fid_fixed_s"]) + 1e-9
-
 
 
 def test_a_batched_second_stage_job_costs_every_model_with_one_start_up():
@@ -91,16 +96,21 @@ def test_a_batched_second_stage_job_costs_every_model_with_one_start_up():
 
 # ---------------------------------------------------------------------------- FID bootstrap, GPU projections
 
+
 def test_the_fid_bootstrap_is_costed_per_resample():
     """fid.bootstrap_resamples resamples per FID, each a 2048×2048 eigenproblem at N >= 2049: the
     paper's 1,000 are most of an FID job's cost, and the plan must count them."""
     from dataclasses import replace
 
-    cfg = load_config(check_folders=False)             # the paper: N = 10,000, 1,000 resamples
+    cfg = load_config(check_folders=False)  # the paper: N = 10,000, 1,000 resamples
     costs = device_costs("cpu-2core")
     with_bootstrap = job_cost(cfg, costs, "metric_fid", {"dataset": "mnist", "model": "vae"}).seconds
-    without = job_cost(replace(cfg, fid=replace(cfg.fid, bootstrap_resamples=0)), costs, "metric_fid",
-                       {"dataset": "mnist", "model": "vae"}).seconds
+    without = job_cost(
+        replace(cfg, fid=replace(cfg.fid, bootstrap_resamples=0)),
+        costs,
+        "metric_fid",
+        {"dataset": "mnist", "model": "vae"},
+    ).seconds
     assert with_bootstrap - without == pytest.approx(1000 * costs["bootstrap_resample_s"])
 
 
@@ -111,7 +121,7 @@ def test_the_op_counter_counts_launches_not_views():
 
     x = torch.rand((4, 6), device="meta")
     count = count_step(lambda: (x.view(6, 4).t() + 1).sum(), images=4)
-    assert (count.ops, count.kernels) == (4, 2)           # view, t: no kernel; add, sum: one each
+    assert (count.ops, count.kernels) == (4, 2)  # view, t: no kernel; add, sum: one each
     w = torch.rand((6, 3), device="meta")
     assert count_step(lambda: x @ w, images=4).flops == 2 * 4 * 6 * 3
 
@@ -121,8 +131,10 @@ def test_batching_k_models_keeps_one_steps_launches_and_multiplies_its_arithmeti
     operators (vmap), not K steps'. Counted on the real vmapped steps; a K-iteration loop would fail."""
     from arelbo.planning.projection import second_stage_step, section3_step
 
-    for one, stacked in [(section3_step("table5", 1, 8, 64, 1e-3), section3_step("table5", 21, 8, 64, 1e-3)),
-                         (second_stage_step(1, 16, 256, 3, 64, 1e-4), second_stage_step(13, 16, 256, 3, 64, 1e-4))]:
+    for one, stacked in [
+        (section3_step("table5", 1, 8, 64, 1e-3), section3_step("table5", 21, 8, 64, 1e-3)),
+        (second_stage_step(1, 16, 256, 3, 64, 1e-4), second_stage_step(13, 16, 256, 3, 64, 1e-4)),
+    ]:
         assert stacked.models > 1 and one.models == 1 and stacked.flops == one.flops > 0
         assert stacked.kernels < 2 * one.kernels and stacked.ops < 2 * one.ops
     row = device_costs("nvidia-h100")
@@ -142,20 +154,27 @@ def test_a_gpu_kind_not_measured_is_projected_and_says_so():
     assert mnist.seconds and celeba.seconds and mnist.gpu and celeba.gpu
     assert celeba.device_seconds > 0.9 * (celeba.seconds - row["job_startup_s"])
     assert mnist.device_seconds < 0.5 * (mnist.seconds - row["job_startup_s"])
-    result = plan(cfg, "nvidia-h100", [("train", {"dataset": "celeba", "model": "vae"}),
-                                       ("metric_fid", {"dataset": "mnist", "model": "vae"})])
+    result = plan(
+        cfg,
+        "nvidia-h100",
+        [("train", {"dataset": "celeba", "model": "vae"}), ("metric_fid", {"dataset": "mnist", "model": "vae"})],
+    )
     assert result["unmeasured_jobs"] == 0 and result["device_busy_seconds"] > 0
     from arelbo.planning.plan import format_plan, wall_seconds
 
     text = format_plan(result, cores=16)
     assert "PROJECTED" in text and "GPU busy" in text
-    assert wall_seconds(result, 16) >= result["device_busy_seconds"]   # jobs share idle time, not arithmetic
+    assert wall_seconds(result, 16) >= result["device_busy_seconds"]  # jobs share idle time, not arithmetic
 
 
 def test_the_paper_config_plans_on_a_gpu_kind():
     """The command a user runs before submitting the paper to one GPU."""
-    out = subprocess.run([sys.executable, "-m", "arelbo", "plan", "--device", "nvidia-h100", "--cores", "16"],
-                         cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "arelbo", "plan", "--device", "nvidia-h100", "--cores", "16"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "PROJECTED" in out.stdout and "NOT included" not in out.stdout
     rules = {line.split()[0] for line in out.stdout.splitlines()[3:] if line.strip()}
@@ -171,12 +190,14 @@ def test_the_plan_set_against_a_finished_run_reads_each_jobs_benchmark_file(tmp_
     bench = tmp_path / "quick" / "benchmarks" / "train" / "mnist"
     (bench / "vae").mkdir(parents=True)
     (bench / "vae" / "seed0.tsv").write_text("s\th:m:s\tmax_rss\n90.0\t0:01:30\t800\n120.0\t0:02:00\t810\n")
-    jobs = [("train", {"dataset": "mnist", "model": model, "seed": "0"}, f"quick/benchmarks/train/mnist/{model}/seed0.tsv")
-            for model in ("vae", "ae")] + [("all", {}, None)]
+    jobs = [
+        ("train", {"dataset": "mnist", "model": model, "seed": "0"}, f"quick/benchmarks/train/mnist/{model}/seed0.tsv")
+        for model in ("vae", "ae")
+    ] + [("all", {}, None)]
     result = plan(cfg, "cpu-2core", jobs, against=tmp_path)
     row = result["rules"]["train"]
     one = job_cost(cfg, device_costs("cpu-2core"), "train", {"dataset": "mnist", "model": "vae"}).seconds
     assert (row["jobs"], row["ran"]) == (2, 1)
-    assert row["ran_seconds"] == 120.0 and row["ran_planned"] == pytest.approx(one)   # the latest run's row
+    assert row["ran_seconds"] == 120.0 and row["ran_planned"] == pytest.approx(one)  # the latest run's row
     text = format_plan(result, cores=2)
     assert "1 planned job(s) have a benchmark file there" in text and f"ran/planned {120.0 / one:.2f}" in text

@@ -1,5 +1,6 @@
 """Which device a job runs on is never a guess: device choice, its errors and warnings, and the
 device record every job logs and every metric/criteria record carries."""
+
 from __future__ import annotations
 
 import subprocess
@@ -55,11 +56,16 @@ def test_auto_without_any_gpu_is_quietly_the_cpu(no_cuda, monkeypatch):
 
 
 def test_driver_version_is_read_from_the_kernel_module_line(tmp_path, monkeypatch):
-    text = ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
-            "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+    text = (
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
+        "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"
+    )
     real_read = Path.read_text
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: text if str(self) == "/proc/driver/nvidia/version"
-                        else real_read(self, *a, **k))
+    monkeypatch.setattr(
+        Path,
+        "read_text",
+        lambda self, *a, **k: text if str(self) == "/proc/driver/nvidia/version" else real_read(self, *a, **k),
+    )
     assert runtime.nvidia_driver_version() == "550.54.15"
 
 
@@ -76,12 +82,32 @@ def test_a_job_with_device_cuda_and_no_gpu_fails_before_any_work(tmp_path):
     overlay = tmp_path / "cuda.yaml"
     overlay.write_text(yaml.safe_dump({"device": "cuda"}))
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "arelbo", "train", "--config", "config/ci.yaml", "--config",
-                             str(overlay), "--dataset", "mnist", "--model", "vae", "--out", str(out),
-                             "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arelbo",
+            "train",
+            "--config",
+            "config/ci.yaml",
+            "--config",
+            str(overlay),
+            "--dataset",
+            "mnist",
+            "--model",
+            "vae",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "error: device 'cuda' was requested but CUDA is not usable" in result.stderr
-    assert "Traceback" not in result.stderr and not out.exists()   # nothing was started
+    assert "Traceback" not in result.stderr and not out.exists()  # nothing was started
 
 
 def test_a_job_logs_the_device_it_runs_on(tmp_path, ci_config):
@@ -90,11 +116,28 @@ def test_a_job_logs_the_device_it_runs_on(tmp_path, ci_config):
 
     latents = tmp_path / "latents.npz"
     np.savez(latents, train_mu=np.zeros((8, 16), np.float32), test_mu=np.zeros((4, 16), np.float32))
-    result = subprocess.run([sys.executable, "-m", "arelbo", "fit", "--config", "config/ci.yaml", "--estimator",
-                             "prior", "--latents", str(latents), "--out", str(tmp_path / "prior.pkl")],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arelbo",
+            "fit",
+            "--config",
+            "config/ci.yaml",
+            "--estimator",
+            "prior",
+            "--latents",
+            str(latents),
+            "--out",
+            str(tmp_path / "prior.pkl"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    line = next(l for l in result.stderr.splitlines() if "device:" in l)
+    line = next(text for text in result.stderr.splitlines() if "device:" in text)
     assert "cpu" in line and f"torch {torch.__version__}" in line and "CUDA" in line
 
 
@@ -102,11 +145,16 @@ def test_cuda_determinism_switch_sets_what_pytorch_documents(monkeypatch):
     from arelbo.core.runtime import configure_cuda_determinism
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-              torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+    )
     try:
         configure_cuda_determinism(False)
-        assert torch.are_deterministic_algorithms_enabled() == before[0]   # false: PyTorch's defaults
+        assert torch.are_deterministic_algorithms_enabled() == before[0]  # false: PyTorch's defaults
         configure_cuda_determinism(True)
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         assert not torch.backends.cudnn.benchmark and not torch.backends.cudnn.allow_tf32
@@ -116,5 +164,9 @@ def test_cuda_determinism_switch_sets_what_pytorch_documents(monkeypatch):
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     finally:
         torch.use_deterministic_algorithms(before[0])
-        (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
-         torch.backends.cuda.matmul.allow_tf32) = before[1:]
+        (
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32,
+        ) = before[1:]

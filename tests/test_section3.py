@@ -1,4 +1,5 @@
 """Section 3 criteria (ELS, expected gap, MI bound), grid points, and a short real-MNIST study."""
+
 from __future__ import annotations
 
 import json
@@ -64,6 +65,7 @@ def test_expected_gap_is_seeded_and_rejects_a_non_positive_variance():
 
 # ------------------------------------------------------------------ the MI bound, eq. (29)
 
+
 def _noise_tolerance(d_z, n):
     # one estimate carries the noise of mean ‖ε‖²/2 over n draws: std √(d_z/2)/√n (SPEC §6)
     return 4 * math.sqrt(d_z / 2) / math.sqrt(n)
@@ -110,7 +112,7 @@ def test_mi_bound_of_a_deterministic_encoding_is_its_sigma_to_zero_limit():
 
 
 def test_mi_bound_averages_full_minibatches_only():
-    mu = torch.randn(2500, 8) * 100.0   # far apart: each minibatch gives ≈ ln(its size)
+    mu = torch.randn(2500, 8) * 100.0  # far apart: each minibatch gives ≈ ln(its size)
     mi = mi_upper_bound(mu, 1e-2, batch_size=1000, generator=torch.Generator().manual_seed(0))
     assert mi == pytest.approx(math.log(1000), abs=_noise_tolerance(8, 1000))
     small = mi_upper_bound(mu[:300], 1e-2, batch_size=1000, generator=torch.Generator().manual_seed(0))
@@ -120,6 +122,7 @@ def test_mi_bound_averages_full_minibatches_only():
 
 
 # ------------------------------------------------------------------ grid points and config
+
 
 def test_grid_point_ids_round_trip_and_name_their_folders():
     cfg = load_config(check_folders=False)
@@ -135,15 +138,22 @@ def test_grid_point_ids_round_trip_and_name_their_folders():
 
 def test_config_rejects_figure_points_outside_the_grid_and_off_grid_values():
     with pytest.raises(ConfigError) as err:
-        load_config(check_folders=False, overrides={"section3": {
-            "table1": {"log10_sigma_x2": [0.0, -0.25]},
-            "figures": {"figure1_log10_sigma_x2": [0.0, -1.0]}}})
+        load_config(
+            check_folders=False,
+            overrides={
+                "section3": {
+                    "table1": {"log10_sigma_x2": [0.0, -0.25]},
+                    "figures": {"figure1_log10_sigma_x2": [0.0, -1.0]},
+                }
+            },
+        )
     msg = str(err.value)
     assert "-0.25" in msg and "multiples of 0.1" in msg
     assert "figure1_log10_sigma_x2" in msg and "not in the trained grid" in msg
 
 
 # ------------------------------------------------------------------ the objectives
+
 
 def test_objectives_of_the_three_encodings():
     from arelbo.stages.section3 import Section3Model, loss_fn_for
@@ -170,13 +180,20 @@ def test_objectives_of_the_three_encodings():
 
 # ------------------------------------------------------------------ a short real run
 
+
 @pytest.mark.slow
 def test_sigma_x2_of_one_collapses_the_posterior_and_sigma_x2_of_a_tenth_does_not(tmp_path, mnist_raw_dir):
     from arelbo.stages.section3 import criteria_records, train_point
 
-    cfg = load_config("config/ci.yaml", check_folders=False, overrides={
-        "outdir": str(tmp_path), "data": {"mnist": {"limit": {"train": None, "val": 128, "test": 128}}},
-        "section3": {"train": {"lr": 1.0e-3, "epochs": 5, "batch_size": 32}, "train_limit": 2000}})
+    cfg = load_config(
+        "config/ci.yaml",
+        check_folders=False,
+        overrides={
+            "outdir": str(tmp_path),
+            "data": {"mnist": {"limit": {"train": None, "val": 128, "test": 128}}},
+            "section3": {"train": {"lr": 1.0e-3, "epochs": 5, "batch_size": 32}, "train_limit": 2000},
+        },
+    )
     got = {}
     for v in (0.0, -1.0):
         point = GridPoint(1, "stochastic", log10_sigma_x2=v)
@@ -208,9 +225,15 @@ def _tiny_study_config(tmp_path):
     # the batched and the separate kernels grow along a training like any rounding difference
     # (measured for Table 5, max over tensors of |Δw|/|w − w₀|: 2e-5 after 1 step, 1e-4 after 4,
     # 3e-3 after 6, 1e-2 after 12), so equality to float tolerance is asserted after a few steps.
-    return load_config("config/ci.yaml", check_folders=False, overrides={
-        "outdir": str(tmp_path), "data": {"mnist": {"limit": {"train": 512, "val": 64, "test": 64}}},
-        "section3": {"train": {"lr": 1.0e-3, "epochs": 2, "batch_size": 32}, "train_limit": 64}})
+    return load_config(
+        "config/ci.yaml",
+        check_folders=False,
+        overrides={
+            "outdir": str(tmp_path),
+            "data": {"mnist": {"limit": {"train": 512, "val": 64, "test": 64}}},
+            "section3": {"train": {"lr": 1.0e-3, "epochs": 2, "batch_size": 32}, "train_limit": 64},
+        },
+    )
 
 
 @pytest.mark.parametrize("group", sorted(_GROUP_POINTS))
@@ -223,10 +246,17 @@ def test_a_batched_group_equals_its_points_trained_one_by_one(group, tmp_path, m
     cfg = _tiny_study_config(tmp_path)
     points = _GROUP_POINTS[group]
     single = [train_point(cfg, p, 3, tmp_path / "single" / p.id, progress=False) for p in points]
-    batched = train_points_batched(cfg, points, 3, [tmp_path / "batched" / p.id for p in points],
-                                   section3_group_checkpoint(tmp_path / "batched", group, 3), progress=False)
-    assert [f.parent.relative_to(tmp_path / "batched") for f in batched] == \
-        [f.parent.relative_to(tmp_path / "single") for f in single]
+    batched = train_points_batched(
+        cfg,
+        points,
+        3,
+        [tmp_path / "batched" / p.id for p in points],
+        section3_group_checkpoint(tmp_path / "batched", group, 3),
+        progress=False,
+    )
+    assert [f.parent.relative_to(tmp_path / "batched") for f in batched] == [
+        f.parent.relative_to(tmp_path / "single") for f in single
+    ]
     for one, many in zip(single, batched):
         a, b = (torch.load(f, weights_only=False) for f in (one, many))
         assert a.keys() == b.keys() and a["spec"] == b["spec"] and a["point"] == b["point"]
@@ -254,7 +284,7 @@ def test_a_batched_group_equals_its_points_trained_one_by_one(group, tmp_path, m
     # the points really differ (not K copies of one training): their last losses are distinct
     finals = [float(list(csv.DictReader((f.parent / "train_log.csv").open()))[-1]["train_loss"]) for f in batched]
     assert len({round(v, 3) for v in finals}) == len(points)
-    assert not section3_group_checkpoint(tmp_path / "batched", group, 3).exists()   # outputs complete
+    assert not section3_group_checkpoint(tmp_path / "batched", group, 3).exists()  # outputs complete
 
 
 def test_a_batched_group_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, mnist_raw_dir, monkeypatch):
@@ -262,15 +292,26 @@ def test_a_batched_group_resumes_from_its_checkpoint_to_the_same_weights(tmp_pat
     from arelbo.core.layout import section3_group_checkpoint
     from arelbo.stages.section3 import train_points_batched
 
-    cfg = load_config("config/ci.yaml", check_folders=False, overrides={
-        "outdir": str(tmp_path), "data": {"mnist": {"limit": {"train": 512, "val": 64, "test": 64}}},
-        "train": {"checkpoint": {"every_epochs": 1}},     # a resume state after every epoch
-        "section3": {"train": {"lr": 1.0e-3, "epochs": 2, "batch_size": 32}, "train_limit": 64}})
+    cfg = load_config(
+        "config/ci.yaml",
+        check_folders=False,
+        overrides={
+            "outdir": str(tmp_path),
+            "data": {"mnist": {"limit": {"train": 512, "val": 64, "test": 64}}},
+            "train": {"checkpoint": {"every_epochs": 1}},  # a resume state after every epoch
+            "section3": {"train": {"lr": 1.0e-3, "epochs": 2, "batch_size": 32}, "train_limit": 64},
+        },
+    )
     points = _GROUP_POINTS["table1/stochastic"]
     ckpt = section3_group_checkpoint(tmp_path / "resumed", "table1/stochastic", 0)
-    straight = train_points_batched(cfg, points, 0, [tmp_path / "straight" / p.id for p in points],
-                                    section3_group_checkpoint(tmp_path / "straight", "table1/stochastic", 0),
-                                    progress=False)
+    straight = train_points_batched(
+        cfg,
+        points,
+        0,
+        [tmp_path / "straight" / p.id for p in points],
+        section3_group_checkpoint(tmp_path / "straight", "table1/stochastic", 0),
+        progress=False,
+    )
 
     class Interrupt(Exception):
         pass
@@ -287,8 +328,7 @@ def test_a_batched_group_resumes_from_its_checkpoint_to_the_same_weights(tmp_pat
         train_points_batched(cfg, points, 0, [tmp_path / "resumed" / p.id for p in points], ckpt, progress=False)
     assert torch.load(ckpt, weights_only=False)["epoch"] == 1
     monkeypatch.setattr(train, "_validate", real_validate)
-    resumed = train_points_batched(cfg, points, 0, [tmp_path / "resumed" / p.id for p in points], ckpt,
-                                   progress=False)
+    resumed = train_points_batched(cfg, points, 0, [tmp_path / "resumed" / p.id for p in points], ckpt, progress=False)
     for a, b in zip(straight, resumed):
         sa, sb = (torch.load(f, weights_only=False)["state_dict"] for f in (a, b))
         for name in sa:
@@ -299,12 +339,30 @@ def test_batched_training_refuses_settings_it_cannot_share():
     from arelbo.stages.train import TrainSpec, fit_batched
 
     net = torch.nn.Linear(2, 2)
-    plateau = TrainSpec("a", "mnist", 0, lr=1e-3, epochs=1, batch_size=4)   # lr_plateau=True by default
+    plateau = TrainSpec("a", "mnist", 0, lr=1e-3, epochs=1, batch_size=4)  # lr_plateau=True by default
     with pytest.raises(ValueError, match="constant-lr"):
-        fit_batched([net, net], [plateau, plateau], torch.zeros(2), torch.zeros(4, 2), torch.zeros(4, 2),
-                    None, [None, None], None, device=torch.device("cpu"))
+        fit_batched(
+            [net, net],
+            [plateau, plateau],
+            torch.zeros(2),
+            torch.zeros(4, 2),
+            torch.zeros(4, 2),
+            None,
+            [None, None],
+            None,
+            device=torch.device("cpu"),
+        )
     a = TrainSpec("a", "mnist", 0, lr=1e-3, epochs=1, batch_size=4, lr_plateau=False, keep="last")
     b = TrainSpec("b", "mnist", 0, lr=2e-3, epochs=1, batch_size=4, lr_plateau=False, keep="last")
     with pytest.raises(ValueError, match="share every training setting; b differs"):
-        fit_batched([net, net], [a, b], torch.zeros(2), torch.zeros(4, 2), torch.zeros(4, 2),
-                    None, [None, None], None, device=torch.device("cpu"))
+        fit_batched(
+            [net, net],
+            [a, b],
+            torch.zeros(2),
+            torch.zeros(4, 2),
+            torch.zeros(4, 2),
+            None,
+            [None, None],
+            None,
+            device=torch.device("cpu"),
+        )

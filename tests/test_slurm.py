@@ -16,6 +16,7 @@ whose outputs tests/test_workflow.py checks cell by cell. What this test checks 
 
 Environment (optional): ARELBO_CI_RUN_TIMEOUT (seconds, default 1500) bounds the run.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,8 +65,9 @@ def test_ci_config_runs_on_slurm_and_survives_a_killed_job(slurm, ci_dag_run):
     assert not killer.errors, killer.errors
     assert killer.killed, f"no running train job was seen to kill (run took {elapsed:.0f} s)"
     assert killer.state_after == "CANCELLED", (killer.killed, killer.state_after)
-    assert re.search(rf"SLURM-job '{killer.killed}' failed, SLURM status is: 'CANCELLED'", output), \
+    assert re.search(rf"SLURM-job '{killer.killed}' failed, SLURM status is: 'CANCELLED'", output), (
         f"Snakemake did not report the cancelled job {killer.killed}"
+    )
 
     # --- every non-local job went through sbatch --------------------------------------------------
     run_name = re.search(r"SLURM run ID: (\S+)", output).group(1)
@@ -76,10 +78,14 @@ def test_ci_config_runs_on_slurm_and_survives_a_killed_job(slurm, ci_dag_run):
     local_jobs = set(re.findall(r"^localrule \w+:\n(?:    .*\n)*?    jobid: (\d+)$", output, re.M))
     remote_jobs = set(re.findall(r"^rule \w+:\n(?:    .*\n)*?    jobid: (\d+)$", output, re.M))
     finished = set(re.findall(r"^Finished jobid: (\d+) \(Rule: \w+\)$", output, re.M))
-    assert remote_jobs and local_jobs and finished == remote_jobs | local_jobs, \
-        (len(remote_jobs), len(local_jobs), len(finished))
-    assert set(submissions) == remote_jobs, "jobs that ran without sbatch: " + \
-        str(sorted(remote_jobs - set(submissions), key=int)[:10])
+    assert remote_jobs and local_jobs and finished == remote_jobs | local_jobs, (
+        len(remote_jobs),
+        len(local_jobs),
+        len(finished),
+    )
+    assert set(submissions) == remote_jobs, "jobs that ran without sbatch: " + str(
+        sorted(remote_jobs - set(submissions), key=int)[:10]
+    )
     retried = {job: ids for job, ids in submissions.items() if len(ids) > 1}
     assert len(retried) == 1, f"expected exactly the cancelled job to be submitted twice, got {retried}"
     ((job, ids),) = retried.items()
@@ -96,14 +102,17 @@ def test_ci_config_runs_on_slurm_and_survives_a_killed_job(slurm, ci_dag_run):
     assert logs == set(slurm_ids), (sorted(set(slurm_ids) - logs)[:10], sorted(logs - set(slurm_ids))[:10])
     killed_logs = list(slurm_logs.glob(f"rule_train/*/{killer.killed}.log"))
     assert killed_logs, f"no SLURM log of the cancelled job {killer.killed} ({killer.comment})"
-    assert (killed_logs[0].parent / f"{ids[1]}.log").is_file(), \
+    assert (killed_logs[0].parent / f"{ids[1]}.log").is_file(), (
         f"the retry {ids[1]} did not run the cancelled job's wildcards ({killer.comment})"
+    )
 
     # slurmctld's own record (no accounting database: the jobcomp/filetxt log of .ci/slurm)
     records = jobcomp_records(run_name)
     if records is not None:
-        assert set(records) == set(slurm_ids), (sorted(set(slurm_ids) - set(records))[:10],
-                                                sorted(set(records) - set(slurm_ids))[:10])
+        assert set(records) == set(slurm_ids), (
+            sorted(set(slurm_ids) - set(records))[:10],
+            sorted(set(records) - set(slurm_ids))[:10],
+        )
         assert records[killer.killed] == "CANCELLED"
         others = {i: s for i, s in records.items() if i != killer.killed and s != "COMPLETED"}
         assert not others, others

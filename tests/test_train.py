@@ -1,5 +1,6 @@
 """The trainer: batches from memory, exact resume after a kill, a clear stop on NaN, logs, and a
 short real MNIST run that lowers the validation objective of every model."""
+
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -48,23 +48,42 @@ def _overlay(tmp_path, **train) -> Path:
 
 
 def _train_cmd(overlay: Path, out: Path, model: str = "iso_i_arelbo") -> list[str]:
-    return [sys.executable, "-m", "arelbo", "train", "--config", "config/ci.yaml", "--config", str(overlay),
-            "--dataset", "mnist", "--model", model, "--seed", "3", "--out", str(out), "--no-progress",
-            "--threads", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "arelbo",
+        "train",
+        "--config",
+        "config/ci.yaml",
+        "--config",
+        str(overlay),
+        "--dataset",
+        "mnist",
+        "--model",
+        model,
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path, ci_config):
     overlay = _overlay(tmp_path, lr=1e-3, epochs=4, batch_size=64)
     settings = yaml.safe_load(overlay.read_text())
-    settings["train"]["checkpoint"] = {"every_epochs": 1, "every_minutes": None}   # the config's cadence
+    settings["train"]["checkpoint"] = {"every_epochs": 1, "every_minutes": None}  # the config's cadence
     overlay.write_text(yaml.safe_dump(settings))
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(_train_cmd(overlay, straight), cwd=REPO, check=True, env=env, capture_output=True)
 
-    proc = subprocess.Popen(_train_cmd(overlay, killed), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(overlay, killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         ckpt = killed / CHECKPOINT
@@ -92,8 +111,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, ci_config):
 
 
 def test_non_finite_loss_stops_with_model_epoch_and_step(tmp_path, ci_config):
-    from arelbo.stages.data import load_split
     from arelbo.models.nets import build_net
+    from arelbo.stages.data import load_split
 
     real = model_loss_fn("vae", "mnist", {})
     calls = {"n": 0}
@@ -105,9 +124,16 @@ def test_non_finite_loss_stops_with_model_epoch_and_step(tmp_path, ci_config):
 
     spec = TrainSpec("vae", "mnist", 0, lr=1e-3, epochs=2, batch_size=64)
     with pytest.raises(TrainingDiverged) as info:
-        fit(build_net("vae", "mnist"), spec, load_split("mnist", "train", ci_config)[:256],
-            load_split("mnist", "val", ci_config)[:64], poisoned, tmp_path, device=torch.device("cpu"),
-            progress=False)
+        fit(
+            build_net("vae", "mnist"),
+            spec,
+            load_split("mnist", "train", ci_config)[:256],
+            load_split("mnist", "val", ci_config)[:64],
+            poisoned,
+            tmp_path,
+            device=torch.device("cpu"),
+            progress=False,
+        )
     message = str(info.value)
     assert "vae on mnist" in message and "epoch 1" in message and "step 2" in message
     assert not (tmp_path / MODEL).exists()
@@ -118,7 +144,7 @@ def _host_reads_of_one_epoch(monkeypatch, n_images: int) -> int:
     during one training epoch of a small linear model whose loss itself never syncs."""
     torch.manual_seed(0)
     net = torch.nn.Linear(4, 4)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-2)   # SGD: Adam reads its step counter with .item()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2)  # SGD: Adam reads its step counter with .item()
     batches = Batches(torch.randn(n_images, 4), batch_size=8)
 
     def loss_fn(net, x):
@@ -159,15 +185,22 @@ def test_divergence_found_at_a_periodic_check_still_names_its_step(monkeypatch):
         return (loss * float("nan") if calls["n"] == 6 else loss), {"sq": loss}
 
     with pytest.raises(TrainingDiverged, match=r"epoch 3, training step 5 \(sq="):
-        run_epoch(net, Batches(torch.randn(80, 2), 4), loss_fn, optimizer=torch.optim.SGD(net.parameters(), 0.1),
-                  where="toy", epoch=3)
-    assert calls["n"] == 8   # stopped at the next check (every 4 steps), not at the end of the 20-step epoch
+        run_epoch(
+            net,
+            Batches(torch.randn(80, 2), 4),
+            loss_fn,
+            optimizer=torch.optim.SGD(net.parameters(), 0.1),
+            where="toy",
+            epoch=3,
+        )
+    assert calls["n"] == 8  # stopped at the next check (every 4 steps), not at the end of the 20-step epoch
 
 
 def test_cli_reports_divergence_as_a_clear_error(tmp_path, ci_config):
     overlay = _overlay(tmp_path, lr=1e30, epochs=1, batch_size=64)
-    result = subprocess.run(_train_cmd(overlay, tmp_path / "out", model="diag_d_trainable"), cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        _train_cmd(overlay, tmp_path / "out", model="diag_d_trainable"), cwd=REPO, capture_output=True, text=True
+    )
     if result.returncode == 0:
         pytest.skip("this learning rate did not diverge on this platform")
     assert result.returncode == 2 and "non-finite loss" in result.stderr and "diag_d_trainable" in result.stderr
@@ -177,9 +210,9 @@ def test_cli_reports_divergence_as_a_clear_error(tmp_path, ci_config):
 @pytest.mark.slow
 @pytest.mark.parametrize("model_id", sorted(MODELS))
 def test_short_mnist_run_lowers_the_validation_objective(model_id, tmp_path, ci_config):
-    from arelbo.stages.data import load_split
-    from arelbo.models.nets import build_net
     from arelbo.core.runtime import seed_everything
+    from arelbo.models.nets import build_net
+    from arelbo.stages.data import load_split
 
     seed_everything(0)
     net = build_net(model_id, "mnist")
@@ -211,6 +244,7 @@ def test_short_mnist_run_lowers_the_validation_objective(model_id, tmp_path, ci_
 # resume across devices, CUDA RNG left alone on CPU, a sign-independent plateau criterion
 # --------------------------------------------------------------------------------------------
 
+
 class _Tiny(torch.nn.Module):
     """A small stochastic model: enough to exercise the trainer's checkpoint, RNG and scheduler."""
 
@@ -232,16 +266,17 @@ def _tiny_loss(net, x):
 
 def _tiny_data():
     g = torch.Generator().manual_seed(0)
-    return (torch.randint(0, 256, (96, 1, 4, 4), generator=g, dtype=torch.uint8),
-            torch.randint(0, 256, (32, 1, 4, 4), generator=g, dtype=torch.uint8))
+    return (
+        torch.randint(0, 256, (96, 1, 4, 4), generator=g, dtype=torch.uint8),
+        torch.randint(0, 256, (32, 1, 4, 4), generator=g, dtype=torch.uint8),
+    )
 
 
 class _Interrupt(Exception):
     pass
 
 
-def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4, device: str = "cpu",
-              checkpoints=None):
+def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4, device: str = "cpu", checkpoints=None):
     """fit() of the tiny model; with stop_at_epoch, dies at that epoch's first step (after the
     previous epoch's checkpoint was written), like a job killed mid-run."""
     from arelbo.core.runtime import seed_everything
@@ -288,10 +323,10 @@ def test_checkpoints_every_k_epochs_resume_from_the_last_one_written(tmp_path, m
     assert written == [2, 4]
     written.clear()
     with pytest.raises(_Interrupt):
-        _fit_tiny(tmp_path / "resumed", checkpoints=every_2, stop_at_epoch=4, epochs=5)   # dies in epoch 4
+        _fit_tiny(tmp_path / "resumed", checkpoints=every_2, stop_at_epoch=4, epochs=5)  # dies in epoch 4
     assert written == [2] and torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=False)["epoch"] == 2
     resumed = torch.load(_fit_tiny(tmp_path / "resumed", checkpoints=every_2, epochs=5), weights_only=False)
-    assert written == [2, 4]          # epochs 3-5 trained again, epoch 4 written again
+    assert written == [2, 4]  # epochs 3-5 trained again, epoch 4 written again
     for name, tensor in straight["state_dict"].items():
         assert torch.equal(tensor, resumed["state_dict"][name]), name
     assert len((tmp_path / "resumed" / LOG).read_text().splitlines()) == 1 + 5
@@ -370,15 +405,19 @@ def test_cpu_training_never_touches_cuda_rng_state_where_cuda_exists(tmp_path, m
 
     # what the trainer module sees as `torch`: the real one, with CUDA "available" and its RNG guarded
     # (patching torch.cuda itself would also mislead PyTorch's own optimiser internals)
-    cuda = types.SimpleNamespace(is_available=lambda: True, get_rng_state=forbidden,
-                                 get_rng_state_all=forbidden, set_rng_state=forbidden,
-                                 set_rng_state_all=forbidden)
+    cuda = types.SimpleNamespace(
+        is_available=lambda: True,
+        get_rng_state=forbidden,
+        get_rng_state_all=forbidden,
+        set_rng_state=forbidden,
+        set_rng_state_all=forbidden,
+    )
     fake_torch = types.SimpleNamespace(**{k: getattr(torch, k) for k in dir(torch) if not k.startswith("__")})
     fake_torch.cuda = cuda
     monkeypatch.setattr(train_module, "torch", fake_torch)
     with pytest.raises(_Interrupt):
-        _fit_tiny(tmp_path, stop_at_epoch=2)   # writes a checkpoint (saves RNG state)
-    _fit_tiny(tmp_path)                          # resumes it (restores RNG state)
+        _fit_tiny(tmp_path, stop_at_epoch=2)  # writes a checkpoint (saves RNG state)
+    _fit_tiny(tmp_path)  # resumes it (restores RNG state)
     assert (tmp_path / MODEL).is_file()
 
 
@@ -395,18 +434,18 @@ def test_plateau_halvings_do_not_depend_on_the_sign_of_the_objective():
     from arelbo.stages.train import SignSymmetricPlateau
 
     rng = torch.Generator().manual_seed(0)
-    noise = (torch.rand(30, generator=rng) * 0.4 - 0.2).tolist()   # a plateau with ±0.2 noise
+    noise = (torch.rand(30, generator=rng) * 0.4 - 0.2).tolist()  # a plateau with ±0.2 noise
     above = [3000.0 + e for e in noise]
-    below = [-3000.0 + e for e in noise]                            # the same plateau below zero
+    below = [-3000.0 + e for e in noise]  # the same plateau below zero
     # PyTorch's relative test treats the plateau below zero differently (the bug this guards against) ...
     plain = torch.optim.lr_scheduler.ReduceLROnPlateau
     assert _halvings(above, plain, mode="min") > _halvings(below, plain, mode="min")
     # ... the trainer's does not, and still halves on a flat plateau.
     assert _halvings(above, SignSymmetricPlateau) == _halvings(below, SignSymmetricPlateau) >= 3
     # a real improvement (beyond 1e-4 relative) resets the patience on both sides of zero
-    steady = [-100.0 * (1.01 ** k) for k in range(30)]                # keeps improving below zero
+    steady = [-100.0 * (1.01**k) for k in range(30)]  # keeps improving below zero
     assert _halvings(steady, SignSymmetricPlateau) == 0
-    assert _halvings([100.0 * (0.99 ** k) for k in range(30)], SignSymmetricPlateau) == 0
+    assert _halvings([100.0 * (0.99**k) for k in range(30)], SignSymmetricPlateau) == 0
 
 
 def test_training_halves_the_lr_alike_on_plateaus_above_and_below_zero(tmp_path):
@@ -421,7 +460,7 @@ def test_training_halves_the_lr_alike_on_plateaus_above_and_below_zero(tmp_path)
         def loss_fn(net, x, sign=sign, calls=calls):
             if net.training:
                 return _tiny_loss(net, x)
-            epoch = calls["val"] // 2   # two validation batches per epoch
+            epoch = calls["val"] // 2  # two validation batches per epoch
             calls["val"] += 1
             value = torch.tensor(sign * 3000.0 + noise[epoch])
             return value, {"mse": value}
@@ -431,12 +470,13 @@ def test_training_halves_the_lr_alike_on_plateaus_above_and_below_zero(tmp_path)
         fit(_Tiny(), spec, train, val, loss_fn, tmp_path / str(sign), device=torch.device("cpu"), progress=False)
         schedules[sign] = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / str(sign) / LOG))]
     assert schedules[1.0] == schedules[-1.0]
-    assert schedules[1.0][-1] <= 1e-2 / 4   # and the plateau does get halved
+    assert schedules[1.0][-1] <= 1e-2 / 4  # and the plateau does get halved
 
 
 # --------------------------------------------------------------------------------------------
 # re-runs redo the work cleanly; a checkpoint resumes only onto the same settings and data
 # --------------------------------------------------------------------------------------------
+
 
 def _state(path: Path) -> dict:
     return torch.load(path, weights_only=False)["state_dict"]
@@ -444,16 +484,17 @@ def _state(path: Path) -> dict:
 
 def test_finished_training_leaves_no_resume_state_and_a_rerun_trains_again(tmp_path):
     first = _state(_fit_tiny(tmp_path))
-    assert not (tmp_path / CHECKPOINT).exists()          # 213 MB per MNIST model, read by nothing now
+    assert not (tmp_path / CHECKPOINT).exists()  # 213 MB per MNIST model, read by nothing now
     log_before = (tmp_path / LOG).read_text()
-    for output in (MODEL, LOG):                           # Snakemake removes outputs before a re-run
+    for output in (MODEL, LOG):  # Snakemake removes outputs before a re-run
         (tmp_path / output).unlink()
     again = _state(_fit_tiny(tmp_path))
     assert (tmp_path / LOG).read_text().splitlines()[1:] != [] and not (tmp_path / CHECKPOINT).exists()
     for name, tensor in first.items():
         assert torch.equal(tensor, again[name]), name
-    assert [r.split(",")[3:] for r in (tmp_path / LOG).read_text().splitlines()] == \
-        [r.split(",")[3:] for r in log_before.splitlines()]   # same losses (the seconds column differs)
+    assert [r.split(",")[3:] for r in (tmp_path / LOG).read_text().splitlines()] == [
+        r.split(",")[3:] for r in log_before.splitlines()
+    ]  # same losses (the seconds column differs)
 
 
 def test_a_kept_finished_checkpoint_rewrites_both_outputs(tmp_path):
@@ -462,15 +503,33 @@ def test_a_kept_finished_checkpoint_rewrites_both_outputs(tmp_path):
     train, val = _tiny_data()
     spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=2, batch_size=16)
     seed_everything(5)
-    first = fit(_Tiny(), spec, train, val, _tiny_loss, tmp_path, device=torch.device("cpu"), progress=False,
-                keep_checkpoint=True)
+    first = fit(
+        _Tiny(),
+        spec,
+        train,
+        val,
+        _tiny_loss,
+        tmp_path,
+        device=torch.device("cpu"),
+        progress=False,
+        keep_checkpoint=True,
+    )
     assert (tmp_path / CHECKPOINT).is_file()
     weights, log = _state(first), (tmp_path / LOG).read_text()
     for output in (MODEL, LOG):
         (tmp_path / output).unlink()
     seed_everything(5)
-    fit(_Tiny(), spec, train, val, _tiny_loss, tmp_path, device=torch.device("cpu"), progress=False,
-        keep_checkpoint=True)   # resumes after the last epoch: nothing to train, both outputs written
+    fit(
+        _Tiny(),
+        spec,
+        train,
+        val,
+        _tiny_loss,
+        tmp_path,
+        device=torch.device("cpu"),
+        progress=False,
+        keep_checkpoint=True,
+    )  # resumes after the last epoch: nothing to train, both outputs written
     assert (tmp_path / LOG).read_text() == log
     assert all(torch.equal(t, _state(tmp_path / MODEL)[k]) for k, t in weights.items())
 
@@ -484,11 +543,21 @@ def test_a_checkpoint_of_other_data_is_discarded_not_resumed(tmp_path, caplog):
     train, val = _tiny_data()
     spec = TrainSpec("tiny", "mnist", 5, lr=1e-2, epochs=4, batch_size=16)
     results = {}
-    for name in ("run", "fresh"):   # the same settings on a smaller training set (a changed data limit)
+    for name in ("run", "fresh"):  # the same settings on a smaller training set (a changed data limit)
         seed_everything(5)
         with caplog.at_level("WARNING", logger="arelbo.stages.train"):
-            results[name] = _state(fit(_Tiny(), spec, train[:64], val, _tiny_loss, tmp_path / name,
-                                       device=torch.device("cpu"), progress=False))
+            results[name] = _state(
+                fit(
+                    _Tiny(),
+                    spec,
+                    train[:64],
+                    val,
+                    _tiny_loss,
+                    tmp_path / name,
+                    device=torch.device("cpu"),
+                    progress=False,
+                )
+            )
     assert any("discarding" in r.getMessage() and "data" in r.getMessage() for r in caplog.records)
     for key, tensor in results["fresh"].items():
         assert torch.equal(tensor, results["run"][key]), key
@@ -507,19 +576,20 @@ def test_bf16_precision_trains_each_model_as_the_policy_says_and_is_part_of_the_
 
     def with_precision(precision):
         mnist = dataclasses.replace(ci_config.train.mnist, precision=precision, epochs=1)
-        return dataclasses.replace(ci_config, train=dataclasses.replace(ci_config.train, mnist=mnist),
-                                   keep_checkpoints=True)
+        return dataclasses.replace(
+            ci_config, train=dataclasses.replace(ci_config.train, mnist=mnist), keep_checkpoints=True
+        )
 
     fp32_dir = tmp_path / "fp32"
     train_model(with_precision("fp32"), "mnist", "iso_i_arelbo", 0, fp32_dir, progress=False)
     assert (fp32_dir / CHECKPOINT).is_file()
     with caplog.at_level(logging.INFO, logger="arelbo.stages.train"):
         train_model(with_precision("bf16"), "mnist", "iso_i_arelbo", 0, fp32_dir, progress=False)
-    assert "discard" in caplog.text.lower() and "settings" in caplog.text   # not resumed from FP32's
+    assert "discard" in caplog.text.lower() and "settings" in caplog.text  # not resumed from FP32's
     bf16 = torch.load(fp32_dir / MODEL, weights_only=False)
     assert bf16["spec"]["precision"] == "bf16" and math.isfinite(bf16["best_val_loss"])
     fp32 = torch.load(tmp_path / "fp32" / CHECKPOINT, weights_only=False)
-    assert fp32["spec"]["precision"] == "bf16"   # the checkpoint now is the bf16 run's own
+    assert fp32["spec"]["precision"] == "bf16"  # the checkpoint now is the bf16 run's own
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="arelbo.stages.train"):

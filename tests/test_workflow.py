@@ -1,4 +1,5 @@
 """The Snakemake DAG: the paper config's dry run, and a real run of config/ci.yaml end to end."""
+
 from __future__ import annotations
 
 import re
@@ -8,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from arelbo.models.objectives import MODELS
-
 REPO = Path(__file__).resolve().parents[1]
 
 
 def snakemake(*args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
     # below pytest-timeout's 1800 s (pyproject.toml), so that a hung run fails with its own output
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -32,16 +32,34 @@ def test_paper_config_dry_run_lists_26_trainings(tmp_path):
 
 
 def test_wildcards_are_constrained_to_configured_ids(tmp_path):
-    result = snakemake(f"{tmp_path}/out/models/mnist/not_a_model/seed0/model.pt", "-n", "--cores", "1",
-                       "--configfile", "config/ci.yaml", "--config", f"outdir={tmp_path}/out",
-                       f"logdir={tmp_path}/logs")
+    result = snakemake(
+        f"{tmp_path}/out/models/mnist/not_a_model/seed0/model.pt",
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        "config/ci.yaml",
+        "--config",
+        f"outdir={tmp_path}/out",
+        f"logdir={tmp_path}/logs",
+    )
     assert result.returncode != 0
-    assert "MissingRuleException" in result.stdout + result.stderr or "No rule to produce" in result.stdout + result.stderr
+    assert (
+        "MissingRuleException" in result.stdout + result.stderr or "No rule to produce" in result.stdout + result.stderr
+    )
 
 
 def test_table_targets_build_the_whole_evaluation_dag(tmp_path):
-    result = snakemake(f"{tmp_path}/out/table3.tex", f"{tmp_path}/out/table4.tex", "-n", "--cores", "8",
-                       "--config", f"outdir={tmp_path}/out", f"logdir={tmp_path}/logs")
+    result = snakemake(
+        f"{tmp_path}/out/table3.tex",
+        f"{tmp_path}/out/table4.tex",
+        "-n",
+        "--cores",
+        "8",
+        "--config",
+        f"outdir={tmp_path}/out",
+        f"logdir={tmp_path}/logs",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
     # per dataset: 13 models -> 13 encodings, 13 MSEs, 13 second stages, 10 priors (no prior for ae, rae,
@@ -57,22 +75,56 @@ def test_several_seeds_multiply_every_seeded_job_and_feed_one_claims_job(tmp_pat
     """`seeds: [0, 1, 2]` (the multi-seed run the claims' Welch tests are for): each seed is trained,
     sampled and scored, and the one claims job reads the tables built from all of them."""
     out = tmp_path / "out"
-    result = snakemake("-n", "--cores", "8", "--configfile", "config/ci.yaml", "--config", "seeds=[0,1,2]",
-                       f"outdir={out}", f"logdir={tmp_path}/logs")
+    result = snakemake(
+        "-n",
+        "--cores",
+        "8",
+        "--configfile",
+        "config/ci.yaml",
+        "--config",
+        "seeds=[0,1,2]",
+        f"outdir={out}",
+        f"logdir={tmp_path}/logs",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
-    one = job_counts(snakemake("-n", "--cores", "8", "--configfile", "config/ci.yaml", "--config",
-                               f"outdir={out}", f"logdir={tmp_path}/logs").stdout)
-    for rule in ("train", "encode", "metric_mse", "sample_and_score_mnist_with_prior",
-                 "sample_and_score_celeba_without_prior", "section3_train_table1_stochastic",
-                 "section3_train_table5", "section3_criteria"):
+    one = job_counts(
+        snakemake(
+            "-n",
+            "--cores",
+            "8",
+            "--configfile",
+            "config/ci.yaml",
+            "--config",
+            f"outdir={out}",
+            f"logdir={tmp_path}/logs",
+        ).stdout
+    )
+    for rule in (
+        "train",
+        "encode",
+        "metric_mse",
+        "sample_and_score_mnist_with_prior",
+        "sample_and_score_celeba_without_prior",
+        "section3_train_table1_stochastic",
+        "section3_train_table5",
+        "section3_criteria",
+    ):
         assert counts[rule] == 3 * one[rule], rule
     assert counts["claims"] == one["claims"] == 1 and counts["table"] == one["table"] == 4
 
 
 def test_paper_config_dry_run_lists_the_section3_grid(tmp_path):
-    result = snakemake(f"{tmp_path}/out/table1.tex", f"{tmp_path}/out/table5.tex", "-n", "--cores", "8",
-                       "--config", f"outdir={tmp_path}/out", f"logdir={tmp_path}/logs")
+    result = snakemake(
+        f"{tmp_path}/out/table1.tex",
+        f"{tmp_path}/out/table5.tex",
+        "-n",
+        "--cores",
+        "8",
+        "--config",
+        f"outdir={tmp_path}/out",
+        f"logdir={tmp_path}/logs",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
     # Table 1: 11 σx² × 2 encodings; Table 5: 21 σz² — each point trained and evaluated by its own job
@@ -96,8 +148,9 @@ def test_batched_paper_grid_trains_one_job_per_group_into_the_same_files(tmp_pat
     planned = set(re.findall(r"output: (.*)", result.stdout))
     models = {f for line in planned for f in line.split(", ") if f.endswith("/model.pt")}
     plain = snakemake(*targets, *flags)
-    assert models == {f for line in re.findall(r"output: (.*)", plain.stdout) for f in line.split(", ")
-                      if f.endswith("/model.pt")}
+    assert models == {
+        f for line in re.findall(r"output: (.*)", plain.stdout) for f in line.split(", ") if f.endswith("/model.pt")
+    }
     assert len(models) == 43
 
 
@@ -123,8 +176,12 @@ def test_batched_evaluation_samples_and_scores_each_model_in_one_job_into_the_sa
     assert counts["fit_second_stages_mnist"] == counts["fit_second_stages_celeba"] == 1
 
     def evaluation_files(stdout):
-        return {f for line in re.findall(r"output: (.*)", stdout) for f in line.split(", ")
-                if "/samples/" in f or "/fid_" in f or f.endswith("/2ndvae.pt")}
+        return {
+            f
+            for line in re.findall(r"output: (.*)", stdout)
+            for f in line.split(", ")
+            if "/samples/" in f or "/fid_" in f or f.endswith("/2ndvae.pt")
+        }
 
     files = evaluation_files(batched.stdout)
     assert files == evaluation_files(plain.stdout)
@@ -188,24 +245,26 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
     assert len(verdicts) == len(load_claims()["claims"]) + len(value_claims(load_claims()))
     assert set(verdicts["verdict"]) <= set(VERDICTS)
     values = verdicts[verdicts.index.str.contains(":")]
-    assert (values["verdict"] == "NOT RUN").all()   # a reduced config's numbers are not comparable
+    assert (values["verdict"] == "NOT RUN").all()  # a reduced config's numbers are not comparable
     # claims on models ci.yaml does not train are listed as NOT RUN, never silently dropped; the
     # Section 3 claims are judged (two grid points: a trend cannot be decided, a threshold can)
     assert verdicts.loc["arelbo-best-fid-mnist", "verdict"] == "NOT RUN"
     assert verdicts.loc["vae-reconstructs-far-worse-celeba", "verdict"] == "NOT RUN"
     assert verdicts.loc["t1-kl-rises-as-sigma-x2-falls", "verdict"] == "INCONCLUSIVE"
     assert verdicts.loc["t5-kl-far-from-zero", "verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
-    assert "kid_" in verdicts.loc["wae-low-prior-fid-mnist", "evidence"] or \
-        verdicts.loc["wae-low-prior-fid-mnist", "verdict"] == "NOT RUN"
+    assert (
+        "kid_" in verdicts.loc["wae-low-prior-fid-mnist", "evidence"]
+        or verdicts.loc["wae-low-prior-fid-mnist", "verdict"] == "NOT RUN"
+    )
     assert (results / "claims.tex").read_text().count(r"\begin{tabular}") == 2
     # every heavy rule left a log and a benchmark, under the config's own log folder
     logs = ci_run / "logs" / "ci"
-    for rule in ("train", "sweeps", "evaluate", "metrics", "estimators", "encode"):   # ci: fid.batched
+    for rule in ("train", "sweeps", "evaluate", "metrics", "estimators", "encode"):  # ci: fid.batched
         assert list((logs / rule).rglob("*.log")), rule
     assert list((logs / "benchmarks").rglob("*.tsv"))
     # the run's measured cost: one row per job that wrote a benchmark, each Table 3/4 row's jobs named
     costs = pd.read_csv(results / "costs.csv")
-    assert len(costs) == len(list((logs / "benchmarks").rglob("*.tsv")))   # every job before it (it has none)
+    assert len(costs) == len(list((logs / "benchmarks").rglob("*.tsv")))  # every job before it (it has none)
     assert {"train", "encode", "estimators", "evaluate", "metrics", "sweeps"} <= set(costs["stage"])
     rows = costs.dropna(subset=["model"]).groupby(["dataset", "model"])["stage"].agg(set)
     assert len(rows) == len(cfg.datasets) * len(cfg.models)
@@ -218,15 +277,25 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
 def test_the_plan_checked_against_the_ci_run(ci_run):
     """`arelbo plan --against` on a real run: every planned job that has a measured cost on the kind
     found the benchmark file the workflow wrote for it, and the run's seconds are set beside the plan's."""
-    out = subprocess.run([sys.executable, "-m", "arelbo", "plan", "--config", "config/ci.yaml",
-                          "--against", str(ci_run / "logs")],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "arelbo", "plan", "--config", "config/ci.yaml", "--against", str(ci_run / "logs")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    found = re.search(r"against .*: (\d+) planned job\(s\) have a benchmark file there; planned ([\d.]+) "
-                      r"job-hours, ran ([\d.]+)", out.stdout)
+    found = re.search(
+        r"against .*: (\d+) planned job\(s\) have a benchmark file there; planned ([\d.]+) "
+        r"job-hours, ran ([\d.]+)",
+        out.stdout,
+    )
     assert found, out.stdout[-3000:]
-    planned_jobs_with_costs = [line for line in out.stdout.splitlines()
-                               if re.match(r"^(train|encode|fit_estimator|sample_and_score_mnist_with_prior) ", line)]
+    planned_jobs_with_costs = [
+        line
+        for line in out.stdout.splitlines()
+        if re.match(r"^(train|encode|fit_estimator|sample_and_score_mnist_with_prior) ", line)
+    ]
     assert len(planned_jobs_with_costs) == 4 and int(found.group(1)) > 0 and float(found.group(3)) > 0
     for line in planned_jobs_with_costs:
         jobs, ran = int(line.split()[1]), int(line.split()[3])
@@ -237,8 +306,18 @@ def test_the_plan_checked_against_the_ci_run(ci_run):
 @pytest.mark.slow
 def test_report_holds_every_table_and_figure(ci_run, ci_config):
     report = ci_run / "report.html"
-    result = snakemake("--cores", "1", "--configfile", "config/ci.yaml", "--config", f"outdir={ci_run}/results",
-                       f"logdir={ci_run}/logs", "--report", str(report), timeout=600)
+    result = snakemake(
+        "--cores",
+        "1",
+        "--configfile",
+        "config/ci.yaml",
+        "--config",
+        f"outdir={ci_run}/results",
+        f"logdir={ci_run}/logs",
+        "--report",
+        str(report),
+        timeout=600,
+    )
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     html = report.read_text(encoding="utf-8")
     expected = ["claims.csv", "costs.csv"] + [f"table{n}_paper.csv" for n in (1, 3, 4, 5)]
@@ -250,7 +329,7 @@ def test_report_holds_every_table_and_figure(ci_run, ci_config):
     assert not missing, f"not in the report: {missing}"
     for category in ("Claims", "Tables", "Paper comparison", "Samples", "Section 3 figures", "Training curves", "Cost"):
         assert category in html
-    assert "not comparable with the paper" in html   # the captions name the (reduced) config
+    assert "not comparable with the paper" in html  # the captions name the (reduced) config
 
 
 # Each lint `snakemake --lint` may still report, with why it stays (docs/reliability.md, "Lints").
@@ -283,13 +362,22 @@ def test_lints_are_only_the_justified_ones():
 
 def test_celeba_gmm100_fit_is_given_the_measured_runtime(tmp_path):
     # docs/reproduction-notes.md, "GMM-100 runtime": 101 EM iterations, 46 min on one core
-    result = snakemake("-n", "--cores", "8", f"{tmp_path}/out/estimators/celeba/vae/seed0/gmm100.pkl",
-                       f"{tmp_path}/out/estimators/mnist/vae/seed0/gmm10.pkl", "--config", f"outdir={tmp_path}/out",
-                       f"logdir={tmp_path}/logs", timeout=300)
+    result = snakemake(
+        "-n",
+        "--cores",
+        "8",
+        f"{tmp_path}/out/estimators/celeba/vae/seed0/gmm100.pkl",
+        f"{tmp_path}/out/estimators/mnist/vae/seed0/gmm10.pkl",
+        "--config",
+        f"outdir={tmp_path}/out",
+        f"logdir={tmp_path}/logs",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = result.stdout.split("rule fit_estimator:")[1:]
-    runtime = {re.search(r"pkl_estimator=(\w+)", j).group(1): int(re.search(r"runtime=(\d+)", j).group(1))
-               for j in jobs}
+    runtime = {
+        re.search(r"pkl_estimator=(\w+)", j).group(1): int(re.search(r"runtime=(\d+)", j).group(1)) for j in jobs
+    }
     assert runtime == {"gmm100": 240, "gmm10": 60}
 
 
@@ -297,8 +385,17 @@ def test_gpu_workstation_profile_shares_the_card_and_keeps_cpu_jobs_off_it(tmp_p
     # profiles/gpu-workstation: a CelebA training takes the whole card (4 slots), MNIST-sized GPU jobs
     # one slot each, CPU-only stages (GMM fits, tables) none.
     out = tmp_path / "out"
-    result = snakemake(f"{out}/table1.tex", f"{out}/table3.tex", "-n", "--profile", "profiles/gpu-workstation",
-                       "--config", f"outdir={out}", f"logdir={tmp_path}/logs", "models=[vae]")
+    result = snakemake(
+        f"{out}/table1.tex",
+        f"{out}/table3.tex",
+        "-n",
+        "--profile",
+        "profiles/gpu-workstation",
+        "--config",
+        f"outdir={out}",
+        f"logdir={tmp_path}/logs",
+        "models=[vae]",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = {}
     for block in result.stdout.split("\n\n"):

@@ -2,6 +2,7 @@
 
 No torch import here: the Snakefile imports this module at parse time (cluster jobs re-parse it).
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,6 +25,7 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------------------- typed view
+
 
 @dataclass(frozen=True)
 class SplitLimits:
@@ -75,7 +77,7 @@ class TrainSettings:
     lr: float
     epochs: int
     batch_size: int
-    precision: str = "fp32"   # "bf16": the Table 3/4 nets' trunks under bfloat16 autocast (nets.VAE)
+    precision: str = "fp32"  # "bf16": the Table 3/4 nets' trunks under bfloat16 autocast (nets.VAE)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class CheckpointPolicy:
     `every_epochs`-th epoch, or after the first epoch that ends `every_minutes` after the last write
     (None: no time rule). Not part of a training's settings: the cadence changes where a killed run
     resumes, never what it computes."""
+
     every_epochs: int = 1
     every_minutes: float | None = None
 
@@ -102,6 +105,7 @@ class CheckpointPolicy:
 @dataclass(frozen=True)
 class SecondStageSettings:
     """Dai & Wipf's second-stage VAE (SPEC §5): what a fitted one depends on (stored with it)."""
+
     epochs: int = 70
     lr: float = 1e-4
     batch_size: int = 64
@@ -185,7 +189,7 @@ class Config:
     device: str = "auto"
     cuda_deterministic: bool = False
     keep_checkpoints: bool = False
-    plugins: tuple[str, ...] = ()   # modules registering models and estimators (arelbo.core.registry)
+    plugins: tuple[str, ...] = ()  # modules registering models and estimators (arelbo.core.registry)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def dataset_tag(self, dataset: str) -> str:
@@ -254,6 +258,7 @@ def _coerce(hint, value):
 
 # ---------------------------------------------------------------------------- loading
 
+
 def deep_merge(base: dict, overlay: dict) -> dict:
     """Recursive dict update, the way Snakemake merges --configfile over the Snakefile's configfile."""
     out = copy.deepcopy(base)
@@ -276,8 +281,10 @@ def read_yaml(path: str | Path) -> dict:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
             what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"{where}: YAML syntax error: {what}. Fix the file there (indentation, a missing "
-                              "colon or an unclosed bracket are the usual causes).") from None
+            raise ConfigError(
+                f"{where}: YAML syntax error: {what}. Fix the file there (indentation, a missing "
+                "colon or an unclosed bracket are the usual causes)."
+            ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
@@ -300,7 +307,9 @@ def load_schema() -> dict:
 
     schema["properties"]["hparams"]["properties"] = {
         m: closed({d: closed(entry.hparam_properties()) for d in registry.DATASETS})
-        for m, entry in registry.MODELS.items() if entry.hparam_properties()}
+        for m, entry in registry.MODELS.items()
+        if entry.hparam_properties()
+    }
     return schema
 
 
@@ -351,16 +360,21 @@ def check_paths(cfg: Config, base: Path | None = None, datasets=None) -> None:
         if problem:
             problems.append(f"- {problem}")
     mnist = cfg.data.mnist
-    if ("mnist" in datasets and mnist.local_copy is not None
-            and not resolve_config_path(mnist.local_copy, base).is_dir()):
+    if (
+        "mnist" in datasets
+        and mnist.local_copy is not None
+        and not resolve_config_path(mnist.local_copy, base).is_dir()
+    ):
         problems.append(f"- data.mnist.local_copy: {mnist.local_copy} is not a folder (set it to null to download)")
     if problems:
         raise ConfigError(f"invalid config {cfg.name!r}:\n" + "\n".join(problems))
 
 
 # How to run the paper's MNIST half alone: said by the error, the workflow's warning and the README.
-MNIST_ONLY_HINT = ("To run the paper's MNIST half meanwhile, add `--config 'datasets=[mnist]'` to the snakemake "
-                   "command (or `--configfile config/paper-mnist.yaml`).")
+MNIST_ONLY_HINT = (
+    "To run the paper's MNIST half meanwhile, add `--config 'datasets=[mnist]'` to the snakemake "
+    "command (or `--configfile config/paper-mnist.yaml`)."
+)
 
 
 def celeba_problem(cfg: Config, base: Path | None = None) -> str | None:
@@ -373,10 +387,11 @@ def celeba_problem(cfg: Config, base: Path | None = None) -> str | None:
 
     if celeba_folder(root) is not None:
         return None
-    return (f"data.celeba.root: {root} does not hold img_align_celeba/ and list_eval_partition.txt "
-            "(torchvision's CelebA layout, directly or under celeba/). Download them from the CelebA "
-            "site (manual download, licence) or set data.celeba.synthetic_standin for a stand-in. "
-            + MNIST_ONLY_HINT)
+    return (
+        f"data.celeba.root: {root} does not hold img_align_celeba/ and list_eval_partition.txt "
+        "(torchvision's CelebA layout, directly or under celeba/). Download them from the CelebA "
+        "site (manual download, licence) or set data.celeba.synthetic_standin for a stand-in. " + MNIST_ONLY_HINT
+    )
 
 
 def resolve_config_path(path: str | Path, base: Path | None = None) -> Path:
@@ -388,27 +403,39 @@ def resolve_config_path(path: str | Path, base: Path | None = None) -> Path:
 def _section3_problems(s3: Section3Config) -> list[str]:
     """What the schema cannot say: one-decimal grids, and figure points that are grid points."""
     problems = []
-    grids = {"section3.table1.log10_sigma_x2": s3.table1.log10_sigma_x2,
-             "section3.table5.log10_sigma_z2": s3.table5.log10_sigma_z2}
+    grids = {
+        "section3.table1.log10_sigma_x2": s3.table1.log10_sigma_x2,
+        "section3.table5.log10_sigma_z2": s3.table5.log10_sigma_z2,
+    }
     figs = s3.figures
-    for key, values in {**grids, "section3.figures.figure1_log10_sigma_x2": figs.figure1_log10_sigma_x2,
-                        "section3.figures.figure2_log10_sigma_x2": figs.figure2_log10_sigma_x2,
-                        "section3.figures.figure3_log10_sigma_z2": figs.figure3_log10_sigma_z2}.items():
+    for key, values in {
+        **grids,
+        "section3.figures.figure1_log10_sigma_x2": figs.figure1_log10_sigma_x2,
+        "section3.figures.figure2_log10_sigma_x2": figs.figure2_log10_sigma_x2,
+        "section3.figures.figure3_log10_sigma_z2": figs.figure3_log10_sigma_z2,
+    }.items():
         odd = [v for v in values if abs(v * 10 - round(v * 10)) > 1e-9]
         if odd:
-            problems.append(f"  - {key}: {odd} are not multiples of 0.1 (grid points are named with one "
-                            "decimal, e.g. -0.3); round them")
+            problems.append(
+                f"  - {key}: {odd} are not multiples of 0.1 (grid points are named with one "
+                "decimal, e.g. -0.3); round them"
+            )
     for key, values, grid in (
-            ("section3.figures.figure1_log10_sigma_x2", figs.figure1_log10_sigma_x2, s3.table1.log10_sigma_x2),
-            ("section3.figures.figure2_log10_sigma_x2", figs.figure2_log10_sigma_x2, s3.table1.log10_sigma_x2),
-            ("section3.figures.figure3_log10_sigma_z2", figs.figure3_log10_sigma_z2, s3.table5.log10_sigma_z2)):
+        ("section3.figures.figure1_log10_sigma_x2", figs.figure1_log10_sigma_x2, s3.table1.log10_sigma_x2),
+        ("section3.figures.figure2_log10_sigma_x2", figs.figure2_log10_sigma_x2, s3.table1.log10_sigma_x2),
+        ("section3.figures.figure3_log10_sigma_z2", figs.figure3_log10_sigma_z2, s3.table5.log10_sigma_z2),
+    ):
         missing = [v for v in values if not any(abs(v - g) < 1e-9 for g in grid)]
         if missing:
-            problems.append(f"  - {key}: {missing} not in the trained grid {list(grid)}; a figure shows "
-                            "trained grid points only — add them to the grid or drop them here")
+            problems.append(
+                f"  - {key}: {missing} not in the trained grid {list(grid)}; a figure shows "
+                "trained grid points only — add them to the grid or drop them here"
+            )
     if "stochastic" not in s3.table1.encodings and figs.figure2_log10_sigma_x2:
-        problems.append("  - section3.figures.figure2_log10_sigma_x2: Figure 2 shows stochastic encodings, "
-                        "but section3.table1.encodings has no 'stochastic'; add it or set this to []")
+        problems.append(
+            "  - section3.figures.figure2_log10_sigma_x2: Figure 2 shows stochastic encodings, "
+            "but section3.table1.encodings has no 'stochastic'; add it or set this to []"
+        )
     return problems
 
 
@@ -426,8 +453,7 @@ def _normalise_paths(raw: dict) -> dict:
             raw[key] = os.path.normpath(raw[key])
     # `snakemake --config 'seeds=[0,1,2]'` hands the list's items over as strings: read integer ones
     if isinstance(raw.get("seeds"), list):
-        raw["seeds"] = [int(s) if isinstance(s, str) and s.strip().lstrip("-").isdigit() else s
-                        for s in raw["seeds"]]
+        raw["seeds"] = [int(s) if isinstance(s, str) and s.strip().lstrip("-").isdigit() else s for s in raw["seeds"]]
     return raw
 
 
@@ -436,9 +462,11 @@ def train_batch_problems(cfg: Config, dataset: str, n_train: int) -> list[str]:
     cannot normalise a batch of one in training mode and the job would fail mid-epoch."""
     batch = getattr(cfg.train, dataset).batch_size
     if n_train % batch == 1:
-        return [f"- train.{dataset}.batch_size={batch} with {n_train} training images leaves a last minibatch "
-                f"of 1 image, which BatchNorm cannot train on; change data.{dataset}.limit.train or the "
-                "batch size by one"]
+        return [
+            f"- train.{dataset}.batch_size={batch} with {n_train} training images leaves a last minibatch "
+            f"of 1 image, which BatchNorm cannot train on; change data.{dataset}.limit.train or the "
+            "batch size by one"
+        ]
     return []
 
 
@@ -456,7 +484,8 @@ def _known_size_problems(cfg: Config) -> list[str]:
 def load_config_plugins(raw: dict, source: str = "config") -> None:
     """Load the config's `plugins` and the installed `arelbo.plugins` entry points into
     arelbo.core.registry before validation, so their ids are known; a plugin that fails is named."""
-    from arelbo.core.registry import PluginError, load_plugins as load
+    from arelbo.core.registry import PluginError
+    from arelbo.core.registry import load_plugins as load
 
     names = raw.get("plugins") or []
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -474,16 +503,18 @@ def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> 
     cfg = _build(Config, raw)
     problems = _section3_problems(cfg.section3) + [f"  {p}" for p in _known_size_problems(cfg)]
     if problems:
-        raise ConfigError(f"invalid {source} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n"
-                          + "\n".join(problems))
+        raise ConfigError(
+            f"invalid {source} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n" + "\n".join(problems)
+        )
     cfg = dataclasses.replace(cfg, raw=copy.deepcopy(raw))
     if check_folders:
         check_paths(cfg)
     return cfg
 
 
-def load_config(*paths: str | Path, overrides: dict | None = None, with_defaults: bool = True,
-                check_folders: bool = True) -> Config:
+def load_config(
+    *paths: str | Path, overrides: dict | None = None, with_defaults: bool = True, check_folders: bool = True
+) -> Config:
     """config/config.yaml (the paper's settings) merged with each file of `paths`, then `overrides`."""
     raw: dict[str, Any] = read_yaml(DEFAULT_CONFIG) if with_defaults else {}
     for p in paths:

@@ -13,6 +13,7 @@ Under `resources`:
     datasets/{tag}/{split}.npy + meta.json        decoded uint8 N×C×H×W caches (tag: dataset_tag())
     fid/{tag}-{split}-n{count}.npz                FID reference statistics (mu, sigma, n, weights hash)
 """
+
 from __future__ import annotations
 
 import re
@@ -41,13 +42,15 @@ MNIST_RAW_FILES = (
 SPLITS = ("train", "val", "test")
 INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 
+
 def scored_samplers(estimators, dataset: str, has_prior: bool) -> list[str]:
     """The samplers a model is scored on: the dataset's Table 3 estimator columns among the config's
     `estimators` (arelbo.core.registry; one through the prior only where the model defines it), then
     Table 4's two interpolations."""
     columns = registry.table3_estimators(dataset)
-    return [e for e in estimators if e in columns and (has_prior or not registry.ESTIMATORS[e].needs_prior)] + \
-        list(registry.INTERPOLATION_SAMPLERS)
+    return [e for e in estimators if e in columns and (has_prior or not registry.ESTIMATORS[e].needs_prior)] + list(
+        registry.INTERPOLATION_SAMPLERS
+    )
 
 
 def mnist_raw_dir(resources: str | Path) -> Path:
@@ -121,7 +124,8 @@ def celeba_folder(root: str | Path) -> Path | None:
 ENCODINGS = ("stochastic", "deterministic")
 _POINT_RE = re.compile(
     r"^(?:table1/(?P<encoding>stochastic|deterministic)/log10_sigma_x2=(?P<sx>-?\d+\.\d)"
-    r"|table5/log10_sigma_z2=(?P<sz>-?\d+\.\d))$")
+    r"|table5/log10_sigma_z2=(?P<sz>-?\d+\.\d))$"
+)
 
 
 def format_log10(value: float) -> str:
@@ -131,8 +135,8 @@ def format_log10(value: float) -> str:
 
 @dataclass(frozen=True)
 class GridPoint:
-    table: int                          # 1 or 5
-    encoding: str = "stochastic"        # Table 5 always encodes stochastically
+    table: int  # 1 or 5
+    encoding: str = "stochastic"  # Table 5 always encodes stochastically
     log10_sigma_x2: float | None = None  # Table 1
     log10_sigma_z2: float | None = None  # Table 5
 
@@ -156,11 +160,13 @@ class GridPoint:
         return {"log10_sigma_z2": float(format_log10(self.log10_sigma_z2))}
 
     @classmethod
-    def parse(cls, point_id: str) -> "GridPoint":
+    def parse(cls, point_id: str) -> GridPoint:
         m = _POINT_RE.match(point_id)
         if not m:
-            raise ValueError(f"not a Section 3 grid point: {point_id!r}; expected e.g. "
-                             "'table1/stochastic/log10_sigma_x2=-0.5' or 'table5/log10_sigma_z2=0.6'")
+            raise ValueError(
+                f"not a Section 3 grid point: {point_id!r}; expected e.g. "
+                "'table1/stochastic/log10_sigma_x2=-0.5' or 'table5/log10_sigma_z2=0.6'"
+            )
         if m["sz"] is not None:
             return cls(5, log10_sigma_z2=float(m["sz"]))
         return cls(1, encoding=m["encoding"], log10_sigma_x2=float(m["sx"]))
@@ -169,8 +175,9 @@ class GridPoint:
 def grid_points(section3_cfg) -> list[GridPoint]:
     """Every configured point: Table 1's encodings × σx² grid, then Table 5's σz² grid."""
     t1, t5 = section3_cfg.table1, section3_cfg.table5
-    return ([GridPoint(1, encoding=e, log10_sigma_x2=v) for e in t1.encodings for v in t1.log10_sigma_x2]
-            + [GridPoint(5, log10_sigma_z2=v) for v in t5.log10_sigma_z2])
+    return [GridPoint(1, encoding=e, log10_sigma_x2=v) for e in t1.encodings for v in t1.log10_sigma_x2] + [
+        GridPoint(5, log10_sigma_z2=v) for v in t5.log10_sigma_z2
+    ]
 
 
 def section3_dir(outdir: str | Path, point_id: str, seed: int | str) -> Path:

@@ -6,12 +6,12 @@ names the verified raw files and the array shapes) and the machine (device, torc
 from `runtime.device_info`). Tables and claims built from records of more than one commit or config
 hash say so in their captions (`mixed_provenance`).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import subprocess
-from pathlib import Path
 
 from arelbo.core.layout import REPO_ROOT
 
@@ -61,8 +61,13 @@ def provenance(cfg, dataset: str, device) -> dict:
     """The provenance fields of one record (see the module docstring)."""
     from arelbo.core.runtime import device_info
 
-    return {"commit": git_commit(), "dirty": git_dirty(), "config_hash": config_hash(cfg.raw),
-            "data_hash": data_hash(cfg, dataset), **device_info(device)}
+    return {
+        "commit": git_commit(),
+        "dirty": git_dirty(),
+        "config_hash": config_hash(cfg.raw),
+        "data_hash": data_hash(cfg, dataset),
+        **device_info(device),
+    }
 
 
 def mixed_provenance(frame) -> list[str]:

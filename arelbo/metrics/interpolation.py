@@ -1,6 +1,7 @@
 """Latents for the interpolation FIDs of Table 4 (SPEC §6): seeded pairs of distinct test images,
 their encoder means z = μφ(x), and the spherical interpolation slerp(z_a, z_b, t) at t = 0.5
 ("mid") or t ~ U(0, 1) per pair ("random")."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -46,8 +47,8 @@ def interpolation_pairs(n_items: int, n_pairs: int, seed: int) -> torch.Tensor:
 
 class Interpolation(NamedTuple):
     latents: torch.Tensor  # n_pairs×d_z interpolated latents, dtype/device of mu_test
-    pairs: torch.Tensor    # n_pairs×2 row indices into mu_test (CPU)
-    t: torch.Tensor        # n_pairs interpolation weights (CPU, dtype of mu_test)
+    pairs: torch.Tensor  # n_pairs×2 row indices into mu_test (CPU)
+    t: torch.Tensor  # n_pairs interpolation weights (CPU, dtype of mu_test)
 
 
 def interpolation_latents(mu_test: torch.Tensor, n_pairs: int, mode: str, seed: int) -> Interpolation:

@@ -13,10 +13,11 @@ decoder mean ``decode: z (B×d_z) -> x (B×…)``. Random draws come from an exp
   with x' ranging over a minibatch of N points (one z per x), averaged over minibatches. Its
   expectation lies in [0, ln N]; σz² = 0 (deterministic encoding) is its limit σz² → 0.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -39,7 +40,7 @@ def expected_local_smoothness(decode: Decoder, mu: Tensor, *, batch_size: int = 
     def decode_one(z: Tensor) -> Tensor:
         return decode(z.unsqueeze(0)).reshape(-1)
 
-    jacobian = vmap(jacfwd(decode_one))          # B×d_z -> B×D×d_z
+    jacobian = vmap(jacfwd(decode_one))  # B×d_z -> B×D×d_z
     total = torch.zeros((), dtype=torch.float64)
     for part in _batches(n, batch_size):
         jac = jacobian(mu[part])
@@ -48,8 +49,9 @@ def expected_local_smoothness(decode: Decoder, mu: Tensor, *, batch_size: int = 
 
 
 @torch.no_grad()
-def expected_gap(decode: Decoder, mu: Tensor, s2: float, *, generator: torch.Generator,
-                 batch_size: int = 1000) -> float:
+def expected_gap(
+    decode: Decoder, mu: Tensor, s2: float, *, generator: torch.Generator, batch_size: int = 1000
+) -> float:
     """Δ²(s²) of eq. (5): one pair (ε, ε') ~ N(0, s²I) per point, averaged over the points."""
     if s2 <= 0:
         raise ValueError(f"the perturbation variance s² must be > 0, got {s2}")
@@ -87,8 +89,7 @@ def mi_upper_bound_batch(mu: Tensor, sigma_z2: float, *, generator: torch.Genera
     return float(-torch.cat(log_means).mean() - d_z / 2.0)
 
 
-def mi_upper_bound(mu: Tensor, sigma_z2: float, *, batch_size: int = 10000,
-                   generator: torch.Generator) -> float:
+def mi_upper_bound(mu: Tensor, sigma_z2: float, *, batch_size: int = 10000, generator: torch.Generator) -> float:
     """Eq. (29) averaged over minibatches of `batch_size` points drawn without replacement (a seeded
     shuffle). Points beyond the last full minibatch are left out — a smaller minibatch would cap the
     estimate at a smaller ln N; with fewer than `batch_size` points, all form one minibatch."""
@@ -99,6 +100,8 @@ def mi_upper_bound(mu: Tensor, sigma_z2: float, *, batch_size: int = 10000,
         raise ValueError(f"σz² must be >= 0, got {sigma_z2}")
     order = torch.randperm(n, generator=generator).to(mu.device)
     size = min(batch_size, n)
-    values = [mi_upper_bound_batch(mu[order[start:start + size]], sigma_z2, generator=generator)
-              for start in range(0, n - size + 1, size)]
+    values = [
+        mi_upper_bound_batch(mu[order[start : start + size]], sigma_z2, generator=generator)
+        for start in range(0, n - size + 1, size)
+    ]
     return float(sum(values) / len(values))

@@ -11,6 +11,7 @@ On disk (one format per kind; the caller picks the file name):
   2ndvae:      torch.save of {"format", "id", "d_z", "settings", "state_dict", "fit_log"} (plain
                types only, so it loads with weights_only=True).
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,6 +39,7 @@ class Estimator:
     arelbo.core.registry with its fit and load functions): `sample(n, seed)` → float32 n×d_z CPU tensor
     drawn from a generator seeded only by `seed`; `payload()` → what its load function needs to
     rebuild it (plain types, numpy arrays or CPU tensors)."""
+
     id: str
     d_z: int
     fit_log: list[dict]
@@ -63,8 +65,15 @@ class PriorEstimator(Estimator):
 class GMMEstimator(Estimator):
     """A full-covariance Gaussian mixture, kept as its parameters (float64 numpy arrays)."""
 
-    def __init__(self, estimator_id: str, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray,
-                 converged: bool, n_iter: int):
+    def __init__(
+        self,
+        estimator_id: str,
+        weights: np.ndarray,
+        means: np.ndarray,
+        covariances: np.ndarray,
+        converged: bool,
+        n_iter: int,
+    ):
         self.id, self.fit_log = estimator_id, []
         self.weights, self.means, self.covariances = weights, means, covariances
         self.converged, self.n_iter = bool(converged), int(n_iter)
@@ -84,8 +93,13 @@ class GMMEstimator(Estimator):
         return torch.from_numpy(z).float()
 
     def payload(self) -> dict:
-        return {"weights": self.weights, "means": self.means, "covariances": self.covariances,
-                "converged": self.converged, "n_iter": self.n_iter}
+        return {
+            "weights": self.weights,
+            "means": self.means,
+            "covariances": self.covariances,
+            "converged": self.converged,
+            "n_iter": self.n_iter,
+        }
 
 
 class SecondStageVAE(nn.Module):
@@ -124,7 +138,7 @@ def second_stage_loss_given(net: SecondStageVAE, u: torch.Tensor, eps: torch.Ten
     u_hat = net.decode(mu_v + (0.5 * logvar_v).exp() * eps)
     d = u.shape[1]
     nll = (((u - u_hat) / net.log_gamma.exp()) ** 2).sum(1) / 2 + d * net.log_gamma
-    kl = 0.5 * (mu_v ** 2 + logvar_v.exp() - logvar_v - 1).sum(1)
+    kl = 0.5 * (mu_v**2 + logvar_v.exp() - logvar_v - 1).sum(1)
     return (nll + kl).mean(), {"nll": nll.mean().detach(), "kl": kl.mean().detach()}
 
 
@@ -145,19 +159,36 @@ class SecondStageEstimator(Estimator):
         return (u_hat + self.net.log_gamma.exp().cpu() * eps).float()
 
     def payload(self) -> dict:
-        return {"settings": asdict(self.settings), "fit_log": self.fit_log,
-                "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()}}
+        return {
+            "settings": asdict(self.settings),
+            "fit_log": self.fit_log,
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+        }
 
 
-def fit_second_stage(mu: torch.Tensor, logvar: torch.Tensor | None, *, seed: int,
-                     settings: SecondStageSettings, device: torch.device, progress: bool) -> SecondStageEstimator:
-    return fit_second_stages([(mu, logvar)], seed=seed, settings=settings, device=device, progress=progress,
-                             names=["2ndvae"])[0]
+def fit_second_stage(
+    mu: torch.Tensor,
+    logvar: torch.Tensor | None,
+    *,
+    seed: int,
+    settings: SecondStageSettings,
+    device: torch.device,
+    progress: bool,
+) -> SecondStageEstimator:
+    return fit_second_stages(
+        [(mu, logvar)], seed=seed, settings=settings, device=device, progress=progress, names=["2ndvae"]
+    )[0]
 
 
-def fit_second_stages(latents: list[tuple[torch.Tensor, torch.Tensor | None]], *, seed: int,
-                      settings: SecondStageSettings, device: torch.device, progress: bool,
-                      names: list[str]) -> list[SecondStageEstimator]:
+def fit_second_stages(
+    latents: list[tuple[torch.Tensor, torch.Tensor | None]],
+    *,
+    seed: int,
+    settings: SecondStageSettings,
+    device: torch.device,
+    progress: bool,
+    names: list[str],
+) -> list[SecondStageEstimator]:
     """One second-stage VAE per (μ, log σ²) of `latents` (N×d each, log σ² None for deterministic
     encoders), all trained as one vectorised training (training.StackedModels): K fits here equal K
     fits of one each, to float tolerance. Every fit starts from the same weights (the network is
@@ -169,12 +200,16 @@ def fit_second_stages(latents: list[tuple[torch.Tensor, torch.Tensor | None]], *
     k_fits = len(latents)
     shapes = {tuple(mu.shape) for mu, _ in latents}
     if k_fits == 0 or len(shapes) != 1 or len(names) != k_fits:
-        raise ValueError(f"fit_second_stages needs one name per fit and latents of one shape; got "
-                         f"{k_fits} latents of shapes {sorted(shapes)} and {len(names)} names")
+        raise ValueError(
+            f"fit_second_stages needs one name per fit and latents of one shape; got "
+            f"{k_fits} latents of shapes {sorted(shapes)} and {len(names)} names"
+        )
     for (mu, logvar), name in zip(latents, names):
         if mu.ndim != 2 or (logvar is not None and logvar.shape != mu.shape):
-            raise ValueError(f"{name}: mu must be N×d_z and logvar None or the same shape; got {tuple(mu.shape)} "
-                             f"and {None if logvar is None else tuple(logvar.shape)}")
+            raise ValueError(
+                f"{name}: mu must be N×d_z and logvar None or the same shape; got {tuple(mu.shape)} "
+                f"and {None if logvar is None else tuple(logvar.shape)}"
+            )
     where = f"2ndvae (seed {seed})" if k_fits == 1 else f"{k_fits} batched 2ndvae fits (seed {seed})"
     n, d_z = next(iter(shapes))
     seed_everything(seed)  # network initialisation
@@ -184,15 +219,20 @@ def fit_second_stages(latents: list[tuple[torch.Tensor, torch.Tensor | None]], *
     # N×K×d: Batches draws rows (images of the training set) and each batch is B×K×d.
     mus = torch.stack([mu.to(device, torch.float32) for mu, _ in latents], dim=1)
     # σ = 0 for a deterministic encoder, so its u is μ exactly
-    sigmas = torch.stack([torch.zeros(n, d_z, device=device) if logvar is None
-                          else (0.5 * logvar.to(device, torch.float32)).exp() for _, logvar in latents], dim=1)
+    sigmas = torch.stack(
+        [
+            torch.zeros(n, d_z, device=device) if logvar is None else (0.5 * logvar.to(device, torch.float32)).exp()
+            for _, logvar in latents
+        ],
+        dim=1,
+    )
     # One generator for the resampled u and the reparameterisation noise, independent of the
     # global RNG (and of whatever else the process draws).
     noise = torch.Generator(device=device).manual_seed(seed)
     unused = torch.zeros(k_fits, device=device)
 
     def loss_fn(net, u):
-        eps = torch.randn((u.shape[0], d_z), generator=noise, device=device)   # one ε for all K, as in K runs
+        eps = torch.randn((u.shape[0], d_z), generator=noise, device=device)  # one ε for all K, as in K runs
         return net.apply(lambda model, u_k, _: second_stage_loss_given(model, u_k, eps), unused, u, x_dim=1)
 
     fit_logs: list[list[dict]] = [[] for _ in latents]
@@ -201,15 +241,31 @@ def fit_second_stages(latents: list[tuple[torch.Tensor, torch.Tensor | None]], *
         lr = optimizer.param_groups[0]["lr"]
         # u = μ + σ⊙ε, a fresh draw from each q(z|x) every epoch; deterministic encoders give μ.
         u = mus + sigmas * torch.randn((n, d_z), generator=noise, device=device)[:, None, :]
-        terms = run_epoch(stacked, Batches(u, settings.batch_size), loss_fn, optimizer=optimizer,
-                          generator=epoch_generator(seed, epoch), where=where, epoch=epoch, names=names)
+        terms = run_epoch(
+            stacked,
+            Batches(u, settings.batch_size),
+            loss_fn,
+            optimizer=optimizer,
+            generator=epoch_generator(seed, epoch),
+            where=where,
+            epoch=epoch,
+            names=names,
+        )
         scheduler.step()
         gammas = stacked.state_of_param("log_gamma").exp().tolist()
         seconds = round(time.perf_counter() - started, 3)
         for k, fit_log in enumerate(fit_logs):
             # `seconds` is the whole epoch of all K fits, as `batched` says
-            fit_log.append({"epoch": epoch, "lr": lr, **{name: values[k] for name, values in terms.items()},
-                            "gamma": gammas[k], "seconds": seconds, **({"batched": k_fits} if k_fits > 1 else {})})
+            fit_log.append(
+                {
+                    "epoch": epoch,
+                    "lr": lr,
+                    **{name: values[k] for name, values in terms.items()},
+                    "gamma": gammas[k],
+                    "seconds": seconds,
+                    **({"batched": k_fits} if k_fits > 1 else {}),
+                }
+            )
         log.debug("%s epoch %d: loss %s", where, epoch, " ".join(f"{v:.4f}" for v in terms["loss"]))
     estimators = []
     for k, fit_log in enumerate(fit_logs):
@@ -238,6 +294,7 @@ def fit_gmm(estimator_id: str, mu: torch.Tensor, *, seed: int) -> GMMEstimator:
 # ---------------------------------------------------------------------------- the registered functions
 # (arelbo.core.registry's estimator table names these, as a plugin names its own)
 
+
 def fit_prior(mu, logvar, *, seed, settings, device, progress) -> PriorEstimator:
     return PriorEstimator(mu.shape[1])
 
@@ -251,8 +308,9 @@ def fit_gmm100(mu, logvar, *, seed, settings, device, progress) -> GMMEstimator:
 
 
 def fit_2ndvae(mu, logvar, *, seed, settings, device, progress) -> SecondStageEstimator:
-    return fit_second_stage(mu, logvar, seed=seed, settings=SecondStageSettings(**settings), device=device,
-                            progress=progress)
+    return fit_second_stage(
+        mu, logvar, seed=seed, settings=SecondStageSettings(**settings), device=device, progress=progress
+    )
 
 
 def load_prior(payload: dict, device=None) -> PriorEstimator:
@@ -260,37 +318,56 @@ def load_prior(payload: dict, device=None) -> PriorEstimator:
 
 
 def load_gmm(payload: dict, device=None) -> GMMEstimator:
-    return GMMEstimator(payload["id"], payload["weights"], payload["means"], payload["covariances"],
-                        payload["converged"], payload["n_iter"])
+    return GMMEstimator(
+        payload["id"],
+        payload["weights"],
+        payload["means"],
+        payload["covariances"],
+        payload["converged"],
+        payload["n_iter"],
+    )
 
 
 def load_2ndvae(payload: dict, device=None) -> SecondStageEstimator:
     settings = SecondStageSettings(**payload["settings"])
     net = SecondStageVAE(payload["d_z"], settings.hidden, settings.depth)
     net.load_state_dict(payload["state_dict"])
-    return SecondStageEstimator(net.to(torch.device("cpu") if device is None else torch.device(device)),
-                                settings, payload["fit_log"])
+    return SecondStageEstimator(
+        net.to(torch.device("cpu") if device is None else torch.device(device)), settings, payload["fit_log"]
+    )
 
 
 def _entry(estimator_id: str):
     from arelbo.core.registry import ESTIMATORS
 
     if estimator_id not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator_id!r}; choose one of {', '.join(ESTIMATORS)} (a plugin's "
-                         "estimator is known once its module is listed in the config's `plugins`)")
+        raise ValueError(
+            f"unknown estimator {estimator_id!r}; choose one of {', '.join(ESTIMATORS)} (a plugin's "
+            "estimator is known once its module is listed in the config's `plugins`)"
+        )
     return ESTIMATORS[estimator_id]
 
 
-def fit_estimator(estimator_id: str, mu: torch.Tensor, logvar: torch.Tensor | None, *, seed: int,
-                  settings: dict | None = None, second_stage: SecondStageSettings | None = None, device=None,
-                  progress: bool = True) -> Estimator:
+def fit_estimator(
+    estimator_id: str,
+    mu: torch.Tensor,
+    logvar: torch.Tensor | None,
+    *,
+    seed: int,
+    settings: dict | None = None,
+    second_stage: SecondStageSettings | None = None,
+    device=None,
+    progress: bool = True,
+) -> Estimator:
     """Fit `estimator_id` on the training latents: `mu` N×d_z encoder means, `logvar` N×d_z encoder
     log-variances or None for deterministic encoders. `settings`: the estimator's own settings
     (`second_stage` is the 2nd VAE's, as a dataclass)."""
     entry = _entry(estimator_id)
     if mu.ndim != 2 or (logvar is not None and logvar.shape != mu.shape):
-        raise ValueError(f"mu must be N×d_z and logvar None or the same shape; got {tuple(mu.shape)} and "
-                         f"{None if logvar is None else tuple(logvar.shape)}")
+        raise ValueError(
+            f"mu must be N×d_z and logvar None or the same shape; got {tuple(mu.shape)} and "
+            f"{None if logvar is None else tuple(logvar.shape)}"
+        )
     if second_stage is not None:
         settings = asdict(second_stage)
     elif settings is None and estimator_id == "2ndvae":
@@ -298,9 +375,11 @@ def fit_estimator(estimator_id: str, mu: torch.Tensor, logvar: torch.Tensor | No
     device = pick_device() if device is None else torch.device(device)
     est = entry.fit_fn()(mu, logvar, seed=seed, settings=dict(settings or {}), device=device, progress=progress)
     if not isinstance(est, Estimator) or est.id != estimator_id or est.d_z != mu.shape[1]:
-        raise TypeError(f"estimator {estimator_id!r} ({entry.fit}) returned {type(est).__name__} with id "
-                        f"{getattr(est, 'id', None)!r} and d_z {getattr(est, 'd_z', None)!r}; expected an "
-                        f"arelbo.models.estimators.Estimator with id {estimator_id!r} and d_z {mu.shape[1]}")
+        raise TypeError(
+            f"estimator {estimator_id!r} ({entry.fit}) returned {type(est).__name__} with id "
+            f"{getattr(est, 'id', None)!r} and d_z {getattr(est, 'd_z', None)!r}; expected an "
+            f"arelbo.models.estimators.Estimator with id {estimator_id!r} and d_z {mu.shape[1]}"
+        )
     return est
 
 

@@ -5,10 +5,12 @@ which config each model needs lives in `arelbo.core.registry.MODELS`, see `build
 Convolutions are 5x5, stride 2, padding 2 (transposed ones with output_padding 1, which doubles
 the size exactly), with PyTorch's default bias and initialisation everywhere, as SPEC §3 lists them.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -31,38 +33,65 @@ def _deconv(c_in: int, c_out: int, stride: int = 2) -> nn.ConvTranspose2d:
 # of the last hidden map for the decoder (the final ConvT is built by `VAE`, since its channel
 # count depends on the variance model).
 
+
 def _mnist_encoder() -> tuple[nn.Module, int]:
     return nn.Sequential(
-        _conv(1, 64), nn.ReLU(),
-        _conv(64, 128), nn.ReLU(), nn.Flatten(),
-        nn.Linear(128 * 7 * 7, 1024), nn.BatchNorm1d(1024), nn.ReLU(),
+        _conv(1, 64),
+        nn.ReLU(),
+        _conv(64, 128),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(128 * 7 * 7, 1024),
+        nn.BatchNorm1d(1024),
+        nn.ReLU(),
     ), 1024
 
 
 def _mnist_decoder(latent_dim: int) -> tuple[nn.Module, int]:
     return nn.Sequential(
-        nn.Linear(latent_dim, 1024), nn.BatchNorm1d(1024), nn.ReLU(),
-        nn.Linear(1024, 128 * 7 * 7), nn.BatchNorm1d(128 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (128, 7, 7)),
-        _deconv(128, 64), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Linear(latent_dim, 1024),
+        nn.BatchNorm1d(1024),
+        nn.ReLU(),
+        nn.Linear(1024, 128 * 7 * 7),
+        nn.BatchNorm1d(128 * 7 * 7),
+        nn.ReLU(),
+        nn.Unflatten(1, (128, 7, 7)),
+        _deconv(128, 64),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
     ), 64
 
 
 def _celeba_encoder() -> tuple[nn.Module, int]:
     return nn.Sequential(
-        _conv(3, 128), nn.ReLU(),
-        _conv(128, 256), nn.BatchNorm2d(256), nn.ReLU(),
-        _conv(256, 512), nn.BatchNorm2d(512), nn.ReLU(),
-        _conv(512, 1024), nn.BatchNorm2d(1024), nn.ReLU(), nn.Flatten(),
+        _conv(3, 128),
+        nn.ReLU(),
+        _conv(128, 256),
+        nn.BatchNorm2d(256),
+        nn.ReLU(),
+        _conv(256, 512),
+        nn.BatchNorm2d(512),
+        nn.ReLU(),
+        _conv(512, 1024),
+        nn.BatchNorm2d(1024),
+        nn.ReLU(),
+        nn.Flatten(),
     ), 1024 * 4 * 4
 
 
 def _celeba_decoder(latent_dim: int) -> tuple[nn.Module, int]:
     # Paper: FC 8x8x1024 "size of (1024, 4, 4)" -- a typo: three stride-2 ConvTs must start at 8x8.
     return nn.Sequential(
-        nn.Linear(latent_dim, 1024 * 8 * 8), nn.Unflatten(1, (1024, 8, 8)),
-        _deconv(1024, 512), nn.ReLU(),
-        _deconv(512, 256), nn.BatchNorm2d(256), nn.ReLU(),
-        _deconv(256, 128), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.Linear(latent_dim, 1024 * 8 * 8),
+        nn.Unflatten(1, (1024, 8, 8)),
+        _deconv(1024, 512),
+        nn.ReLU(),
+        _deconv(512, 256),
+        nn.BatchNorm2d(256),
+        nn.ReLU(),
+        _deconv(256, 128),
+        nn.BatchNorm2d(128),
+        nn.ReLU(),
     ), 128
 
 
@@ -72,8 +101,8 @@ class Architecture:
     latent_dim: int
     encoder: Callable[[], tuple[nn.Module, int]]
     decoder: Callable[[int], tuple[nn.Module, int]]
-    output_stride: int                   # of the final ConvT
-    mean_activation: type[nn.Module]     # applied to the mean only
+    output_stride: int  # of the final ConvT
+    mean_activation: type[nn.Module]  # applied to the mean only
 
 
 ARCHITECTURES = {
@@ -87,8 +116,8 @@ ARCHITECTURES = {
 class NetConfig:
     dataset: str
     latent_dim: int
-    stochastic: bool                  # encoder head gives (mu, log sigma^2) rather than mu only
-    decoder_variance: str | None      # None (no variance output) or one of Table 2's four models
+    stochastic: bool  # encoder head gives (mu, log sigma^2) rather than mu only
+    decoder_variance: str | None  # None (no variance output) or one of Table 2's four models
 
     def __post_init__(self):
         if self.dataset not in ARCHITECTURES:
@@ -98,11 +127,11 @@ class NetConfig:
 
 
 class Forward(NamedTuple):
-    mu: Tensor                 # N x d_z
-    logvar: Tensor | None      # N x d_z, None for deterministic encoders
-    z: Tensor                  # N x d_z, the decoded latent (a sample, or mu)
-    x_mean: Tensor             # N x C x H x W
-    x_logvar: Tensor | None    # broadcasts against x_mean; None without a decoder variance
+    mu: Tensor  # N x d_z
+    logvar: Tensor | None  # N x d_z, None for deterministic encoders
+    z: Tensor  # N x d_z, the decoded latent (a sample, or mu)
+    x_mean: Tensor  # N x C x H x W
+    x_logvar: Tensor | None  # broadcasts against x_mean; None without a decoder variance
 
 
 class VAE(nn.Module):
@@ -126,8 +155,8 @@ class VAE(nn.Module):
         self.output = _deconv(hidden, channels * (2 if per_pixel else 1), stride=arch.output_stride)
         self.mean_activation = arch.mean_activation()
 
-        self.x_logvar = None        # iso_i / diag_i: a parameter, independent of z
-        self.x_logvar_head = None   # iso_d: one log sigma_x^2(z) per image
+        self.x_logvar = None  # iso_i / diag_i: a parameter, independent of z
+        self.x_logvar_head = None  # iso_d: one log sigma_x^2(z) per image
         if config.decoder_variance == "iso_i":
             self.x_logvar = nn.Parameter(torch.zeros(()))
         elif config.decoder_variance == "diag_i":
@@ -139,7 +168,7 @@ class VAE(nn.Module):
             nn.init.zeros_(self.x_logvar_head[-1].weight)
             nn.init.zeros_(self.x_logvar_head[-1].bias)
         elif per_pixel:
-            with torch.no_grad():   # ConvTranspose2d weights are (in, out, k, k): out channels on dim 1
+            with torch.no_grad():  # ConvTranspose2d weights are (in, out, k, k): out channels on dim 1
                 self.output.weight[:, channels:].zero_()
                 self.output.bias[channels:].zero_()
 
@@ -177,7 +206,7 @@ class VAE(nn.Module):
     def forward(self, x: Tensor, sample: bool = True) -> Forward:
         mu, logvar = self.encode(x)
         z = mu
-        if logvar is not None and sample:   # one reparameterised sample per image
+        if logvar is not None and sample:  # one reparameterised sample per image
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         x_mean, x_logvar = self.decode(z)
         return Forward(mu, logvar, z, x_mean, x_logvar)
@@ -189,8 +218,12 @@ class VAE(nn.Module):
         if not weights_only:
             return [p for name, p in self.named_parameters() if not name.startswith(("encoder.", "head."))]
         parts = [self.decoder, self.output] + ([self.x_logvar_head] if self.x_logvar_head is not None else [])
-        return [m.weight for part in parts for m in part.modules()
-                if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+        return [
+            m.weight
+            for part in parts
+            for m in part.modules()
+            if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))
+        ]
 
 
 def net_config(entry: ModelEntry, dataset: str) -> NetConfig:
@@ -215,16 +248,25 @@ class AppendixDAutoencoder(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, 64, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(64, 128, 4, 2, 1), nn.ReLU(), nn.Flatten(),
-            nn.Linear(128 * 7 * 7, 1024), nn.ReLU(),
+            nn.Conv2d(1, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(64, 128, 4, 2, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(128 * 7 * 7, 1024),
+            nn.ReLU(),
             nn.Linear(1024, latent_dim),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, 1024), nn.ReLU(),
-            nn.Linear(1024, 128 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (128, 7, 7)),
-            nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Sigmoid(),
+            nn.Linear(latent_dim, 1024),
+            nn.ReLU(),
+            nn.Linear(1024, 128 * 7 * 7),
+            nn.ReLU(),
+            nn.Unflatten(1, (128, 7, 7)),
+            nn.ConvTranspose2d(128, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 1, 4, 2, 1),
+            nn.Sigmoid(),
         )
 
     def encode(self, x: Tensor) -> Tensor:

@@ -10,24 +10,26 @@ holds detached scalars: `rec` (the objective's reconstruction term), the unweigh
 (`kl`, `mmd`, `z_reg`, `dec_l2`, `gp`), `mse` (per-image squared error, for monitoring) and, for
 the Gaussian-likelihood models, `sigma_x2` (the sigma_x^2 in use, averaged to one number).
 """
+
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from arelbo.core import registry
-from arelbo.models.nets import Forward, NetConfig, VAE, net_config
+from arelbo.models.nets import VAE, Forward, NetConfig, net_config
 
-Result = tuple[Tensor, dict[str, Tensor]]   # (loss, terms)
-EPS = registry.AR_EPS                                # Section 4.2: added before the log, not for Iso-I
-IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)   # Tolstikhin et al. (2018)
+Result = tuple[Tensor, dict[str, Tensor]]  # (loss, terms)
+EPS = registry.AR_EPS  # Section 4.2: added before the log, not for Iso-I
+IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # Tolstikhin et al. (2018)
 
 
 # ---------------------------------------------------------------------------- building blocks
+
 
 def squared_error(x: Tensor, x_mean: Tensor) -> Tensor:
     """Per-image ||x - x_mean||^2, shape (N,)."""
@@ -70,13 +72,13 @@ def mle_variance(variance: str, x: Tensor, x_mean: Tensor, eps: float = 0.0) -> 
     the AR-ELBO term places it: the AR-ELBO's gradient then equals the ELBO's at this sigma_x^2."""
     sq, d = (x - x_mean).pow(2), x[0].numel()
     if variance == "iso_i":
-        return (squared_error(x, x_mean).mean() + eps) / d                 # shape ()
+        return (squared_error(x, x_mean).mean() + eps) / d  # shape ()
     if variance == "iso_d":
-        return (squared_error(x, x_mean) + eps).view(-1, 1, 1, 1) / d      # one per image
+        return (squared_error(x, x_mean) + eps).view(-1, 1, 1, 1) / d  # one per image
     if variance == "diag_i":
-        return sq.mean(0) + eps                                            # one per pixel
+        return sq.mean(0) + eps  # one per pixel
     if variance == "diag_d":
-        return sq + eps                                                    # per pixel per image
+        return sq + eps  # per pixel per image
     raise ValueError(f"unknown variance model {variance!r}")
 
 
@@ -93,8 +95,11 @@ def imq_mmd(z: Tensor, z_prior: Tensor, scales=IMQ_SCALES) -> Tensor:
     def off_diagonal_mean(k: Tensor, size: int) -> Tensor:
         return (k.sum() - k.diagonal().sum()) / (size * (size - 1))
 
-    return off_diagonal_mean(kernel(z, z), n) + off_diagonal_mean(kernel(z_prior, z_prior), m) \
+    return (
+        off_diagonal_mean(kernel(z, z), n)
+        + off_diagonal_mean(kernel(z_prior, z_prior), m)
         - 2.0 * kernel(z, z_prior).mean()
+    )
 
 
 def hutchinson_jacobian_sq(output: Tensor, z: Tensor, probe: Tensor | None = None) -> Tensor:
@@ -123,6 +128,7 @@ def _terms(x: Tensor, out: Forward, **parts) -> dict[str, Tensor]:
 
 
 # ---------------------------------------------------------------------------- objectives
+
 
 def negative_elbo(x: Tensor, out: Forward, net: VAE) -> Result:
     """Eq. (10a)+(10b): Gaussian NLL + KL. Sigma_x is the net's (trainable; Dai & Wipf), or fixed
@@ -153,7 +159,7 @@ def wae_mmd(x: Tensor, out: Forward, net: VAE, *, lambda_mmd: float, scales=IMQ_
 
 
 def rae(x: Tensor, out: Forward, net: VAE, *, beta: float, lambda_dec: float) -> Result:
-    rec = (x - out.x_mean).pow(2).mean()          # per-pixel mean, as Ghosh et al.
+    rec = (x - out.x_mean).pow(2).mean()  # per-pixel mean, as Ghosh et al.
     z_reg = 0.5 * out.z.pow(2).sum(1).mean()
     dec_l2 = decoder_weight_sq_norm(net)
     return rec + beta * z_reg + lambda_dec * dec_l2, _terms(x, out, rec=rec, z_reg=z_reg, dec_l2=dec_l2)
@@ -164,7 +170,7 @@ def rae_gp(x: Tensor, out: Forward, net: VAE, *, beta: float, lambda_gp: float) 
     z_reg = 0.5 * out.z.pow(2).sum(1).mean()
     if out.x_mean.requires_grad:
         gp = hutchinson_jacobian_sq(out.x_mean, out.z).mean()
-    else:   # evaluated under no_grad (validation): decode again with a graph, for the value only
+    else:  # evaluated under no_grad (validation): decode again with a graph, for the value only
         with torch.enable_grad():
             z = out.z.detach().requires_grad_()
             gp = hutchinson_jacobian_sq(net.decode(z)[0], z).mean().detach()
@@ -177,12 +183,13 @@ def rae_gp(x: Tensor, out: Forward, net: VAE, *, beta: float, lambda_gp: float) 
 # above), stochastic encoder, Σx model, prior, defaults — are in arelbo.core.registry, torch-free, where
 # plugins add theirs. MODELS is the live view of that table with each objective imported.
 
+
 @dataclass(frozen=True)
 class ModelSpec:
     entry: registry.ModelEntry
 
-    def __getattr__(self, name: str):   # id, label, stochastic, decoder_variance, has_prior, defaults, …
-        if name == "entry":              # not set yet (copy, pickle): no recursion
+    def __getattr__(self, name: str):  # id, label, stochastic, decoder_variance, has_prior, defaults, …
+        if name == "entry":  # not set yet (copy, pickle): no recursion
             raise AttributeError(name)
         return getattr(self.entry, name)
 
@@ -218,8 +225,9 @@ class _Models(Mapping):
 MODELS: Mapping[str, ModelSpec] = _Models()
 
 
-def loss_and_terms(model_id: str, dataset: str, net: VAE, x: Tensor,
-                   hparams: Mapping[str, Any] | None = None, sample: bool = True) -> Result:
+def loss_and_terms(
+    model_id: str, dataset: str, net: VAE, x: Tensor, hparams: Mapping[str, Any] | None = None, sample: bool = True
+) -> Result:
     """Forward pass (one reparameterised sample per image for stochastic models, z = mu otherwise
     or when `sample` is False) and the model's objective with its defaults updated by `hparams`."""
     spec = MODELS[model_id]

@@ -4,11 +4,12 @@ a bounded number of host syncs), a clear stop on a non-finite loss, and K same-a
 trained as one vectorised module (torch.func). What a *job* adds around it — checkpoints, resume,
 validation-based selection, logs — lives in `arelbo.stages.train`.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -17,11 +18,11 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss: the message names the model, the epoch and the step."""
 
 
-
 @dataclass
 class Batches:
     """Shuffled minibatches drawn by index from one in-memory tensor (no Dataset/DataLoader).
     uint8 images become floats in [0, 1] per batch; float tensors (e.g. latents) pass through."""
+
     images: torch.Tensor  # uint8 N×C×H×W images or float N×D rows, already on the training device
     batch_size: int
 
@@ -34,7 +35,7 @@ class Batches:
         order = order.to(self.images.device)
         to_float = self.images.dtype == torch.uint8
         for start in range(0, n, self.batch_size):
-            batch = self.images[order[start:start + self.batch_size]]
+            batch = self.images[order[start : start + self.batch_size]]
             yield batch.float().div_(255.0) if to_float else batch
 
 
@@ -48,8 +49,16 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 FINITE_CHECK_EVERY = 200
 
 
-def _raise_if_diverged(losses: torch.Tensor, terms: dict[str, torch.Tensor], steps: int, *, where: str,
-                       epoch: int, training: bool, names: list[str] | None = None) -> None:
+def _raise_if_diverged(
+    losses: torch.Tensor,
+    terms: dict[str, torch.Tensor],
+    steps: int,
+    *,
+    where: str,
+    epoch: int,
+    training: bool,
+    names: list[str] | None = None,
+) -> None:
     """One host sync: raise TrainingDiverged naming the first non-finite step among the first `steps`
     (and, for K stacked models, the first of them whose loss is not finite there)."""
     finite = torch.isfinite(losses[:steps])
@@ -68,9 +77,18 @@ def _raise_if_diverged(losses: torch.Tensor, terms: dict[str, torch.Tensor], ste
     )
 
 
-def run_epoch(net, batches: Batches, loss_fn: Callable, *, optimizer=None, generator=None,
-              where: str = "", epoch: int = 0, progress: bool = False,
-              names: list[str] | None = None) -> dict[str, float]:
+def run_epoch(
+    net,
+    batches: Batches,
+    loss_fn: Callable,
+    *,
+    optimizer=None,
+    generator=None,
+    where: str = "",
+    epoch: int = 0,
+    progress: bool = False,
+    names: list[str] | None = None,
+) -> dict[str, float]:
     """One pass; returns the batch-averaged loss and terms. Trains when an optimizer is given.
 
     The per-step loss and terms are written into preallocated device tensors (no host sync per
@@ -88,8 +106,14 @@ def run_epoch(net, batches: Batches, loss_fn: Callable, *, optimizer=None, gener
     losses = torch.empty((n_steps, *shape), dtype=torch.float64, device=device)
     terms_per_step: dict[str, torch.Tensor] = {}
     steps = 0
-    bar = tqdm(batches.epoch(generator), total=n_steps, disable=not progress, leave=False,
-               desc=f"{where} epoch {epoch}", unit="batch")
+    bar = tqdm(
+        batches.epoch(generator),
+        total=n_steps,
+        disable=not progress,
+        leave=False,
+        desc=f"{where} epoch {epoch}",
+        unit="batch",
+    )
     for step, x in enumerate(bar):
         loss, terms = loss_fn(net, x)
         losses[step] = loss.detach().reshape(*shape, -1).mean(-1)
@@ -104,16 +128,15 @@ def run_epoch(net, batches: Batches, loss_fn: Callable, *, optimizer=None, gener
             optimizer.step()
         steps += 1
         if steps % FINITE_CHECK_EVERY == 0:
-            _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training,
-                               names=names)
+            _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training, names=names)
     _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training, names=names)
     count = max(steps, 1)
     means = torch.stack([losses[:steps].sum(0), *(v[:steps].sum(0) for v in terms_per_step.values())]) / count
     return dict(zip(["loss", *terms_per_step], means.tolist()))
 
 
-
 # ---------------------------------------------------------------------------- K models at once
+
 
 class StackedModels(torch.nn.Module):
     """K models of one architecture as one module: their parameters and buffers stacked along a new
@@ -137,7 +160,7 @@ class StackedModels(torch.nn.Module):
         for name, value in buffers.items():
             self.register_buffer(self._slot(name), value.detach().clone())
         # the architecture only: every parameter and buffer is substituted in each call
-        self._base = (copy.deepcopy(models[0]).to("meta"),)   # a tuple: not a registered submodule
+        self._base = (copy.deepcopy(models[0]).to("meta"),)  # a tuple: not a registered submodule
 
     @staticmethod
     def _slot(name: str) -> str:
@@ -150,11 +173,14 @@ class StackedModels(torch.nn.Module):
 
         base = self._base[0]
         base.train(self.training)
-        call = _Call(base, fn)   # functional_call runs a forward: this one is fn(base, x, value)
+        call = _Call(base, fn)  # functional_call runs a forward: this one is fn(base, x, value)
 
         def one(params, buffers, value, x):
-            return functional_call(call, {**{f"model.{k}": v for k, v in params.items()},
-                                          **{f"model.{k}": v for k, v in buffers.items()}}, (x, value))
+            return functional_call(
+                call,
+                {**{f"model.{k}": v for k, v in params.items()}, **{f"model.{k}": v for k, v in buffers.items()}},
+                (x, value),
+            )
 
         params = {n: getattr(self, self._slot(n)) for n in self._param_names}
         buffers = {n: getattr(self, self._slot(n)) for n in self._buffer_names}

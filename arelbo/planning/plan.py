@@ -9,6 +9,7 @@ assumptions, labelled PROJECTED wherever shown. A measured row with a cost it ne
 CelebA nets on the 2-core CPU) leaves those jobs out of the total and says so: it never borrows
 another kind's numbers.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ import yaml
 from arelbo.core.layout import REPO_ROOT, reference_file, scored_samplers, section3_group_rule
 
 COSTS = reference_file("costs.yaml")
-CELEBA_SPLITS = {"train": 162770, "val": 19867, "test": 19962}   # SPEC §1, the official partition
+CELEBA_SPLITS = {"train": 162770, "val": 19867, "test": 19962}  # SPEC §1, the official partition
 MNIST_TEST = 10000
 LIGHT_RULES = {"table", "comparison_plot", "claims", "training_curves", "resolved_config", "figure"}
 
@@ -33,8 +34,10 @@ def device_costs(kind: str) -> dict:
 
     table = yaml.safe_load(COSTS.read_text())
     if kind not in table:
-        raise ConfigError(f"no measured costs for device kind {kind!r}; measured kinds: {', '.join(table)}. "
-                       f"Run `make bench` and a small config on it and add its row to {COSTS}")
+        raise ConfigError(
+            f"no measured costs for device kind {kind!r}; measured kinds: {', '.join(table)}. "
+            f"Run `make bench` and a small config on it and add its row to {COSTS}"
+        )
     return table[kind]
 
 
@@ -51,9 +54,9 @@ def split_size(cfg, dataset: str, split: str) -> int:
 @dataclass
 class JobCost:
     rule: str
-    seconds: float | None   # None: not measured on this device kind
+    seconds: float | None  # None: not measured on this device kind
     gpu: bool
-    device_seconds: float = 0.0   # projected kinds: the part the GPU itself is busy (a floor on wall time)
+    device_seconds: float = 0.0  # projected kinds: the part the GPU itself is busy (a floor on wall time)
 
 
 def _per(costs: dict, key: str, dataset: str | None = None):
@@ -73,22 +76,25 @@ class _Work:
     def _steps(self, count, images: float, precision: str = "fp32") -> float:
         # a step processes count.images images of each of its count.models models
         steps = images / count.images
-        self.busy += steps * (count.kernels * self.costs["kernel_floor_s"]
-                              + count.models * count.flops / (self.costs["achieved_tflops"][precision] * 1e12))
+        self.busy += steps * (
+            count.kernels * self.costs["kernel_floor_s"]
+            + count.models * count.flops / (self.costs["achieved_tflops"][precision] * 1e12)
+        )
         return steps * count.seconds(self.costs, precision)
 
     def train(self, ds: str, model: str, images: float) -> float | None:
         if not self.projected:
             per = _per(self.costs, "train_image_s", ds)
             return None if per is None else per * images
-        from arelbo.planning import projection
         from arelbo.core.registry import MODELS
+        from arelbo.planning import projection
         from arelbo.stages.train import model_hparams
 
         settings = getattr(self.cfg.train, ds)
         precision = settings.precision if MODELS[model].bf16_safe else "fp32"
-        count = projection.train_step(ds, model, settings.batch_size, settings.lr,
-                                      tuple(sorted(model_hparams(self.cfg, model, ds).items())))
+        count = projection.train_step(
+            ds, model, settings.batch_size, settings.lr, tuple(sorted(model_hparams(self.cfg, model, ds).items()))
+        )
         return self._steps(count, images, precision)
 
     def section3(self, group: str, k: int, images: float) -> float:
@@ -97,15 +103,14 @@ class _Work:
         from arelbo.planning import projection
 
         s3 = self.cfg.section3
-        return self._steps(projection.section3_step(group, k, s3.latent_dim, s3.train.batch_size, s3.train.lr),
-                           images)
+        return self._steps(projection.section3_step(group, k, s3.latent_dim, s3.train.batch_size, s3.train.lr), images)
 
     def second_stage(self, ds: str, k: int, images: float) -> float:
         ss = self.cfg.second_stage
         if not self.projected:
             return k * self.costs["second_stage_image_s"] * (ss.hidden / 256) ** 2 * images
-        from arelbo.planning import projection
         from arelbo.models.nets import ARCHITECTURES
+        from arelbo.planning import projection
 
         count = projection.second_stage_step(k, ARCHITECTURES[ds].latent_dim, ss.hidden, ss.depth, ss.batch_size, ss.lr)
         return self._steps(count, images)
@@ -129,10 +134,12 @@ class _Work:
     def frechet(self, n: int) -> float:
         """The Fréchet distance of one FID and its bootstrap resamples (fid.bootstrap_resamples)."""
         full = self.costs["bootstrap_resample_s"]
-        per_resample = full if n > 2048 else full * (n / 2048) ** 3   # an N×N eigenproblem below 2049
-        seconds = (self.costs["frechet_full_rank_s"] if n > 2048 else 0.0) + self.cfg.fid.bootstrap_resamples * per_resample
+        per_resample = full if n > 2048 else full * (n / 2048) ** 3  # an N×N eigenproblem below 2049
+        seconds = (
+            self.costs["frechet_full_rank_s"] if n > 2048 else 0.0
+        ) + self.cfg.fid.bootstrap_resamples * per_resample
         if self.projected:
-            self.busy += seconds   # float64 eigensolvers on the job's device
+            self.busy += seconds  # float64 eigensolvers on the job's device
         return seconds
 
 
@@ -173,7 +180,7 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
     elif rule == "fit_second_stage" or rule.startswith("fit_second_stages_"):
         # second_stage.batched: one job fits every model of the dataset (one start-up, K × the compute)
         ds = rule.removeprefix("fit_second_stages_") if rule != "fit_second_stage" else ds
-        k = 1 if rule == "fit_second_stage" else len(cfg.models)   # the 2nd VAE needs no prior: every model
+        k = 1 if rule == "fit_second_stage" else len(cfg.models)  # the 2nd VAE needs no prior: every model
         seconds = start + work.second_stage(ds, k, cfg.second_stage.epochs * split_size(cfg, ds, "train"))
     elif rule == "sample":
         seconds = _sum(start, work.forward("decode", ds, model, cfg.fid.n_samples))
@@ -186,9 +193,12 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
         n = cfg.fid.n_samples
         k = len(scored_samplers(cfg.estimators, ds, has_prior=not rule.endswith("_without_prior")))
         decode = work.forward("decode", ds, model, n)
-        seconds = None if decode is None else (
-            start + costs["fid_fixed_s"] + k * (decode + work.inception(ds, n) + work.frechet(n)))
-        work.busy *= k   # one sampler's device time was counted above; the job runs k of them
+        seconds = (
+            None
+            if decode is None
+            else (start + costs["fid_fixed_s"] + k * (decode + work.inception(ds, n) + work.frechet(n)))
+        )
+        work.busy *= k  # one sampler's device time was counted above; the job runs k of them
     elif rule == "metric_mse":
         images = split_size(cfg, ds, "test")
         seconds = _sum(start, work.forward("encode", ds, model, images), work.forward("decode", ds, model, images))
@@ -198,7 +208,7 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
     elif rule in LIGHT_RULES:
         seconds = costs["light_job_s"]
     else:
-        seconds = costs["light_job_s"]   # provisioning and bookkeeping rules
+        seconds = costs["light_job_s"]  # provisioning and bookkeeping rules
     gpu = rule not in LIGHT_RULES | {"fit_estimator"} and not rule.startswith(("provision", "dataset", "all"))
     return JobCost(rule, seconds, gpu, work.busy)
 
@@ -212,7 +222,9 @@ def _grid(cfg):
 _JOB = re.compile(r"^(?:local)?rule (\w+):\n(?P<body>(?:    .*\n?)*)", re.M)
 
 
-def planned_jobs(config_files: list[str], extra: list[str] = (), repo: Path | None = None) -> list[tuple[str, dict, str | None]]:
+def planned_jobs(
+    config_files: list[str], extra: list[str] = (), repo: Path | None = None
+) -> list[tuple[str, dict, str | None]]:
     """(rule, wildcards, benchmark) of every job Snakemake would run for these configs, from its dry
     run against an empty outdir (the whole DAG, as on a fresh machine); `benchmark` is the job's
     benchmark file relative to the log folder (`<config name>/benchmarks/...`), None for rules
@@ -250,8 +262,19 @@ def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None) -> dict
         if rule == "all":
             continue
         c = job_cost(cfg, costs, rule, wildcards)
-        row = per_rule.setdefault(rule, {"jobs": 0, "seconds": 0.0, "unmeasured": 0, "gpu": c.gpu, "busy": 0.0,
-                                         "ran": 0, "ran_planned": 0.0, "ran_seconds": 0.0})
+        row = per_rule.setdefault(
+            rule,
+            {
+                "jobs": 0,
+                "seconds": 0.0,
+                "unmeasured": 0,
+                "gpu": c.gpu,
+                "busy": 0.0,
+                "ran": 0,
+                "ran_planned": 0.0,
+                "ran_seconds": 0.0,
+            },
+        )
         row["jobs"] += 1
         row["busy"] += c.device_seconds
         if c.seconds is None:
@@ -265,12 +288,20 @@ def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None) -> dict
             row["ran_seconds"] += benchmark_seconds(Path(against) / benchmark)
     total = sum(r["seconds"] for r in per_rule.values())
     gpu_s = sum(r["seconds"] for r in per_rule.values() if r["gpu"])
-    return {"kind": kind, "measured": costs.get("measured", ""), "projected": costs.get("projected"),
-            "threads_per_job": costs["threads_per_job"], "gpu_slots": costs.get("gpu_slots"),
-            "rules": per_rule, "job_seconds": total, "gpu_seconds": gpu_s,
-            "device_busy_seconds": sum(r["busy"] for r in per_rule.values()),
-            "gpu_hours": gpu_s / 3600.0, "unmeasured_jobs": sum(r["unmeasured"] for r in per_rule.values()),
-            "against": str(against) if against is not None else None}
+    return {
+        "kind": kind,
+        "measured": costs.get("measured", ""),
+        "projected": costs.get("projected"),
+        "threads_per_job": costs["threads_per_job"],
+        "gpu_slots": costs.get("gpu_slots"),
+        "rules": per_rule,
+        "job_seconds": total,
+        "gpu_seconds": gpu_s,
+        "device_busy_seconds": sum(r["busy"] for r in per_rule.values()),
+        "gpu_hours": gpu_s / 3600.0,
+        "unmeasured_jobs": sum(r["unmeasured"] for r in per_rule.values()),
+        "against": str(against) if against is not None else None,
+    }
 
 
 def wall_seconds(result: dict, cores: int) -> float:
@@ -287,12 +318,19 @@ def wall_seconds(result: dict, cores: int) -> float:
 
 def format_plan(result: dict, cores: int) -> str:
     width = max([len("rule"), *map(len, result["rules"])])
-    source = (f"PROJECTED, {result['projected'].strip()}" if result.get("projected")
-              else f"costs measured {result['measured'].strip()}")
+    source = (
+        f"PROJECTED, {result['projected'].strip()}"
+        if result.get("projected")
+        else f"costs measured {result['measured'].strip()}"
+    )
     against = result.get("against")
-    lines = [f"device kind {result['kind']} ({source})", "",
-             f"{'rule':{width}s} {'jobs':>6s} {'job-hours':>10s}"
-             + (f" {'ran':>5s} {'planned h':>9s} {'ran h':>7s} {'ran/plan':>8s}" if against else "") + "  note"]
+    lines = [
+        f"device kind {result['kind']} ({source})",
+        "",
+        f"{'rule':{width}s} {'jobs':>6s} {'job-hours':>10s}"
+        + (f" {'ran':>5s} {'planned h':>9s} {'ran h':>7s} {'ran/plan':>8s}" if against else "")
+        + "  note",
+    ]
     for rule, r in sorted(result["rules"].items(), key=lambda kv: -kv[1]["seconds"]):
         note = f"{r['unmeasured']} job(s) not measured on this kind, left out" if r["unmeasured"] else ""
         if result.get("projected") and r["gpu"] and r["seconds"]:
@@ -306,19 +344,28 @@ def format_plan(result: dict, cores: int) -> str:
     threads_per_job = int(result["threads_per_job"])
     slots = max(1, cores // threads_per_job)
     wall = wall_seconds(result, cores)
-    lines += ["", f"total {result['job_seconds'] / 3600:.2f} job-hours; on {cores} cores ({slots} jobs of "
-                  f"{threads_per_job} threads at a time) ≈ {wall / 3600:.2f} h wall "
-                  f"({math.ceil(wall / 60)} min); hours of GPU rules (on the config's device) {result['gpu_hours']:.2f}"]
+    lines += [
+        "",
+        f"total {result['job_seconds'] / 3600:.2f} job-hours; on {cores} cores ({slots} jobs of "
+        f"{threads_per_job} threads at a time) ≈ {wall / 3600:.2f} h wall "
+        f"({math.ceil(wall / 60)} min); hours of GPU rules (on the config's device) {result['gpu_hours']:.2f}",
+    ]
     if result.get("gpu_slots"):
-        lines.append(f"the GPU itself busy {result['device_busy_seconds'] / 3600:.2f} h; GPU rules share "
-                     f"{result['gpu_slots']} slots of the card (profiles/gpu-workstation)")
+        lines.append(
+            f"the GPU itself busy {result['device_busy_seconds'] / 3600:.2f} h; GPU rules share "
+            f"{result['gpu_slots']} slots of the card (profiles/gpu-workstation)"
+        )
     if result["unmeasured_jobs"]:
-        lines.append(f"NOT included: {result['unmeasured_jobs']} job(s) whose cost was never measured on "
-                     f"{result['kind']} — the total is a lower bound")
+        lines.append(
+            f"NOT included: {result['unmeasured_jobs']} job(s) whose cost was never measured on "
+            f"{result['kind']} — the total is a lower bound"
+        )
     if against:
         ran = [r for r in result["rules"].values() if r["ran"]]
         n_ran, planned, measured = (sum(r[k] for r in ran) for k in ("ran", "ran_planned", "ran_seconds"))
-        lines.append(f"against {against}: {n_ran} planned job(s) have a benchmark file there; planned "
-                     f"{planned / 3600:.3f} job-hours, ran {measured / 3600:.3f}"
-                     + (f" (ran/planned {measured / planned:.2f})" if planned else ""))
+        lines.append(
+            f"against {against}: {n_ran} planned job(s) have a benchmark file there; planned "
+            f"{planned / 3600:.3f} job-hours, ran {measured / 3600:.3f}"
+            + (f" (ran/planned {measured / planned:.2f})" if planned else "")
+        )
     return "\n".join(lines)

@@ -17,12 +17,13 @@ and the achieved FLOP/s are the row's stated assumptions, not measurements. Batc
 (`section3.batched`, `second_stage.batched`) keeps about one step's operators and launches and
 multiplies the arithmetic by K: that is what the projection shows of batching.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -30,23 +31,39 @@ from torch.utils.flop_counter import FlopCounterMode
 
 META = torch.device("meta")
 # Operators that allocate or re-describe memory without launching device work.
-_NO_KERNEL = {"empty", "empty_like", "empty_strided", "detach", "alias", "_unsafe_view", "lift_fresh",
-              "_local_scalar_dense", "set_", "is_same_size", "sym_size", "sym_stride", "sym_numel"}
+_NO_KERNEL = {
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "detach",
+    "alias",
+    "_unsafe_view",
+    "lift_fresh",
+    "_local_scalar_dense",
+    "set_",
+    "is_same_size",
+    "sym_size",
+    "sym_stride",
+    "sym_numel",
+}
 
 
 @dataclass(frozen=True)
 class StepCount:
     """What one step of a job does, counted on the meta device."""
-    ops: int          # operators dispatched (each costs host time)
-    kernels: int      # of them, those that launch device work
-    flops: float      # multiply-adds × 2 of convolutions and matrix products, of one model
-    images: int       # images (or latents) the step processes, per model
-    models: int = 1   # K models stacked in the step
+
+    ops: int  # operators dispatched (each costs host time)
+    kernels: int  # of them, those that launch device work
+    flops: float  # multiply-adds × 2 of convolutions and matrix products, of one model
+    images: int  # images (or latents) the step processes, per model
+    models: int = 1  # K models stacked in the step
 
     def seconds(self, row: dict, precision: str = "fp32") -> float:
         """Projected seconds of this step on a device kind's projected row (see the module doc)."""
         host = self.ops * row["host_op_s"] + self.kernels * row["launch_s"]
-        device = self.kernels * row["kernel_floor_s"] + self.models * self.flops / (row["achieved_tflops"][precision] * 1e12)
+        device = self.kernels * row["kernel_floor_s"] + self.models * self.flops / (
+            row["achieved_tflops"][precision] * 1e12
+        )
         return max(host, device)
 
 
@@ -63,8 +80,9 @@ class _OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def count_step(step: Callable[[], None], images: int, *, models: int = 1,
-               flops_step: Callable[[], None] | None = None) -> StepCount:
+def count_step(
+    step: Callable[[], None], images: int, *, models: int = 1, flops_step: Callable[[], None] | None = None
+) -> StepCount:
     """Count one call of `step` (meta tensors inside) after a warm-up call (optimiser state, lazy
     initialisation). The flops are counted on `flops_step` when given: under vmap the flop counter
     sees the batched (grouped) kernels, whose count is not K times one model's, so a stacked step
@@ -75,13 +93,15 @@ def count_step(step: Callable[[], None], images: int, *, models: int = 1,
         step()
     with flops:
         (flops_step or step)()
-    return StepCount(ops=counter.ops, kernels=counter.kernels, flops=float(flops.get_total_flops()),
-                     images=images, models=models)
+    return StepCount(
+        ops=counter.ops, kernels=counter.kernels, flops=float(flops.get_total_flops()), images=images, models=models
+    )
 
 
 def _train_step(net_or_stack, loss_fn, x, optimizer) -> Callable[[], None]:
     """A training step as `arelbo.models.training.run_epoch` takes it: loss and terms kept on the device,
     gradients zeroed, backward of the (summed) loss, Adam step."""
+
     def step():
         loss, terms = loss_fn(net_or_stack, x)
         kept = [loss.detach().reshape(-1).double()]
@@ -89,6 +109,7 @@ def _train_step(net_or_stack, loss_fn, x, optimizer) -> Callable[[], None]:
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
         optimizer.step()
+
     return step
 
 
@@ -109,7 +130,7 @@ def _image_shape(dataset: str) -> tuple[int, int, int]:
     return ARCHITECTURES[dataset].image_shape
 
 
-@lru_cache(maxsize=None)
+@cache
 def train_step(dataset: str, model_id: str, batch_size: int, lr: float, hparams: tuple) -> StepCount:
     """One Table 3 training step of `model_id` on `dataset` (Appendix J net)."""
     from arelbo.models.nets import build_net
@@ -122,7 +143,7 @@ def train_step(dataset: str, model_id: str, batch_size: int, lr: float, hparams:
     return count_step(step, batch_size)
 
 
-@lru_cache(maxsize=None)
+@cache
 def forward_step(dataset: str, model_id: str, batch_size: int, part: str) -> StepCount:
     """One evaluation batch through the encoder (`part="encode"`) or the decoder (`"decode"`)."""
     from arelbo.models.nets import build_net
@@ -137,15 +158,16 @@ def forward_step(dataset: str, model_id: str, batch_size: int, part: str) -> Ste
     def step():
         with torch.inference_mode():
             net.encode(x) if part == "encode" else net.decode(z)
+
     return count_step(step, batch_size)
 
 
-@lru_cache(maxsize=None)
+@cache
 def section3_step(group: str, k: int, latent_dim: int, batch_size: int, lr: float) -> StepCount:
     """One Section 3 training step of a group's point (k=1, `section3.train_point`) or of k of its
     points stacked into one vectorised step (k>1, `section3.train_points_batched`)."""
-    from arelbo.stages.section3 import Section3Model, group_loss, loss_fn_for, point_value
     from arelbo.models.training import StackedModels
+    from arelbo.stages.section3 import Section3Model, group_loss, loss_fn_for, point_value
 
     point = _group_point(group)
     with _on_meta():
@@ -171,7 +193,7 @@ def _group_point(group: str):
     return GridPoint(table=int(table.removeprefix("table")), encoding=encoding, log10_sigma_x2=0.0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def second_stage_step(k: int, d_z: int, hidden: int, depth: int, batch_size: int, lr: float) -> StepCount:
     """One step of k second-stage VAEs stacked (k = 1: one fit), as `estimators.fit_second_stages`
     runs them (it stacks even one fit)."""
@@ -187,13 +209,14 @@ def second_stage_step(k: int, d_z: int, hidden: int, depth: int, batch_size: int
         def loss_fn(net, u):
             eps = torch.randn((u.shape[0], d_z), device=META)
             return net.apply(lambda model, u_k, _: second_stage_loss_given(model, u_k, eps), unused, u, x_dim=1)
+
         return _train_step(stacked, loss_fn, u, _adam(stacked.parameters(), lr))
 
     one = stacked_step(1)
     return count_step(stacked_step(k) if k > 1 else one, batch_size, models=k, flops_step=one)
 
 
-@lru_cache(maxsize=None)
+@cache
 def inception_step(batch_size: int, dataset: str) -> StepCount:
     """One batch of images through pytorch-fid's InceptionV3 (resized to 299×299), as the FID jobs run
     it. Built on the meta device: the architecture only, its weights are never read."""
@@ -201,12 +224,16 @@ def inception_step(batch_size: int, dataset: str) -> StepCount:
 
     import pytorch_fid.inception as pfi
 
-    with _on_meta(), mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: {}), \
-            mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None):
+    with (
+        _on_meta(),
+        mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: {}),
+        mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None),
+    ):
         model = pfi.InceptionV3(output_blocks=(3,), resize_input=True, normalize_input=True).eval()
         x = torch.rand((batch_size, *_image_shape(dataset)))
 
     def step():
         with torch.inference_mode():
-            model(x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x)   # as metrics.fid feeds grey images
+            model(x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x)  # as metrics.fid feeds grey images
+
     return count_step(step, batch_size)

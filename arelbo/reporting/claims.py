@@ -23,12 +23,12 @@ Statistics (SPEC §8, docs/reproduction-notes.md "Claims"):
 - FID columns are decided on FID only when N_gen and N_ref both exceed the 2,048 Inception features,
   else on KID of the same samples (FID's bias at small N differs between models).
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,10 +40,23 @@ from arelbo.core.runtime import atomic_write_bytes
 PASS, FAIL, INCONCLUSIVE, NOT_RUN = "PASS", "FAIL", "INCONCLUSIVE", "NOT RUN"
 VERDICTS = (PASS, FAIL, INCONCLUSIVE, NOT_RUN)
 TABLES = (1, 3, 4, 5)
-FID_FEATURES = 2048          # FID's covariance is full-rank only with more samples than this
+FID_FEATURES = 2048  # FID's covariance is full-rank only with more samples than this
 PERMUTATIONS = 9999
-CLAIMS_COLUMNS = ("id", "kind", "verdict", "claim", "evidence", "test", "source", "why", "tables",
-                  "datasets", "n_seeds", "metrics_used", "provenance")
+CLAIMS_COLUMNS = (
+    "id",
+    "kind",
+    "verdict",
+    "claim",
+    "evidence",
+    "test",
+    "source",
+    "why",
+    "tables",
+    "datasets",
+    "n_seeds",
+    "metrics_used",
+    "provenance",
+)
 
 
 class ClaimsError(ValueError):
@@ -51,6 +64,7 @@ class ClaimsError(ValueError):
 
 
 # ---------------------------------------------------------------------------- inputs
+
 
 def load_claims(path: str | Path | None = None) -> dict:
     """The claims file (default: the reviewed arelbo/reference/claims.yaml), checked for shape."""
@@ -66,8 +80,12 @@ def load_claims(path: str | Path | None = None) -> dict:
         problems.append(f"duplicate claim ids: {sorted({i for i in ids if ids.count(i) > 1})}")
     for claim in data.get("claims", []):
         kind = claim.get("kind")
-        need = {"value": ("table", "metric", "paper", "tolerance"), "threshold": ("table", "metric"),
-                "ordering": ("table", "dataset", "metrics", "require"), "trend": ("table", "x", "metric", "sign")}
+        need = {
+            "value": ("table", "metric", "paper", "tolerance"),
+            "threshold": ("table", "metric"),
+            "ordering": ("table", "dataset", "metrics", "require"),
+            "trend": ("table", "x", "metric", "sign"),
+        }
         if kind not in need:
             problems.append(f"claim {claim.get('id')!r}: kind {kind!r} is not one of {sorted(need)}")
             continue
@@ -76,8 +94,9 @@ def load_claims(path: str | Path | None = None) -> dict:
             problems.append(f"claim {claim['id']!r}: missing {', '.join(missing)}")
         if kind == "threshold" and ("below" in claim) == ("above" in claim):
             problems.append(f"claim {claim['id']!r}: a threshold claim needs exactly one of below/above")
-        if kind == "ordering" and not (("best_of" in claim and "versus" in claim) or "pairs" in claim
-                                       or ("lower" in claim and "higher" in claim)):
+        if kind == "ordering" and not (
+            ("best_of" in claim and "versus" in claim) or "pairs" in claim or ("lower" in claim and "higher" in claim)
+        ):
             problems.append(f"claim {claim['id']!r}: an ordering needs best_of+versus, pairs or lower+higher")
         if kind == "ordering" and claim.get("require") not in ("all", "majority", "half"):
             problems.append(f"claim {claim['id']!r}: require must be all, majority or half")
@@ -92,8 +111,9 @@ def read_tidy(results: str | Path) -> dict[int, pd.DataFrame]:
 
     results = Path(results)
     if not results.is_dir():
-        raise ClaimsError(f"results folder {results} does not exist; point --results at a run's outdir "
-                          "(e.g. results/quick)")
+        raise ClaimsError(
+            f"results folder {results} does not exist; point --results at a run's outdir (e.g. results/quick)"
+        )
     out = {}
     for n in TABLES:
         path = results / "tables" / f"table{n}_tidy.csv"
@@ -103,16 +123,20 @@ def read_tidy(results: str | Path) -> dict[int, pd.DataFrame]:
             except ValueError as exc:
                 raise ClaimsError(f"{path}: {exc}") from exc
     if not out:
-        raise ClaimsError(f"{results}/tables/ holds no table*_tidy.csv; build the tables first "
-                          "(snakemake ... results/<name>/table3.tex) or point --results elsewhere")
+        raise ClaimsError(
+            f"{results}/tables/ holds no table*_tidy.csv; build the tables first "
+            "(snakemake ... results/<name>/table3.tex) or point --results elsewhere"
+        )
     return out
 
 
 # ---------------------------------------------------------------------------- statistics
 
+
 @dataclass
 class Side:
     """One side of a comparison: a cell's seed-level values and their within-run uncertainties."""
+
     label: str
     values: np.ndarray
     within: np.ndarray
@@ -160,12 +184,15 @@ def compare(lower: Side, higher: Side, factor: float = 1.0) -> dict:
     se = math.hypot(lower.se, factor * higher.se)
     if not np.isfinite(se):
         return {"p_forward": math.nan, "p_reverse": math.nan, "test": "no uncertainty estimate"}
-    if se == 0:   # both values are exact (no sampling behind them): the ordering is decided as it stands
+    if se == 0:  # both values are exact (no sampling behind them): the ordering is decided as it stands
         diff = factor * higher.mean - lower.mean
         return {"p_forward": float(diff <= 0), "p_reverse": float(diff >= 0), "test": "exact values"}
     z = (factor * higher.mean - lower.mean) / se
-    return {"p_forward": float(stats.norm.sf(z)), "p_reverse": float(stats.norm.cdf(z)),
-            "test": "z, within-run uncertainty"}
+    return {
+        "p_forward": float(stats.norm.sf(z)),
+        "p_reverse": float(stats.norm.cdf(z)),
+        "test": "z, within-run uncertainty",
+    }
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -191,14 +218,27 @@ def spearman_trend(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, 
     if len(x) < 3 or len(set(np.round(x, 9))) < 2 or np.all(y == y[0]):
         return math.nan, math.nan, math.nan
     resamples = math.factorial(len(x)) if len(x) <= 8 else PERMUTATIONS
-    greater = stats.permutation_test((y,), rho, permutation_type="pairings", alternative="greater",
-                                     n_resamples=resamples, rng=np.random.default_rng(seed))
-    less = stats.permutation_test((y,), rho, permutation_type="pairings", alternative="less",
-                                  n_resamples=resamples, rng=np.random.default_rng(seed))
+    greater = stats.permutation_test(
+        (y,),
+        rho,
+        permutation_type="pairings",
+        alternative="greater",
+        n_resamples=resamples,
+        rng=np.random.default_rng(seed),
+    )
+    less = stats.permutation_test(
+        (y,),
+        rho,
+        permutation_type="pairings",
+        alternative="less",
+        n_resamples=resamples,
+        rng=np.random.default_rng(seed),
+    )
     return float(greater.statistic), float(greater.pvalue), float(less.pvalue)
 
 
 # ---------------------------------------------------------------------------- selecting cells
+
 
 def _matches(rows: pd.DataFrame, where: dict | None) -> pd.DataFrame:
     for key, value in (where or {}).items():
@@ -218,7 +258,9 @@ def _side(rows: pd.DataFrame, label: str) -> Side:
     within = rows["uncertainty"].to_numpy(float) if "uncertainty" in rows else np.full(len(rows), np.nan)
 
     def first(column):
-        return float(rows[column].iloc[0]) if column in rows and len(rows) and pd.notna(rows[column].iloc[0]) else math.nan
+        return (
+            float(rows[column].iloc[0]) if column in rows and len(rows) and pd.notna(rows[column].iloc[0]) else math.nan
+        )
 
     return Side(label, rows["value"].to_numpy(float), within, first("n_samples"), first("n_reference"))
 
@@ -238,12 +280,16 @@ def _decision_metric(rows: pd.DataFrame, metric: str) -> tuple[str, str]:
     if len(sizes) == 2 and min(sizes) > FID_FEATURES:
         return metric, ""
     kid = "kid_" + metric.removeprefix("fid_")
-    why = (f"N_gen = {int(sizes[0])}, N_ref = {int(sizes[1])} ≤ {FID_FEATURES}" if len(sizes) == 2
-           else "sample sizes unknown")
+    why = (
+        f"N_gen = {int(sizes[0])}, N_ref = {int(sizes[1])} ≤ {FID_FEATURES}"
+        if len(sizes) == 2
+        else "sample sizes unknown"
+    )
     return kid, f"{metric} → {kid} ({why})"
 
 
 # ---------------------------------------------------------------------------- verdicts
+
 
 @dataclass
 class Verdict:
@@ -272,8 +318,15 @@ def _tables_of(claim) -> list[int]:
 
 
 def _base(claim, **kw) -> Verdict:
-    return Verdict(id=claim["id"], kind=claim["kind"], claim=claim["claim"], source=claim.get("source", ""),
-                   why=claim.get("why", ""), tables=",".join(map(str, _tables_of(claim))), **kw)
+    return Verdict(
+        id=claim["id"],
+        kind=claim["kind"],
+        claim=claim["claim"],
+        source=claim.get("source", ""),
+        why=claim.get("why", ""),
+        tables=",".join(map(str, _tables_of(claim))),
+        **kw,
+    )
 
 
 def _provenance(rows: pd.DataFrame) -> str:
@@ -292,7 +345,11 @@ def _one_cell(claim: dict, tidy: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame,
     side = _side(cell, claim["metric"])
     if not len(side.values):
         datasets = str((claim.get("where") or {}).get("dataset", ""))
-        return cell, side, _base(claim, verdict=NOT_RUN, datasets=datasets, evidence="no reproduced value for this cell")
+        return (
+            cell,
+            side,
+            _base(claim, verdict=NOT_RUN, datasets=datasets, evidence="no reproduced value for this cell"),
+        )
     return cell, side, None
 
 
@@ -302,11 +359,20 @@ def judge_value(claim: dict, tidy: dict[int, pd.DataFrame], reduced: bool | None
         return not_run
     datasets = ",".join(sorted(set(cell["dataset"])))
     if reduced is None:
-        return _base(claim, verdict=NOT_RUN, datasets=datasets,
-                     evidence="unknown whether the config is reduced (no `reduced` column): pass --not-reduced")
+        return _base(
+            claim,
+            verdict=NOT_RUN,
+            datasets=datasets,
+            evidence="unknown whether the config is reduced (no `reduced` column): pass --not-reduced",
+        )
     if reduced:
-        return _base(claim, verdict=NOT_RUN, datasets=datasets, n_seeds=str(len(side.values)),
-                     evidence=f"reduced config: {side.text()} is not comparable with the paper's {claim['paper']:g}")
+        return _base(
+            claim,
+            verdict=NOT_RUN,
+            datasets=datasets,
+            n_seeds=str(len(side.values)),
+            evidence=f"reduced config: {side.text()} is not comparable with the paper's {claim['paper']:g}",
+        )
     paper, tol, ours = float(claim["paper"]), float(claim["tolerance"]), side.mean
     if paper == 0:
         # a paper value printed as 0 matches when the reproduction prints the same
@@ -318,8 +384,16 @@ def judge_value(claim: dict, tidy: dict[int, pd.DataFrame], reduced: bool | None
         ok = abs(rel) <= tol
         evidence = f"reproduced {side.text()} vs paper {paper:g}: {rel:+.1%} (tolerance ±{tol:.0%})"
         test = f"relative difference ≤ {tol:.0%}"
-    return _base(claim, verdict=PASS if ok else FAIL, evidence=evidence, test=test, datasets=datasets,
-                 n_seeds=str(len(side.values)), metrics_used=claim["metric"], provenance=_provenance(cell))
+    return _base(
+        claim,
+        verdict=PASS if ok else FAIL,
+        evidence=evidence,
+        test=test,
+        datasets=datasets,
+        n_seeds=str(len(side.values)),
+        metrics_used=claim["metric"],
+        provenance=_provenance(cell),
+    )
 
 
 def judge_threshold(claim: dict, tidy: dict[int, pd.DataFrame], alpha: float) -> Verdict:
@@ -341,7 +415,7 @@ def judge_threshold(claim: dict, tidy: dict[int, pd.DataFrame], alpha: float) ->
         z = (bound - side.mean) / side.se
         p_lt, p_gt = float(stats.norm.sf(z)), float(stats.norm.cdf(z))
         test = "z, within-run uncertainty"
-    elif side.se == 0:   # an exact value (no sampling behind it)
+    elif side.se == 0:  # an exact value (no sampling behind it)
         p_lt, p_gt = float(side.mean >= bound), float(side.mean <= bound)
         test = "exact value"
     else:
@@ -351,8 +425,16 @@ def judge_threshold(claim: dict, tidy: dict[int, pd.DataFrame], alpha: float) ->
     verdict = PASS if p_forward < alpha else FAIL if p_reverse < alpha else INCONCLUSIVE
     relation = "<" if below else ">"
     evidence = f"{side.text()} {relation} {bound:g}? p = {_fmt(p_forward)}"
-    return _base(claim, verdict=verdict, evidence=evidence, test=test, datasets=",".join(sorted(set(cell["dataset"]))),
-                 n_seeds=str(len(side.values)), metrics_used=claim["metric"], provenance=_provenance(cell))
+    return _base(
+        claim,
+        verdict=verdict,
+        evidence=evidence,
+        test=test,
+        datasets=",".join(sorted(set(cell["dataset"]))),
+        n_seeds=str(len(side.values)),
+        metrics_used=claim["metric"],
+        provenance=_provenance(cell),
+    )
 
 
 def _group(spec, groups: dict) -> list[str]:
@@ -374,7 +456,7 @@ def judge_ordering(claim: dict, tidy: dict[int, pd.DataFrame], groups: dict, alp
     for table in _tables_of(claim):
         rows = tidy.get(table)
         metrics = _fid_columns(table, dataset) if claim["metrics"] == "fid" else list(claim["metrics"])
-        if rows is None:   # the table was not built: every comparison it covers is "not run"
+        if rows is None:  # the table was not built: every comparison it covers is "not run"
             rows = pd.DataFrame(columns=["dataset", "model", "seed", "metric", "value"])
         rows = rows[rows["dataset"] == dataset]
         if len(rows):
@@ -394,16 +476,18 @@ def judge_ordering(claim: dict, tidy: dict[int, pd.DataFrame], groups: dict, alp
 
             undefined = {m for m, what in TABLE_SPECS[table].undefined if what == metric}
 
-            def models(spec):   # a model whose cell the paper leaves undefined ("–") is not compared
+            def models(spec):  # a model whose cell the paper leaves undefined ("–") is not compared
                 return [m for m in _group(spec, groups) if m not in undefined]
 
             if "best_of" in claim:
                 candidates = [side(m) for m in models(claim["best_of"])]
                 present = [s for s in candidates if len(s.values)]
                 if len(present) < len(candidates):
-                    notes.append(f"{len(candidates) - len(present)} of the {len(candidates)} models the best is "
-                                 f"chosen from not run for {decided}: an unrun one could be the best, so the "
-                                 "claim cannot fail")
+                    notes.append(
+                        f"{len(candidates) - len(present)} of the {len(candidates)} models the best is "
+                        f"chosen from not run for {decided}: an unrun one could be the best, so the "
+                        "claim cannot fail"
+                    )
                     best_incomplete = True
                 best = min(present, key=lambda s: s.mean) if present else Side("best", np.array([]), np.array([]))
                 best.label = f"best AR ({best.label})" if present else "best (none run)"
@@ -417,8 +501,12 @@ def judge_ordering(claim: dict, tidy: dict[int, pd.DataFrame], groups: dict, alp
     total = len(comparisons)
     ran = [c for c in comparisons if c[3]["test"] != "missing"]
     if not ran:
-        return _base(claim, verdict=NOT_RUN, datasets=dataset,
-                     evidence=f"none of the {total} comparisons has data in this run ({dataset} or its models not run)")
+        return _base(
+            claim,
+            verdict=NOT_RUN,
+            datasets=dataset,
+            evidence=f"none of the {total} comparisons has data in this run ({dataset} or its models not run)",
+        )
     forward = holm([c[3]["p_forward"] for c in ran])
     reverse = holm([c[3]["p_reverse"] for c in ran])
     wins = sum(p < alpha for p in forward if np.isfinite(p))
@@ -427,26 +515,37 @@ def judge_ordering(claim: dict, tidy: dict[int, pd.DataFrame], groups: dict, alp
         verdict = FAIL if losses else PASS if wins == total else INCONCLUSIVE
     elif require == "majority":
         verdict = PASS if wins > total / 2 else FAIL if losses >= total / 2 else INCONCLUSIVE
-    else:   # half
+    else:  # half
         verdict = PASS if wins >= total / 2 else FAIL if losses > total / 2 else INCONCLUSIVE
     if verdict == FAIL and best_incomplete:
         verdict = INCONCLUSIVE
     scale = lambda metric: 1e3 if metric.startswith("kid_") else 1.0  # noqa: E731
     rel = "<" if factor == 1 else f"< {factor:.3g}×"
     details = []
-    for (metric, lower, higher, result), pf, pr in zip(ran, forward, reverse):
+    for (metric, lower, higher, _result), pf, pr in zip(ran, forward, reverse):
         mark = "✓" if np.isfinite(pf) and pf < alpha else "✗" if np.isfinite(pr) and pr < alpha else "?"
-        details.append(f"{mark} {metric}{' ×1e3' if scale(metric) != 1 else ''}: {lower.text(scale(metric))} "
-                       f"{rel} {higher.text(scale(metric))} (p_holm = {_fmt(pf)})")
+        details.append(
+            f"{mark} {metric}{' ×1e3' if scale(metric) != 1 else ''}: {lower.text(scale(metric))} "
+            f"{rel} {higher.text(scale(metric))} (p_holm = {_fmt(pf)})"
+        )
     missing = total - len(ran)
-    head = (f"{wins} of {total} comparisons significant in the claimed direction, {losses} against"
-            + (f", {missing} not run" if missing else "") + f" (require {require})")
+    head = (
+        f"{wins} of {total} comparisons significant in the claimed direction, {losses} against"
+        + (f", {missing} not run" if missing else "")
+        + f" (require {require})"
+    )
     evidence = "; ".join([head, *dict.fromkeys(notes), *details])
     tests = sorted({c[3]["test"] for c in ran})
-    return _base(claim, verdict=verdict, evidence=evidence, datasets=dataset,
-                 test=f"{', '.join(tests)}; one-sided, Holm over {len(ran)} comparisons, α = {alpha:g}",
-                 n_seeds=",".join(map(str, sorted(seeds - {0}))), metrics_used=",".join(dict.fromkeys(used)),
-                 provenance=_provenance(pd.concat(frames)) if frames else "")
+    return _base(
+        claim,
+        verdict=verdict,
+        evidence=evidence,
+        datasets=dataset,
+        test=f"{', '.join(tests)}; one-sided, Holm over {len(ran)} comparisons, α = {alpha:g}",
+        n_seeds=",".join(map(str, sorted(seeds - {0}))),
+        metrics_used=",".join(dict.fromkeys(used)),
+        provenance=_provenance(pd.concat(frames)) if frames else "",
+    )
 
 
 def judge_trend(claim: dict, tidy: dict[int, pd.DataFrame], alpha: float) -> Verdict:
@@ -457,23 +556,37 @@ def judge_trend(claim: dict, tidy: dict[int, pd.DataFrame], alpha: float) -> Ver
     cells = _matches(rows[rows["metric"] == claim["metric"]], claim.get("where")).dropna(subset=["value"])
     points = cells[claim["x"]].nunique() if len(cells) else 0
     if points < 2:
-        return _base(claim, verdict=NOT_RUN, evidence=f"{points} grid point(s) with {claim['metric']}: a trend needs ≥ 2")
+        return _base(
+            claim, verdict=NOT_RUN, evidence=f"{points} grid point(s) with {claim['metric']}: a trend needs ≥ 2"
+        )
     x, y = cells[claim["x"]].to_numpy(float), cells["value"].to_numpy(float)
     rho, p_pos, p_neg = spearman_trend(x, y)
     sign = int(claim["sign"])
     p_forward, p_reverse = (p_pos, p_neg) if sign > 0 else (p_neg, p_pos)
     if not np.isfinite(rho):
-        verdict, evidence = INCONCLUSIVE, f"{len(x)} values at {points} grid points: too few or constant for a rank test"
+        verdict, evidence = (
+            INCONCLUSIVE,
+            f"{len(x)} values at {points} grid points: too few or constant for a rank test",
+        )
     else:
         verdict = PASS if p_forward < alpha else FAIL if p_reverse < alpha else INCONCLUSIVE
         exact = "exact" if len(x) <= 8 else f"{PERMUTATIONS} permutations"
         direction = "positive" if sign > 0 else "negative"
-        evidence = (f"Spearman ρ({claim['x']}, {claim['metric']}) = {rho:+.2f} over {len(x)} values at {points} grid "
-                    f"points; claimed {direction}: p = {_fmt(p_forward)} ({exact})")
+        evidence = (
+            f"Spearman ρ({claim['x']}, {claim['metric']}) = {rho:+.2f} over {len(x)} values at {points} grid "
+            f"points; claimed {direction}: p = {_fmt(p_forward)} ({exact})"
+        )
     seeds = cells.groupby(claim["x"])["seed"].nunique()
-    return _base(claim, verdict=verdict, evidence=evidence, test="Spearman permutation test, one-sided",
-                 datasets="mnist", n_seeds=",".join(map(str, sorted(set(seeds)))), metrics_used=claim["metric"],
-                 provenance=_provenance(cells))
+    return _base(
+        claim,
+        verdict=verdict,
+        evidence=evidence,
+        test="Spearman permutation test, one-sided",
+        datasets="mnist",
+        n_seeds=",".join(map(str, sorted(set(seeds)))),
+        metrics_used=claim["metric"],
+        provenance=_provenance(cells),
+    )
 
 
 def value_claims(claims: dict) -> list[dict]:
@@ -490,11 +603,20 @@ def value_claims(claims: dict) -> list[dict]:
                 continue
             where = {k: record[k] for k in spec.keys}
             label = "/".join(f"{v:+.1f}" if isinstance(v, float) else str(v) for v in where.values())
-            out.append({"id": f"t{n}:{label}:{record['metric']}", "kind": "value", "table": int(n),
-                        "where": where, "metric": record["metric"], "paper": float(record["paper"]),
-                        "tolerance": float(tolerances[family]),
-                        "claim": f"Table {n}, {label}, {record['metric']} = {record['paper']:g}",
-                        "source": f"Table {n}", "why": "SPEC §8 value tolerance"})
+            out.append(
+                {
+                    "id": f"t{n}:{label}:{record['metric']}",
+                    "kind": "value",
+                    "table": int(n),
+                    "where": where,
+                    "metric": record["metric"],
+                    "paper": float(record["paper"]),
+                    "tolerance": float(tolerances[family]),
+                    "claim": f"Table {n}, {label}, {record['metric']} = {record['paper']:g}",
+                    "source": f"Table {n}",
+                    "why": "SPEC §8 value tolerance",
+                }
+            )
     return out
 
 
@@ -508,15 +630,32 @@ def paper_tidy(uncertainty: float = 0.1) -> dict[int, pd.DataFrame]:
     for n in TABLES:
         spec = TABLE_SPECS[n]
         rows = read_paper_table(n).melt(id_vars=list(spec.keys), var_name="metric", value_name="value")
-        rows = rows.dropna(subset=["value"]).assign(table=n, seed=0, config="paper", commit="paper",
-                                                    uncertainty=uncertainty, reduced=False,
-                                                    n_samples=10000, n_reference=10000)
+        rows = rows.dropna(subset=["value"]).assign(
+            table=n,
+            seed=0,
+            config="paper",
+            commit="paper",
+            uncertainty=uncertainty,
+            reduced=False,
+            n_samples=10000,
+            n_reference=10000,
+        )
         if "dataset" not in rows:
             rows["dataset"] = "mnist"
         if n == 3:
-            quoted = pd.DataFrame([{**rows.iloc[0].to_dict(), "dataset": d, "model": "iso_i_arelbo",
-                                    "metric": "sigma_x2", "value": v, "uncertainty": 1e-4}
-                                   for d, v in (("mnist", 0.0056), ("celeba", 0.0050))])
+            quoted = pd.DataFrame(
+                [
+                    {
+                        **rows.iloc[0].to_dict(),
+                        "dataset": d,
+                        "model": "iso_i_arelbo",
+                        "metric": "sigma_x2",
+                        "value": v,
+                        "uncertainty": 1e-4,
+                    }
+                    for d, v in (("mnist", 0.0056), ("celeba", 0.0050))
+                ]
+            )
             rows = pd.concat([rows, quoted], ignore_index=True)
         out[n] = check_tidy(rows)
     return out
@@ -529,7 +668,7 @@ def is_reduced(tidy: dict[int, pd.DataFrame]) -> bool | None:
             values |= {str(v).lower() == "true" for v in rows["reduced"].dropna()}
     if not values:
         return None
-    return True in values   # any reduced record makes the run's values incomparable
+    return True in values  # any reduced record makes the run's values incomparable
 
 
 def _with_plugin_models(claims: dict, tidy: dict[int, pd.DataFrame]) -> dict[str, list[str]]:
@@ -570,11 +709,14 @@ def judge(tidy: dict[int, pd.DataFrame], claims: dict | None = None, *, reduced:
 
 # ---------------------------------------------------------------------------- outputs
 
+
 def summary_counts(verdicts: pd.DataFrame) -> dict[str, dict[str, int]]:
     """{"text": {verdict: n}, "value": {verdict: n}}: the paper's textual claims and its table cells."""
     out = {}
-    for name, part in (("text", verdicts[~verdicts["id"].str.contains(":")]),
-                       ("value", verdicts[verdicts["id"].str.contains(":")])):
+    for name, part in (
+        ("text", verdicts[~verdicts["id"].str.contains(":")]),
+        ("value", verdicts[verdicts["id"].str.contains(":")]),
+    ):
         out[name] = {v: int((part["verdict"] == v).sum()) for v in VERDICTS}
     return out
 
@@ -582,18 +724,39 @@ def summary_counts(verdicts: pd.DataFrame) -> dict[str, dict[str, int]]:
 def summary_text(verdicts: pd.DataFrame, *, title: str = "Claims") -> str:
     """A plain-text summary for a terminal: counts, then every textual claim's verdict and evidence head."""
     counts = summary_counts(verdicts)
-    lines = [f"{title}: " + ", ".join(f"{n} {v}" for v, n in counts["text"].items() if n)
-             + " (claims from the text); table cells: " + ", ".join(f"{n} {v}" for v, n in counts["value"].items() if n)]
+    lines = [
+        f"{title}: "
+        + ", ".join(f"{n} {v}" for v, n in counts["text"].items() if n)
+        + " (claims from the text); table cells: "
+        + ", ".join(f"{n} {v}" for v, n in counts["value"].items() if n)
+    ]
     for row in verdicts[~verdicts["id"].str.contains(":")].itertuples():
         lines.append(f"  {row.verdict:<12} {row.id}: {row.evidence.split('; ')[0]}")
     return "\n".join(lines)
 
 
 # The claims' Unicode maths in LaTeX that pdflatex also compiles (tex_escape first, then these).
-_TEX_UNICODE = {"σ": r"$\sigma$", "Σ": r"$\Sigma$", "ρ": r"$\rho$", "²": r"$^2$", "⁻¹": r"$^{-1}$",
-                "⁻²": r"$^{-2}$", "⁻³": r"$^{-3}$", "×": r"$\times$", "≈": r"$\approx$", "≥": r"$\geq$",
-                "≤": r"$\leq$", "→": r"$\to$", "±": r"$\pm$", "α": r"$\alpha$", "–": "--", "—": "---",
-                "✓": "yes", "✗": "no", "’": "'"}
+_TEX_UNICODE = {
+    "σ": r"$\sigma$",
+    "Σ": r"$\Sigma$",
+    "ρ": r"$\rho$",
+    "²": r"$^2$",
+    "⁻¹": r"$^{-1}$",
+    "⁻²": r"$^{-2}$",
+    "⁻³": r"$^{-3}$",
+    "×": r"$\times$",
+    "≈": r"$\approx$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "→": r"$\to$",
+    "±": r"$\pm$",
+    "α": r"$\alpha$",
+    "–": "--",
+    "—": "---",
+    "✓": "yes",
+    "✗": "no",
+    "’": "'",
+}
 
 
 def tex_text(text: str) -> str:
@@ -612,31 +775,60 @@ def claims_to_latex(verdicts: pd.DataFrame, *, config_name: str = "", notes: tup
 
     text = verdicts[~verdicts["id"].str.contains(":")]
     value = verdicts[verdicts["id"].str.contains(":")]
-    caption = (f"Verdicts on the paper's claims (config: {tex_escape(config_name)}). PASS: the claimed ordering or "
-               "trend is significant (one-sided, $\\alpha = 0.05$, Holm within a claim) or a value is within its "
-               "tolerance; FAIL: the reverse is significant or the value is outside; INCONCLUSIVE: the evidence "
-               "does not separate the sides; NOT RUN: no data in this run. " + " ".join(tex_text(n) for n in notes))
-    lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{caption}}}", r"\label{tab:claims}", r"\small",
-             r"\begin{tabular}{p{0.22\linewidth}p{0.36\linewidth}lp{0.28\linewidth}}", r"\toprule",
-             r"Claim & Statement & Verdict & Evidence \\", r"\midrule"]
+    caption = (
+        f"Verdicts on the paper's claims (config: {tex_escape(config_name)}). PASS: the claimed ordering or "
+        "trend is significant (one-sided, $\\alpha = 0.05$, Holm within a claim) or a value is within its "
+        "tolerance; FAIL: the reverse is significant or the value is outside; INCONCLUSIVE: the evidence "
+        "does not separate the sides; NOT RUN: no data in this run. " + " ".join(tex_text(n) for n in notes)
+    )
+    lines = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        rf"\caption{{{caption}}}",
+        r"\label{tab:claims}",
+        r"\small",
+        r"\begin{tabular}{p{0.22\linewidth}p{0.36\linewidth}lp{0.28\linewidth}}",
+        r"\toprule",
+        r"Claim & Statement & Verdict & Evidence \\",
+        r"\midrule",
+    ]
     for row in text.itertuples():
-        lines.append(" & ".join([tex_text(row.id), tex_text(row.claim), row.verdict,
-                                 tex_text(row.evidence.split("; ")[0])]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", "",
-              r"\begin{table}[htbp]", r"\centering",
-              r"\caption{Value claims: every cell of the paper's tables against the reproduction (MSE $\pm$10\%, "
-              r"FID $\pm$15\%, Section-3 criteria $\pm$25\%; reduced configs: NOT RUN).}",
-              r"\label{tab:claims-values}", r"\begin{tabular}{lrrrr}", r"\toprule",
-              r"Table & PASS & FAIL & INCONCLUSIVE & NOT RUN \\", r"\midrule"]
+        lines.append(
+            " & ".join([tex_text(row.id), tex_text(row.claim), row.verdict, tex_text(row.evidence.split("; ")[0])])
+            + r" \\"
+        )
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+        "",
+        r"\begin{table}[htbp]",
+        r"\centering",
+        r"\caption{Value claims: every cell of the paper's tables against the reproduction (MSE $\pm$10\%, "
+        r"FID $\pm$15\%, Section-3 criteria $\pm$25\%; reduced configs: NOT RUN).}",
+        r"\label{tab:claims-values}",
+        r"\begin{tabular}{lrrrr}",
+        r"\toprule",
+        r"Table & PASS & FAIL & INCONCLUSIVE & NOT RUN \\",
+        r"\midrule",
+    ]
     for table, part in value.groupby(value["tables"], sort=True):
-        lines.append(" & ".join([f"Table {table}", *(str(int((part['verdict'] == v).sum())) for v in VERDICTS)]) + r" \\")
+        lines.append(
+            " & ".join([f"Table {table}", *(str(int((part["verdict"] == v).sum())) for v in VERDICTS)]) + r" \\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def write_claims(results: str | Path, out_csv: str | Path | None = None, out_tex: str | Path | None = None, *,
-                 claims_file: str | Path | None = None, reduced: bool | None = None,
-                 config_name: str | None = None) -> pd.DataFrame:
+def write_claims(
+    results: str | Path,
+    out_csv: str | Path | None = None,
+    out_tex: str | Path | None = None,
+    *,
+    claims_file: str | Path | None = None,
+    reduced: bool | None = None,
+    config_name: str | None = None,
+) -> pd.DataFrame:
     """Judge a results folder and write claims.csv and claims.tex (atomically; default: in it)."""
     results = Path(results)
     tidy = read_tidy(results)

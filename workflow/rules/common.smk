@@ -46,8 +46,12 @@ def _lookup(tree, dotted):
 # Which images a split holds: the source (CelebA folder or stand-in; MNIST's validation size). A split's
 # limit is tracked by the rules that read that split.
 def split_keys(dataset, *splits):
-    return (f"data.{dataset}.root", f"data.{dataset}.synthetic_standin",
-            f"data.{dataset}.val_size", *(f"data.{dataset}.limit.{s}" for s in splits))
+    return (
+        f"data.{dataset}.root",
+        f"data.{dataset}.synthetic_standin",
+        f"data.{dataset}.val_size",
+        *(f"data.{dataset}.limit.{s}" for s in splits),
+    )
 
 
 def tracked(*keys):
@@ -61,6 +65,7 @@ def tracked(*keys):
         return {key.format(**names): _lookup(CFG.raw, key.format(**names)) for key in keys}
 
     return settings
+
 
 def second_stage_settings(wildcards):
     # what a fitted second-stage VAE depends on (second_stage without its scheduling switch)
@@ -166,7 +171,9 @@ def _sampler_source(wildcards):
     if wildcards.sampler.startswith("interp_"):
         return {"latents": f"{OUT}/models/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/latents.npz"}
     ext = "pt" if wildcards.sampler == "2ndvae" else "pkl"
-    return {"estimator": f"{OUT}/estimators/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/{wildcards.sampler}.{ext}"}
+    return {
+        "estimator": f"{OUT}/estimators/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/{wildcards.sampler}.{ext}"
+    }
 
 
 def _sampler_flag(wildcards, input):
@@ -178,8 +185,10 @@ def _sampler_flag(wildcards, input):
 # `datasets` it is absent from the DAG, and the workflow says so once.
 SECTION3_POINTS = {p.id: p for p in layout.grid_points(CFG.section3)} if "mnist" in CFG.datasets else {}
 if "mnist" not in CFG.datasets:
-    logger.info("Section 3 (Tables 1 and 5, Figures 1-3) is an MNIST study; `datasets` has no mnist, so it "
-                "is left out. Add mnist to `datasets` to run it.")
+    logger.info(
+        "Section 3 (Tables 1 and 5, Figures 1-3) is an MNIST study; `datasets` has no mnist, so it "
+        "is left out. Add mnist to `datasets` to run it."
+    )
 FIGS = CFG.section3.figures
 
 
@@ -188,20 +197,35 @@ def section3_model(point_id, seed):
 
 
 def section3_criteria_files(table):
-    return [f"{layout.section3_dir(OUT, pid, seed)}/criteria.json"
-            for pid, p in SECTION3_POINTS.items() if p.table == table for seed in CFG.seeds]
+    return [
+        f"{layout.section3_dir(OUT, pid, seed)}/criteria.json"
+        for pid, p in SECTION3_POINTS.items()
+        if p.table == table
+        for seed in CFG.seeds
+    ]
 
 
 def figure_points(number):
     """Grid point ids a figure shows (config section3.figures; checked against the grid)."""
     if number == 1:
-        return [p.id for p in SECTION3_POINTS.values() if p.table == 1
-                and any(abs(p.log10_sigma_x2 - v) < 1e-9 for v in FIGS.figure1_log10_sigma_x2)]
+        return [
+            p.id
+            for p in SECTION3_POINTS.values()
+            if p.table == 1 and any(abs(p.log10_sigma_x2 - v) < 1e-9 for v in FIGS.figure1_log10_sigma_x2)
+        ]
     if number == 2:
-        return [p.id for p in SECTION3_POINTS.values() if p.table == 1 and p.encoding == "stochastic"
-                and any(abs(p.log10_sigma_x2 - v) < 1e-9 for v in FIGS.figure2_log10_sigma_x2)]
-    return [p.id for p in SECTION3_POINTS.values() if p.table == 5
-            and any(abs(p.log10_sigma_z2 - v) < 1e-9 for v in FIGS.figure3_log10_sigma_z2)]
+        return [
+            p.id
+            for p in SECTION3_POINTS.values()
+            if p.table == 1
+            and p.encoding == "stochastic"
+            and any(abs(p.log10_sigma_x2 - v) < 1e-9 for v in FIGS.figure2_log10_sigma_x2)
+        ]
+    return [
+        p.id
+        for p in SECTION3_POINTS.values()
+        if p.table == 5 and any(abs(p.log10_sigma_z2 - v) < 1e-9 for v in FIGS.figure3_log10_sigma_z2)
+    ]
 
 
 def section3_targets():
@@ -223,8 +247,9 @@ def table_inputs(n):
 def _curve_logs(wildcards):
     if wildcards.what == "section3":
         return [f"{layout.section3_dir(OUT, pid, seed)}/train_log.csv" for pid in SECTION3_POINTS for seed in CFG.seeds]
-    return [f"{OUT}/models/{wildcards.what}/{model}/seed{seed}/train_log.csv"
-            for model in CFG.models for seed in CFG.seeds]
+    return [
+        f"{OUT}/models/{wildcards.what}/{model}/seed{seed}/train_log.csv" for model in CFG.models for seed in CFG.seeds
+    ]
 
 
 def built_tables():
@@ -235,5 +260,8 @@ def built_tables():
 def report_targets():
     tables = built_tables()
     curves = list(CFG.datasets) + (["section3"] if SECTION3_POINTS else [])
-    return ([f"{OUT}/claims.csv", f"{OUT}/costs.csv"] + [f"{OUT}/figures/table{n}_vs_paper.png" for n in tables]
-            + [f"{OUT}/figures/training_curves_{what}.png" for what in curves])
+    return (
+        [f"{OUT}/claims.csv", f"{OUT}/costs.csv"]
+        + [f"{OUT}/figures/table{n}_vs_paper.png" for n in tables]
+        + [f"{OUT}/figures/training_curves_{what}.png" for what in curves]
+    )

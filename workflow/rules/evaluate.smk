@@ -16,8 +16,6 @@ rule encode:
         model=f"{MODEL_DIR}/model.pt",
     output:
         f"{MODEL_DIR}/latents.npz",
-    params:
-        settings=tracked(*split_keys("{dataset}", "train", "test")),   # the images encoded
     log:
         f"{LOGS}/encode/{{dataset}}/{{model}}/seed{{seed}}.log",
     benchmark:
@@ -28,6 +26,8 @@ rule encode:
         runtime=30,
         gpu=1,
         gpu_slots=gpu_slots(),
+    params:
+        settings=tracked(*split_keys("{dataset}", "train", "test")),  # the images encoded
     shell:
         "{ARELBO} encode --config {CONFIG_FILE} --dataset {wildcards.dataset} --model-file {input.model} "
         "--out {output} > {log} 2>&1"
@@ -67,8 +67,6 @@ if CFG.second_stage.batched:
                 [f"{OUT}/models/{_dataset}/{m}/seed{{seed}}/latents.npz" for m in _models],
             output:
                 [f"{OUT}/estimators/{_dataset}/{m}/seed{{seed}}/2ndvae.pt" for m in _models],
-            params:
-                settings=second_stage_settings,
             log:
                 f"{LOGS}/estimators/{_dataset}/batched/seed{{seed}}/2ndvae.log",
             benchmark:
@@ -79,6 +77,8 @@ if CFG.second_stage.batched:
                 runtime=240,
                 gpu=1,
                 gpu_slots=gpu_slots(),
+            params:
+                settings=second_stage_settings,
             shell:
                 "{ARELBO} fit --config {CONFIG_FILE} --estimator 2ndvae --latents {input} "
                 "--seed {wildcards.seed} --out {output} > {log} 2>&1"
@@ -91,8 +91,6 @@ else:
             f"{MODEL_DIR}/latents.npz",
         output:
             f"{ESTIMATORS}/2ndvae.pt",
-        params:
-            settings=second_stage_settings,
         log:
             f"{LOGS}/estimators/{{dataset}}/{{model}}/seed{{seed}}/2ndvae.log",
         benchmark:
@@ -103,6 +101,8 @@ else:
             runtime=240,
             gpu=1,
             gpu_slots=gpu_slots(),
+        params:
+            settings=second_stage_settings,
         shell:
             "{ARELBO} fit --config {CONFIG_FILE} --estimator 2ndvae --latents {input} "
             "--seed {wildcards.seed} --out {output} > {log} 2>&1"
@@ -114,8 +114,10 @@ if CFG.fid.batched:
     # once per cell (~10 s a start on a CPU). The samplers depend on the dataset (Table 3's columns)
     # and on whether the prior is defined, so there is one rule per dataset and kind of model.
     for _dataset in CFG.datasets:
-        for _models in ([m for m in CFG.models if m not in NO_PRIOR_MODELS],
-                        [m for m in CFG.models if m in NO_PRIOR_MODELS]):
+        for _models in (
+            [m for m in CFG.models if m not in NO_PRIOR_MODELS],
+            [m for m in CFG.models if m in NO_PRIOR_MODELS],
+        ):
             if not _models:
                 continue
             _samplers = model_samplers(_dataset, _models[0])
@@ -124,14 +126,20 @@ if CFG.fid.batched:
             for _s in _samplers:
                 _outputs[f"npz_{_s}"] = f"{OUT}/samples/{_base}/{_s}.npz"
                 _outputs[f"png_{_s}"] = report(
-                    f"{OUT}/samples/{_base}/{_s}.png", caption="../report/samples_per_model.rst",
-                    category="Samples", subcategory=_dataset,
-                    labels={"model": "{model}", "sampler": _s, "seed": "{seed}"})
+                    f"{OUT}/samples/{_base}/{_s}.png",
+                    caption="../report/samples_per_model.rst",
+                    category="Samples",
+                    subcategory=_dataset,
+                    labels={"model": "{model}", "sampler": _s, "seed": "{seed}"},
+                )
                 _outputs[f"fid_{_s}"] = f"{OUT}/metrics/{_base}/fid_{_s}.json"
             _sources = {
-                (_s if _s != "2ndvae" else "second_stage"):
-                    f"{OUT}/estimators/{_base}/{_s}.{'pt' if _s == '2ndvae' else 'pkl'}"
-                for _s in _samplers if not _s.startswith("interp_")}
+                (
+                    _s if _s != "2ndvae" else "second_stage"
+                ): f"{OUT}/estimators/{_base}/{_s}.{'pt' if _s == '2ndvae' else 'pkl'}"
+                for _s in _samplers
+                if not _s.startswith("interp_")
+            }
 
             rule:
                 name:
@@ -144,28 +152,30 @@ if CFG.fid.batched:
                     weights=rules.provision_inception.output,
                 output:
                     **_outputs,
-                wildcard_constraints:
-                    dataset=_dataset,
-                    model=_alternatives(_models),
-                params:
-                    samplers=" ".join(_samplers),
-                    settings=tracked("fid.n_samples", "fid.reference_split", "fid.reference_count",
-                                     *split_keys(_dataset, "test")),
                 log:
                     f"{LOGS}/evaluate/{_base}.log",
                 benchmark:
                     f"{LOGS}/benchmarks/evaluate/{_base}.tsv"
+                wildcard_constraints:
+                    dataset=_dataset,
+                    model=_alternatives(_models),
                 threads: 2
                 resources:
                     mem_mb=8000,
                     runtime=60 * len(_samplers),
                     gpu=1,
                     gpu_slots=gpu_slots(),
+                params:
+                    samplers=" ".join(_samplers),
+                    settings=tracked(
+                        "fid.n_samples", "fid.reference_split", "fid.reference_count", *split_keys(_dataset, "test")
+                    ),
                 shell:
                     "{ARELBO} sample-and-score --config {CONFIG_FILE} --dataset {wildcards.dataset} "
                     "--model {wildcards.model} --seed {wildcards.seed} --samplers {params.samplers} > {log} 2>&1"
 
 else:
+
     # One sample job and one FID job per cell (the default: a cluster spreads them).
     rule sample:
         input:
@@ -173,11 +183,13 @@ else:
             model=f"{MODEL_DIR}/model.pt",
         output:
             npz=f"{SAMPLES}.npz",
-            png=report(f"{SAMPLES}.png", caption="../report/samples.rst", category="Samples",
-                       subcategory="{dataset}", labels={"model": "{model}", "sampler": "{sampler}", "seed": "{seed}"}),
-        params:
-            source=_sampler_flag,
-            settings=tracked("fid.n_samples"),
+            png=report(
+                f"{SAMPLES}.png",
+                caption="../report/samples.rst",
+                category="Samples",
+                subcategory="{dataset}",
+                labels={"model": "{model}", "sampler": "{sampler}", "seed": "{seed}"},
+            ),
         log:
             f"{LOGS}/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}.log",
         benchmark:
@@ -188,10 +200,12 @@ else:
             runtime=30,
             gpu=1,
             gpu_slots=gpu_slots(),
+        params:
+            source=_sampler_flag,
+            settings=tracked("fid.n_samples"),
         shell:
             "{ARELBO} sample --config {CONFIG_FILE} --dataset {wildcards.dataset} --model-file {input.model} "
             "--sampler {wildcards.sampler} --seed {wildcards.seed} {params.source} --out {output.npz} > {log} 2>&1"
-
 
     rule metric_fid:
         input:
@@ -200,9 +214,6 @@ else:
             weights=rules.provision_inception.output,
         output:
             f"{METRICS}/fid_{{sampler}}.json",
-        params:
-            settings=tracked("fid.n_samples", "fid.reference_split", "fid.reference_count",
-                             *split_keys("{dataset}", "test")),
         log:
             f"{LOGS}/metrics/{{dataset}}/{{model}}/seed{{seed}}/fid_{{sampler}}.log",
         benchmark:
@@ -213,6 +224,10 @@ else:
             runtime=60,
             gpu=1,
             gpu_slots=gpu_slots(),
+        params:
+            settings=tracked(
+                "fid.n_samples", "fid.reference_split", "fid.reference_count", *split_keys("{dataset}", "test")
+            ),
         shell:
             "{ARELBO} metric fid_{wildcards.sampler} --config {CONFIG_FILE} --dataset {wildcards.dataset} "
             "--model {wildcards.model} --seed {wildcards.seed} --samples {input.samples} --out {output} > {log} 2>&1"
@@ -223,8 +238,6 @@ rule metric_mse:
         model=f"{MODEL_DIR}/model.pt",
     output:
         f"{METRICS}/mse.json",
-    params:
-        settings=tracked(*split_keys("{dataset}", "test")),   # the test split MSE is measured on
     log:
         f"{LOGS}/metrics/{{dataset}}/{{model}}/seed{{seed}}/mse.log",
     benchmark:
@@ -235,6 +248,8 @@ rule metric_mse:
         runtime=30,
         gpu=1,
         gpu_slots=gpu_slots(),
+    params:
+        settings=tracked(*split_keys("{dataset}", "test")),  # the test split MSE is measured on
     shell:
         "{ARELBO} metric mse --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
         "--seed {wildcards.seed} --model-file {input.model} --out {output} > {log} 2>&1"

@@ -44,9 +44,6 @@ rule prepare_dataset:
         _prepare_inputs,
     output:
         f"{RES}/datasets/{{tag}}/meta.json",
-    params:
-        dataset=lambda wc: DATASET_OF_TAG[wc.tag],
-        source=lambda wc: CFG.data.celeba.root if DATASET_OF_TAG[wc.tag] == "celeba" else "mnist",
     log:
         f"{LOGS}/provision/dataset_{{tag}}.log",
     benchmark:
@@ -55,9 +52,11 @@ rule prepare_dataset:
     resources:
         mem_mb=8000,
         runtime=120,
+    params:
+        dataset=lambda wc: DATASET_OF_TAG[wc.tag],
+        source=lambda wc: CFG.data.celeba.root if DATASET_OF_TAG[wc.tag] == "celeba" else "mnist",
     shell:
-        "{ARELBO} provision data --dataset {params.dataset} --threads {threads} "
-        "--config {CONFIG_FILE} > {log} 2>&1"
+        "{ARELBO} provision data --dataset {params.dataset} --threads {threads} " "--config {CONFIG_FILE} > {log} 2>&1"
 
 
 rule fid_reference:
@@ -67,8 +66,6 @@ rule fid_reference:
         data=f"{RES}/datasets/{{tag}}/meta.json",
     output:
         f"{RES}/fid/{{tag}}-{{split}}-n{{n}}.npz",
-    params:
-        dataset=lambda wc: DATASET_OF_TAG[wc.tag],
     log:
         f"{LOGS}/fid/reference_{{tag}}-{{split}}-n{{n}}.log",
     benchmark:
@@ -79,6 +76,7 @@ rule fid_reference:
         runtime=90,
         gpu=1,
         gpu_slots=gpu_slots(),
+    params:
+        dataset=lambda wc: DATASET_OF_TAG[wc.tag],
     shell:
-        "{ARELBO} fid-reference --dataset {params.dataset} --output {output} "
-        "--config {CONFIG_FILE} > {log} 2>&1"
+        "{ARELBO} fid-reference --dataset {params.dataset} --output {output} " "--config {CONFIG_FILE} > {log} 2>&1"

@@ -24,10 +24,6 @@ if CFG.section3.batched:
             output:
                 models=[f"{layout.section3_dir(OUT, pid, '{seed}')}/model.pt" for pid in _ids],
                 logs=[f"{layout.section3_dir(OUT, pid, '{seed}')}/train_log.csv" for pid in _ids],
-            params:
-                settings=tracked("section3.train", "section3.train_limit", "section3.latent_dim",
-                                 *split_keys("mnist", "train", "val")),
-                group=_group,
             log:
                 f"{LOGS}/sweeps/{_group}/batched-seed{{seed}}/train.log",
             benchmark:
@@ -38,6 +34,14 @@ if CFG.section3.batched:
                 runtime=720,
                 gpu=1,
                 gpu_slots=gpu_slots(),
+            params:
+                settings=tracked(
+                    "section3.train",
+                    "section3.train_limit",
+                    "section3.latent_dim",
+                    *split_keys("mnist", "train", "val"),
+                ),
+                group=_group,
             shell:
                 "{ARELBO} section3-train-group --config {CONFIG_FILE} --group {params.group} --seed {wildcards.seed} "
                 "--threads {threads} --no-progress > {log} 2>&1"
@@ -50,11 +54,6 @@ else:
         output:
             model=f"{SECTION3_DIR}/model.pt",
             log=f"{SECTION3_DIR}/train_log.csv",
-        params:
-            # recorded by Snakemake: changing the study's training settings re-runs the grid
-            settings=tracked("section3.train", "section3.train_limit", "section3.latent_dim",
-                             *split_keys("mnist", "train", "val")),
-            outdir=lambda wc, output: str(Path(output.model).parent),
         log:
             f"{LOGS}/sweeps/{{point}}/seed{{seed}}/train.log",
         benchmark:
@@ -65,6 +64,12 @@ else:
             runtime=360,
             gpu=1,
             gpu_slots=gpu_slots(),
+        params:
+            # recorded by Snakemake: changing the study's training settings re-runs the grid
+            settings=tracked(
+                "section3.train", "section3.train_limit", "section3.latent_dim", *split_keys("mnist", "train", "val")
+            ),
+            outdir=lambda wc, output: str(Path(output.model).parent),
         shell:
             "{ARELBO} section3-train --config {CONFIG_FILE} --point {wildcards.point} --seed {wildcards.seed} "
             "--out {params.outdir} --threads {threads} --no-progress > {log} 2>&1"
@@ -75,8 +80,6 @@ rule section3_criteria:
         model=f"{SECTION3_DIR}/model.pt",
     output:
         f"{SECTION3_DIR}/criteria.json",
-    params:
-        settings=tracked("section3.mi_batch_size", "section3.train_limit", *split_keys("mnist", "train")),
     log:
         f"{LOGS}/sweeps/{{point}}/seed{{seed}}/criteria.log",
     benchmark:
@@ -87,6 +90,8 @@ rule section3_criteria:
         runtime=60,
         gpu=1,
         gpu_slots=gpu_slots(),
+    params:
+        settings=tracked("section3.mi_batch_size", "section3.train_limit", *split_keys("mnist", "train")),
     shell:
         "{ARELBO} criteria --config {CONFIG_FILE} --model-file {input.model} --seed {wildcards.seed} "
         "--out {output} --threads {threads} > {log} 2>&1"
@@ -97,11 +102,12 @@ rule figure:
     input:
         lambda wc: [section3_model(pid, CFG.seeds[0]) for pid in figure_points(int(wc.number))],
     output:
-        report(f"{OUT}/figures/figure{{number}}.png", caption="../report/figure.rst", category="Section 3 figures",
-               labels={"figure": "Figure {number}"}),
-    params:
-        seed=CFG.seeds[0],
-        settings=tracked("section3.figures", "section3.train_limit", *split_keys("mnist", "train")),
+        report(
+            f"{OUT}/figures/figure{{number}}.png",
+            caption="../report/figure.rst",
+            category="Section 3 figures",
+            labels={"figure": "Figure {number}"},
+        ),
     log:
         f"{LOGS}/figures/figure{{number}}.log",
     benchmark:
@@ -114,6 +120,9 @@ rule figure:
         runtime=30,
         gpu=1,  # decodes and encodes with the grid points' networks on the config's device
         gpu_slots=gpu_slots(),
+    params:
+        seed=CFG.seeds[0],
+        settings=tracked("section3.figures", "section3.train_limit", *split_keys("mnist", "train")),
     shell:
         "{ARELBO} figure {wildcards.number} --config {CONFIG_FILE} --models {input} --seed {params.seed} "
         "--out {output} > {log} 2>&1"

@@ -27,13 +27,17 @@ rule table:
     output:
         tex=f"{OUT}/table{{n}}.tex",
         tidy=f"{OUT}/tables/table{{n}}_tidy.csv",
-        paper=report(f"{OUT}/tables/table{{n}}_paper.csv", caption="../report/table.rst", category="Tables",
-                     labels={"table": "Table {n}"}),
+        paper=report(
+            f"{OUT}/tables/table{{n}}_paper.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "Table {n}"},
+        ),
         vs_paper=f"{OUT}/tables/table{{n}}_vs_paper.csv",
-    wildcard_constraints:
-        n="[34]" if not SECTION3_POINTS else "[1345]",  # Tables 1 and 5 need Section 3 (MNIST)
     log:
         f"{LOGS}/tables/table{{n}}.log",
+    wildcard_constraints:
+        n="[34]" if not SECTION3_POINTS else "[1345]",  # Tables 1 and 5 need Section 3 (MNIST)
     params:
         outdir=lambda wc, output: str(Path(output.tex).parent),
         settings=tracked("name", "description", "reduced", "data.celeba.root", "data.celeba.synthetic_standin"),

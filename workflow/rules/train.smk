@@ -7,11 +7,6 @@ rule train:
     output:
         model=f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}/model.pt",
         log=f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}/train_log.csv",
-    params:
-        # recorded by Snakemake: a change of these settings re-runs exactly the affected trainings
-        settings=tracked("train.{dataset}", "train.lr_plateau", "hparams.{model}.{dataset}",
-                         *split_keys("{dataset}", "train", "val")),
-        outdir=lambda wc, output: str(Path(output.model).parent),
     log:
         f"{LOGS}/train/{{dataset}}/{{model}}/seed{{seed}}.log",
     benchmark:
@@ -22,6 +17,15 @@ rule train:
         runtime=lambda wc: 240 if wc.dataset == "mnist" else 1440,
         gpu=1,
         gpu_slots=gpu_slots(whole_card_for_celeba=True),
+    params:
+        # recorded by Snakemake: a change of these settings re-runs exactly the affected trainings
+        settings=tracked(
+            "train.{dataset}",
+            "train.lr_plateau",
+            "hparams.{model}.{dataset}",
+            *split_keys("{dataset}", "train", "val"),
+        ),
+        outdir=lambda wc, output: str(Path(output.model).parent),
     shell:
         "{ARELBO} train --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
         "--seed {wildcards.seed} --out {params.outdir} --threads {threads} --no-progress > {log} 2>&1"

@@ -8,6 +8,7 @@
 Everything here uses what the built-in models and estimators use: arelbo.objectives' building
 blocks and signature, and arelbo.estimators.Estimator.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +22,7 @@ ARELBO_PLUGIN_API = 1
 
 # ---------------------------------------------------------------------------- the model
 
+
 def beta_elbo(x, out, net, *, beta: float):
     """½‖x − μθ(z)‖² + β·KL(q(z|x) ‖ N(0, I)): the VAE (σx² = 1) of Table 3 with its KL weighted by β."""
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -32,6 +34,7 @@ def beta_elbo(x, out, net, *, beta: float):
 
 # ---------------------------------------------------------------------------- the estimator
 
+
 class DiagonalGMM(Estimator):
     """A mixture of K Gaussians with diagonal covariances, kept as its parameters."""
 
@@ -42,14 +45,13 @@ class DiagonalGMM(Estimator):
         self.d_z = means.shape[1]
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
-        rng = np.random.default_rng(seed)   # seeded by `seed` only, as every arelbo estimator
+        rng = np.random.default_rng(seed)  # seeded by `seed` only, as every arelbo estimator
         component = rng.choice(len(self.weights), size=n, p=self.weights / self.weights.sum())
         eps = rng.standard_normal((n, self.d_z))
         return torch.from_numpy(self.means[component] + eps * np.sqrt(self.variances[component])).float()
 
     def payload(self) -> dict:
-        return {"weights": self.weights, "means": self.means, "variances": self.variances,
-                "converged": self.converged}
+        return {"weights": self.weights, "means": self.means, "variances": self.variances, "converged": self.converged}
 
 
 def fit_gmm_diag(mu, logvar, *, seed, settings, device, progress) -> DiagonalGMM:
@@ -58,8 +60,7 @@ def fit_gmm_diag(mu, logvar, *, seed, settings, device, progress) -> DiagonalGMM
     components = int(settings.get("components", 10))
     if len(mu) < components:
         raise ValueError(f"gmmdiag fits {components} components but got {len(mu)} training latents")
-    gmm = GaussianMixture(n_components=components, covariance_type="diag", max_iter=2000, tol=1e-3,
-                          random_state=seed)
+    gmm = GaussianMixture(n_components=components, covariance_type="diag", max_iter=2000, tol=1e-3, random_state=seed)
     gmm.fit(mu.detach().cpu().double().numpy())
     return DiagonalGMM(gmm.weights_, gmm.means_, gmm.covariances_, gmm.converged_)
 
@@ -70,12 +71,22 @@ def load_gmm_diag(payload: dict, device=None) -> DiagonalGMM:
 
 # ---------------------------------------------------------------------------- registration
 
+
 def register(registry) -> None:
     registry.add_model(
-        id="beta_vae", label="beta-VAE (beta = 4)", objective="arelbo_example_plugin:beta_elbo",
-        stochastic=True, decoder_variance=None, has_prior=True,
+        id="beta_vae",
+        label="beta-VAE (beta = 4)",
+        objective="arelbo_example_plugin:beta_elbo",
+        stochastic=True,
+        decoder_variance=None,
+        has_prior=True,
         defaults={"mnist": {"beta": 4.0}, "celeba": {"beta": 4.0}},
-        hparams_schema={"beta": {"type": "number", "exclusiveMinimum": 0}})
+        hparams_schema={"beta": {"type": "number", "exclusiveMinimum": 0}},
+    )
     registry.add_estimator(
-        id="gmmdiag", label="GMM-10 diag", fit="arelbo_example_plugin:fit_gmm_diag",
-        load="arelbo_example_plugin:load_gmm_diag", columns=registry.DATASETS)
+        id="gmmdiag",
+        label="GMM-10 diag",
+        fit="arelbo_example_plugin:fit_gmm_diag",
+        load="arelbo_example_plugin:load_gmm_diag",
+        columns=registry.DATASETS,
+    )

@@ -1,4 +1,5 @@
 """What a plugin author runs: arelbo's conformance checks on this package's model and estimator."""
+
 from arelbo import registry
 from arelbo.testing import check_estimator, check_model
 
