@@ -1,4 +1,6 @@
-"""Where every file of the workflow lives: one place for the Snakefile and the CLI (no torch import).
+"""Where every file of the workflow lives: the one home of every path the rules, the CLI and the
+stages use (torch-free: the Snakefile imports it). Rules pass wildcard patterns ("{dataset}", "{seed}")
+where a job fills in values, so a pattern and the file a job writes come from the same function.
 
 Outputs under `outdir`:
     models/{dataset}/{model}/seed{seed}/            model.pt, train_log.csv, checkpoint.pt, latents.npz
@@ -6,12 +8,17 @@ Outputs under `outdir`:
     samples/{dataset}/{model}/seed{seed}/           {sampler}.npz + {sampler}.png
     metrics/{dataset}/{model}/seed{seed}/           {metric}.json
     sweeps/table1/{encoding}/log10_sigma_x2={v}/seed{seed}/ and sweeps/table5/log10_sigma_z2={v}/seed{seed}/
-    table{1,3,4,5}.tex, tables/table{N}_{tidy,paper,vs_paper}.csv, figures/*.png, report.html
+        (Section 3's grid points: the folder keeps its first name, `sweeps`, so that existing
+        results folders stay valid)
+    table{1,3,4,5}.tex, tables/table{N}_{tidy,paper,vs_paper}.csv, figures/*.png, claims.{csv,tex},
+    costs.csv, config.yaml, configs/<hash>.yaml, report.html
 Under `resources`:
     mnist/raw/*-ubyte                             the four verified IDX files
     inception/pt_inception-2015-12-05-6726825d.pth pytorch-fid's weights
     datasets/{tag}/{split}.npy + meta.json        decoded uint8 N×C×H×W caches (tag: dataset_tag())
     fid/{tag}-{split}-n{count}.npz                FID reference statistics (mu, sigma, n, weights hash)
+Under `logdir`/<config name>:
+    <stage>/.../<job>.log and benchmarks/<stage>/.../<job>.tsv   (job_log, job_benchmark)
 """
 
 from __future__ import annotations
@@ -41,6 +48,17 @@ MNIST_RAW_FILES = (
 )
 SPLITS = ("train", "val", "test")
 INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+# The files of one training's folder (a Table 3 model or a Section 3 grid point).
+MODEL_FILE = "model.pt"
+TRAIN_LOG = "train_log.csv"
+CHECKPOINT_FILE = "checkpoint.pt"
+LATENTS_FILE = "latents.npz"
+CRITERIA_FILE = "criteria.json"
+TIDY_KINDS = ("tidy", "paper", "vs_paper")
+
+
+def seed_folder(seed: int | str) -> str:
+    return f"seed{seed}"
 
 
 def scored_samplers(estimators, dataset: str, has_prior: bool) -> list[str]:
@@ -80,7 +98,7 @@ def dataset_cache_meta(resources: str | Path, tag: str) -> Path:
     return dataset_cache_dir(resources, tag) / "meta.json"
 
 
-def fid_reference(resources: str | Path, tag: str, split: str, count: int | None) -> Path:
+def fid_reference(resources: str | Path, tag: str, split: str, count: int | str | None) -> Path:
     return Path(resources) / "fid" / f"{tag}-{split}-n{count if count else 'all'}.npz"
 
 
@@ -92,20 +110,88 @@ def resolved_config(outdir: str | Path, text: str) -> Path:
 
 
 def model_dir(outdir: str | Path, dataset: str, model: str, seed: int | str) -> Path:
-    return Path(outdir) / "models" / dataset / model / f"seed{seed}"
+    return Path(outdir) / "models" / dataset / model / seed_folder(seed)
+
+
+def model_file(outdir, dataset, model, seed) -> Path:
+    return model_dir(outdir, dataset, model, seed) / MODEL_FILE
+
+
+def train_log(outdir, dataset, model, seed) -> Path:
+    return model_dir(outdir, dataset, model, seed) / TRAIN_LOG
+
+
+def latents_file(outdir, dataset, model, seed) -> Path:
+    return model_dir(outdir, dataset, model, seed) / LATENTS_FILE
+
+
+def estimator_extension(estimator: str) -> str:
+    """The second-stage VAE is a torch state dict (.pt); the prior and the GMMs are .pkl files."""
+    return "pt" if estimator == "2ndvae" else "pkl"
 
 
 def estimator_path(outdir, dataset, model, seed, estimator) -> Path:
-    ext = "pt" if estimator == "2ndvae" else "pkl"
-    return Path(outdir) / "estimators" / dataset / model / f"seed{seed}" / f"{estimator}.{ext}"
+    return (
+        Path(outdir)
+        / "estimators"
+        / dataset
+        / model
+        / seed_folder(seed)
+        / f"{estimator}.{estimator_extension(estimator)}"
+    )
 
 
 def samples_path(outdir, dataset, model, seed, sampler) -> Path:
-    return Path(outdir) / "samples" / dataset / model / f"seed{seed}" / f"{sampler}.npz"
+    return Path(outdir) / "samples" / dataset / model / seed_folder(seed) / f"{sampler}.npz"
+
+
+def sample_grid_path(outdir, dataset, model, seed, sampler) -> Path:
+    """The PNG grid of a sampler's first images, beside its .npz."""
+    return samples_path(outdir, dataset, model, seed, sampler).with_suffix(".png")
 
 
 def metric_path(outdir, dataset, model, seed, metric) -> Path:
-    return Path(outdir) / "metrics" / dataset / model / f"seed{seed}" / f"{metric}.json"
+    return Path(outdir) / "metrics" / dataset / model / seed_folder(seed) / f"{metric}.json"
+
+
+def table_tex(outdir, n: int | str) -> Path:
+    return Path(outdir) / f"table{n}.tex"
+
+
+def table_csv(outdir, n: int | str, kind: str) -> Path:
+    """tables/table{n}_{kind}.csv, kind one of TIDY_KINDS (tidy rows, paper-shaped, vs the paper)."""
+    if kind not in TIDY_KINDS:
+        raise ValueError(f"table CSV kind {kind!r}: one of {', '.join(TIDY_KINDS)}")
+    return Path(outdir) / "tables" / f"table{n}_{kind}.csv"
+
+
+def figure_path(outdir, name: str) -> Path:
+    return Path(outdir) / "figures" / f"{name}.png"
+
+
+def claims_path(outdir, ext: str) -> Path:
+    return Path(outdir) / f"claims.{ext}"
+
+
+def costs_path(outdir) -> Path:
+    return Path(outdir) / "costs.csv"
+
+
+def user_config(outdir) -> Path:
+    """<outdir>/config.yaml: the user-facing copy of the merged config a run used."""
+    return Path(outdir) / "config.yaml"
+
+
+def job_log(logs, stage: str, *parts: str) -> Path:
+    """<logs>/<stage>/<parts…>.log: one job's log (the last part names the job)."""
+    *folders, name = (stage, *parts)
+    return Path(logs, *folders, f"{name}.log")
+
+
+def job_benchmark(logs, stage: str, *parts: str) -> Path:
+    """<logs>/benchmarks/<stage>/<parts…>.tsv: one job's Snakemake benchmark (read by `arelbo costs`)."""
+    *folders, name = (stage, *parts)
+    return Path(logs, "benchmarks", *folders, f"{name}.tsv")
 
 
 def celeba_folder(root: str | Path) -> Path | None:
@@ -180,8 +266,22 @@ def grid_points(section3_cfg) -> list[GridPoint]:
     ]
 
 
+SECTION3_FOLDER = "sweeps"  # the output folder's first name, kept (see the module docstring)
+
+
 def section3_dir(outdir: str | Path, point_id: str, seed: int | str) -> Path:
-    return Path(outdir) / "sweeps" / point_id / f"seed{seed}"
+    return Path(outdir) / SECTION3_FOLDER / point_id / seed_folder(seed)
+
+
+def section3_file(outdir, point_id: str, seed, name: str) -> Path:
+    """A grid point's MODEL_FILE, TRAIN_LOG or CRITERIA_FILE."""
+    return section3_dir(outdir, point_id, seed) / name
+
+
+def batched_seed_folder(seed: int | str) -> str:
+    """A batched job's folder (a Section 3 group, the second stages of one dataset): beside the
+    points' or models' own folders, never in one."""
+    return f"batched-seed{seed}"
 
 
 SECTION3_GROUPS = ("table1/stochastic", "table1/deterministic", "table5")
@@ -194,4 +294,4 @@ def section3_group_rule(group: str) -> str:
 
 def section3_group_checkpoint(outdir: str | Path, group: str, seed: int | str) -> Path:
     """The resume state of a batched group's training (beside its points' folders, never in one)."""
-    return Path(outdir) / "sweeps" / group / f"batched-seed{seed}" / "checkpoint.pt"
+    return Path(outdir) / SECTION3_FOLDER / group / batched_seed_folder(seed) / CHECKPOINT_FILE

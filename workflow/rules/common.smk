@@ -17,7 +17,11 @@ except ConfigError as error:
 OUT = CFG.outdir
 RES = CFG.resources
 # Logs per config name (logs/quick/…, logs/ci/…): runs of different configs never share a log file.
-LOGS = f"{CFG.logdir}/{CFG.name}"
+LOGS = Path(CFG.logdir) / CFG.name
+# A Table 3 cell's wildcards, as arelbo.core.layout's path functions take them, and the same cell as
+# the folders of its job logs (<stage>/{dataset}/{model}/seed{seed}).
+CELL = ("{dataset}", "{model}", "{seed}")
+CELL_LOG = ("{dataset}", "{model}", layout.seed_folder("{seed}"))
 # Jobs run `python -m arelbo` with Snakemake's own interpreter: no reliance on PATH or an activated venv.
 ARELBO = f"{sys.executable} -m arelbo"
 
@@ -116,7 +120,7 @@ def dataset_meta(dataset):
 
 
 def all_targets():
-    return [f"{OUT}/table3.tex", f"{OUT}/table4.tex"]
+    return [str(layout.table_tex(OUT, 3)), str(layout.table_tex(OUT, 4))]
 
 
 # The prior is undefined for deterministic autoencoders without a prior-matching term (SPEC §5);
@@ -135,13 +139,12 @@ def table_metric_files(table):
     for dataset in CFG.datasets:
         for model in CFG.models:
             for seed in CFG.seeds:
-                base = f"{OUT}/metrics/{dataset}/{model}/seed{seed}"
                 samplers = model_samplers(dataset, model)
                 if table == 3:
-                    files.append(f"{base}/mse.json")
-                    files += [f"{base}/fid_{s}.json" for s in samplers if not s.startswith("interp_")]
+                    metrics = ["mse"] + [f"fid_{s}" for s in samplers if not s.startswith("interp_")]
                 else:
-                    files += [f"{base}/fid_{s}.json" for s in samplers if s.startswith("interp_")]
+                    metrics = [f"fid_{s}" for s in samplers if s.startswith("interp_")]
+                files += [layout.metric_path(OUT, dataset, model, seed, m) for m in metrics]
     return files
 
 
@@ -168,12 +171,10 @@ def estimator_runtime(dataset, estimator):
 
 
 def _sampler_source(wildcards):
+    cell = (wildcards.dataset, wildcards.model, wildcards.seed)
     if wildcards.sampler.startswith("interp_"):
-        return {"latents": f"{OUT}/models/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/latents.npz"}
-    ext = "pt" if wildcards.sampler == "2ndvae" else "pkl"
-    return {
-        "estimator": f"{OUT}/estimators/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed}/{wildcards.sampler}.{ext}"
-    }
+        return {"latents": layout.latents_file(OUT, *cell)}
+    return {"estimator": layout.estimator_path(OUT, *cell, wildcards.sampler)}
 
 
 def _sampler_flag(wildcards, input):
@@ -193,12 +194,12 @@ FIGS = CFG.section3.figures
 
 
 def section3_model(point_id, seed):
-    return f"{layout.section3_dir(OUT, point_id, seed)}/model.pt"
+    return layout.section3_file(OUT, point_id, seed, layout.MODEL_FILE)
 
 
 def section3_criteria_files(table):
     return [
-        f"{layout.section3_dir(OUT, pid, seed)}/criteria.json"
+        layout.section3_file(OUT, pid, seed, layout.CRITERIA_FILE)
         for pid, p in SECTION3_POINTS.items()
         if p.table == table
         for seed in CFG.seeds
@@ -231,10 +232,10 @@ def figure_points(number):
 def section3_targets():
     targets = []
     if any(p.table == 1 for p in SECTION3_POINTS.values()):
-        targets.append(f"{OUT}/table1.tex")
+        targets.append(str(layout.table_tex(OUT, 1)))
     if any(p.table == 5 for p in SECTION3_POINTS.values()):
-        targets.append(f"{OUT}/table5.tex")
-    targets += [f"{OUT}/figures/figure{n}.png" for n in (1, 2, 3) if figure_points(n)]
+        targets.append(str(layout.table_tex(OUT, 5)))
+    targets += [str(layout.figure_path(OUT, f"figure{n}")) for n in (1, 2, 3) if figure_points(n)]
     return targets
 
 
@@ -246,22 +247,20 @@ def table_inputs(n):
 # ------------------------------------------------------------------ helpers of report.smk
 def _curve_logs(wildcards):
     if wildcards.what == "section3":
-        return [f"{layout.section3_dir(OUT, pid, seed)}/train_log.csv" for pid in SECTION3_POINTS for seed in CFG.seeds]
-    return [
-        f"{OUT}/models/{wildcards.what}/{model}/seed{seed}/train_log.csv" for model in CFG.models for seed in CFG.seeds
-    ]
+        return [layout.section3_file(OUT, pid, seed, layout.TRAIN_LOG) for pid in SECTION3_POINTS for seed in CFG.seeds]
+    return [layout.train_log(OUT, wildcards.what, model, seed) for model in CFG.models for seed in CFG.seeds]
 
 
 def built_tables():
     """The paper's tables this config builds (Tables 1 and 5 need Section 3, i.e. MNIST)."""
-    return [n for n in (1, 3, 4, 5) if f"{OUT}/table{n}.tex" in all_targets() + section3_targets()]
+    return [n for n in (1, 3, 4, 5) if str(layout.table_tex(OUT, n)) in all_targets() + section3_targets()]
 
 
 def report_targets():
     tables = built_tables()
     curves = list(CFG.datasets) + (["section3"] if SECTION3_POINTS else [])
     return (
-        [f"{OUT}/claims.csv", f"{OUT}/costs.csv"]
-        + [f"{OUT}/figures/table{n}_vs_paper.png" for n in tables]
-        + [f"{OUT}/figures/training_curves_{what}.png" for what in curves]
+        [layout.claims_path(OUT, "csv"), layout.costs_path(OUT)]
+        + [layout.figure_path(OUT, f"table{n}_vs_paper") for n in tables]
+        + [layout.figure_path(OUT, f"training_curves_{what}") for what in curves]
     )

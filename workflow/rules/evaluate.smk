@@ -1,10 +1,5 @@
 # Encode → posterior estimators → samples → metrics (one job each, so a cluster spreads them).
 
-MODEL_DIR = f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}"
-SAMPLES = f"{OUT}/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}"
-METRICS = f"{OUT}/metrics/{{dataset}}/{{model}}/seed{{seed}}"
-ESTIMATORS = f"{OUT}/estimators/{{dataset}}/{{model}}/seed{{seed}}"
-
 
 wildcard_constraints:
     sampler=_alternatives(list(CFG.estimators) + ["interp_mid", "interp_random"]),
@@ -13,13 +8,13 @@ wildcard_constraints:
 
 rule encode:
     input:
-        model=f"{MODEL_DIR}/model.pt",
+        model=layout.model_file(OUT, *CELL),
     output:
-        f"{MODEL_DIR}/latents.npz",
+        layout.latents_file(OUT, *CELL),
     log:
-        f"{LOGS}/encode/{{dataset}}/{{model}}/seed{{seed}}.log",
+        layout.job_log(LOGS, "encode", *CELL_LOG),
     benchmark:
-        f"{LOGS}/benchmarks/encode/{{dataset}}/{{model}}/seed{{seed}}.tsv"
+        layout.job_benchmark(LOGS, "encode", *CELL_LOG)
     threads: 2
     resources:
         mem_mb=8000,
@@ -36,13 +31,13 @@ rule encode:
 rule fit_estimator:
     # prior / GMM-10 / GMM-100 (scikit-learn) on the training encoder means
     input:
-        f"{MODEL_DIR}/latents.npz",
+        layout.latents_file(OUT, *CELL),
     output:
-        f"{ESTIMATORS}/{{pkl_estimator}}.pkl",
+        layout.estimator_path(OUT, *CELL, "{pkl_estimator}"),
     log:
-        f"{LOGS}/estimators/{{dataset}}/{{model}}/seed{{seed}}/{{pkl_estimator}}.log",
+        layout.job_log(LOGS, "estimators", *CELL_LOG, "{pkl_estimator}"),
     benchmark:
-        f"{LOGS}/benchmarks/estimators/{{dataset}}/{{model}}/seed{{seed}}/{{pkl_estimator}}.tsv"
+        layout.job_benchmark(LOGS, "estimators", *CELL_LOG, "{pkl_estimator}")
     threads: 2
     resources:
         mem_mb=8000,
@@ -64,13 +59,13 @@ if CFG.second_stage.batched:
             name:
                 f"fit_second_stages_{_dataset}"
             input:
-                [f"{OUT}/models/{_dataset}/{m}/seed{{seed}}/latents.npz" for m in _models],
+                [layout.latents_file(OUT, _dataset, m, "{seed}") for m in _models],
             output:
-                [f"{OUT}/estimators/{_dataset}/{m}/seed{{seed}}/2ndvae.pt" for m in _models],
+                [layout.estimator_path(OUT, _dataset, m, "{seed}", "2ndvae") for m in _models],
             log:
-                f"{LOGS}/estimators/{_dataset}/batched/seed{{seed}}/2ndvae.log",
+                layout.job_log(LOGS, "estimators", _dataset, "batched", layout.seed_folder("{seed}"), "2ndvae"),
             benchmark:
-                f"{LOGS}/benchmarks/estimators/{_dataset}/batched/seed{{seed}}/2ndvae.tsv"
+                layout.job_benchmark(LOGS, "estimators", _dataset, "batched", layout.seed_folder("{seed}"), "2ndvae")
             threads: 2
             resources:
                 mem_mb=8000,
@@ -88,13 +83,13 @@ else:
     rule fit_second_stage:
         # Dai & Wipf's second-stage VAE on u = μ + σ⊙ε
         input:
-            f"{MODEL_DIR}/latents.npz",
+            layout.latents_file(OUT, *CELL),
         output:
-            f"{ESTIMATORS}/2ndvae.pt",
+            layout.estimator_path(OUT, *CELL, "2ndvae"),
         log:
-            f"{LOGS}/estimators/{{dataset}}/{{model}}/seed{{seed}}/2ndvae.log",
+            layout.job_log(LOGS, "estimators", *CELL_LOG, "2ndvae"),
         benchmark:
-            f"{LOGS}/benchmarks/estimators/{{dataset}}/{{model}}/seed{{seed}}/2ndvae.tsv"
+            layout.job_benchmark(LOGS, "estimators", *CELL_LOG, "2ndvae")
         threads: 2
         resources:
             mem_mb=8000,
@@ -121,22 +116,19 @@ if CFG.fid.batched:
             if not _models:
                 continue
             _samplers = model_samplers(_dataset, _models[0])
-            _base = f"{{dataset}}/{{model}}/seed{{seed}}"
             _outputs = {}
             for _s in _samplers:
-                _outputs[f"npz_{_s}"] = f"{OUT}/samples/{_base}/{_s}.npz"
+                _outputs[f"npz_{_s}"] = layout.samples_path(OUT, *CELL, _s)
                 _outputs[f"png_{_s}"] = report(
-                    f"{OUT}/samples/{_base}/{_s}.png",
+                    layout.sample_grid_path(OUT, *CELL, _s),
                     caption="../report/samples_per_model.rst",
                     category="Samples",
                     subcategory=_dataset,
                     labels={"model": "{model}", "sampler": _s, "seed": "{seed}"},
                 )
-                _outputs[f"fid_{_s}"] = f"{OUT}/metrics/{_base}/fid_{_s}.json"
+                _outputs[f"fid_{_s}"] = layout.metric_path(OUT, *CELL, f"fid_{_s}")
             _sources = {
-                (
-                    _s if _s != "2ndvae" else "second_stage"
-                ): f"{OUT}/estimators/{_base}/{_s}.{'pt' if _s == '2ndvae' else 'pkl'}"
+                (_s if _s != "2ndvae" else "second_stage"): layout.estimator_path(OUT, *CELL, _s)
                 for _s in _samplers
                 if not _s.startswith("interp_")
             }
@@ -146,16 +138,16 @@ if CFG.fid.batched:
                     f"sample_and_score_{_dataset}_{'with' if _models[0] not in NO_PRIOR_MODELS else 'without'}_prior"
                 input:
                     **_sources,
-                    model=f"{OUT}/models/{_base}/model.pt",
-                    latents=f"{OUT}/models/{_base}/latents.npz",
+                    model=layout.model_file(OUT, *CELL),
+                    latents=layout.latents_file(OUT, *CELL),
                     reference=fid_reference_file(_dataset),
                     weights=rules.provision_inception.output,
                 output:
                     **_outputs,
                 log:
-                    f"{LOGS}/evaluate/{_base}.log",
+                    layout.job_log(LOGS, "evaluate", *CELL_LOG),
                 benchmark:
-                    f"{LOGS}/benchmarks/evaluate/{_base}.tsv"
+                    layout.job_benchmark(LOGS, "evaluate", *CELL_LOG)
                 wildcard_constraints:
                     dataset=_dataset,
                     model=_alternatives(_models),
@@ -180,20 +172,20 @@ else:
     rule sample:
         input:
             unpack(_sampler_source),
-            model=f"{MODEL_DIR}/model.pt",
+            model=layout.model_file(OUT, *CELL),
         output:
-            npz=f"{SAMPLES}.npz",
+            npz=layout.samples_path(OUT, *CELL, "{sampler}"),
             png=report(
-                f"{SAMPLES}.png",
+                layout.sample_grid_path(OUT, *CELL, "{sampler}"),
                 caption="../report/samples.rst",
                 category="Samples",
                 subcategory="{dataset}",
                 labels={"model": "{model}", "sampler": "{sampler}", "seed": "{seed}"},
             ),
         log:
-            f"{LOGS}/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}.log",
+            layout.job_log(LOGS, "samples", *CELL_LOG, "{sampler}"),
         benchmark:
-            f"{LOGS}/benchmarks/samples/{{dataset}}/{{model}}/seed{{seed}}/{{sampler}}.tsv"
+            layout.job_benchmark(LOGS, "samples", *CELL_LOG, "{sampler}")
         threads: 1
         resources:
             mem_mb=8000,
@@ -209,15 +201,15 @@ else:
 
     rule metric_fid:
         input:
-            samples=f"{SAMPLES}.npz",
+            samples=layout.samples_path(OUT, *CELL, "{sampler}"),
             reference=lambda wc: fid_reference_file(wc.dataset),
             weights=rules.provision_inception.output,
         output:
-            f"{METRICS}/fid_{{sampler}}.json",
+            layout.metric_path(OUT, *CELL, "fid_{sampler}"),
         log:
-            f"{LOGS}/metrics/{{dataset}}/{{model}}/seed{{seed}}/fid_{{sampler}}.log",
+            layout.job_log(LOGS, "metrics", *CELL_LOG, "fid_{sampler}"),
         benchmark:
-            f"{LOGS}/benchmarks/metrics/{{dataset}}/{{model}}/seed{{seed}}/fid_{{sampler}}.tsv"
+            layout.job_benchmark(LOGS, "metrics", *CELL_LOG, "fid_{sampler}")
         threads: 2
         resources:
             mem_mb=8000,
@@ -235,13 +227,13 @@ else:
 
 rule metric_mse:
     input:
-        model=f"{MODEL_DIR}/model.pt",
+        model=layout.model_file(OUT, *CELL),
     output:
-        f"{METRICS}/mse.json",
+        layout.metric_path(OUT, *CELL, "mse"),
     log:
-        f"{LOGS}/metrics/{{dataset}}/{{model}}/seed{{seed}}/mse.log",
+        layout.job_log(LOGS, "metrics", *CELL_LOG, "mse"),
     benchmark:
-        f"{LOGS}/benchmarks/metrics/{{dataset}}/{{model}}/seed{{seed}}/mse.tsv"
+        layout.job_benchmark(LOGS, "metrics", *CELL_LOG, "mse")
     threads: 2
     resources:
         mem_mb=8000,

@@ -9,11 +9,11 @@ localrules:
 
 rule provision_mnist:
     output:
-        [str(layout.mnist_raw_dir(RES) / name) for name in layout.MNIST_RAW_FILES],
+        [layout.mnist_raw_dir(RES) / name for name in layout.MNIST_RAW_FILES],
     log:
-        f"{LOGS}/provision/mnist.log",
+        layout.job_log(LOGS, "provision", "mnist"),
     benchmark:
-        f"{LOGS}/benchmarks/provision_mnist.tsv"
+        layout.job_benchmark(LOGS, "provision_mnist")
     threads: 1
     resources:
         mem_mb=1000,
@@ -24,11 +24,11 @@ rule provision_mnist:
 
 rule provision_inception:
     output:
-        str(layout.inception_weights(RES)),
+        layout.inception_weights(RES),
     log:
-        f"{LOGS}/provision/inception.log",
+        layout.job_log(LOGS, "provision", "inception"),
     benchmark:
-        f"{LOGS}/benchmarks/provision_inception.tsv"
+        layout.job_benchmark(LOGS, "provision_inception")
     threads: 1
     resources:
         mem_mb=4000,
@@ -43,11 +43,11 @@ rule prepare_dataset:
     input:
         _prepare_inputs,
     output:
-        f"{RES}/datasets/{{tag}}/meta.json",
+        layout.dataset_cache_meta(RES, "{tag}"),
     log:
-        f"{LOGS}/provision/dataset_{{tag}}.log",
+        layout.job_log(LOGS, "provision", "dataset_{tag}"),
     benchmark:
-        f"{LOGS}/benchmarks/prepare_dataset_{{tag}}.tsv"
+        layout.job_benchmark(LOGS, "prepare_dataset_{tag}")
     threads: 4
     resources:
         mem_mb=8000,
@@ -56,20 +56,20 @@ rule prepare_dataset:
         dataset=lambda wc: DATASET_OF_TAG[wc.tag],
         source=lambda wc: CFG.data.celeba.root if DATASET_OF_TAG[wc.tag] == "celeba" else "mnist",
     shell:
-        "{ARELBO} provision data --dataset {params.dataset} --threads {threads} " "--config {CONFIG_FILE} > {log} 2>&1"
+        "{ARELBO} provision data --dataset {params.dataset} --threads {threads} --config {CONFIG_FILE} > {log} 2>&1"
 
 
 rule fid_reference:
     # Inception statistics of the reference split, computed once per dataset and count.
     input:
         weights=rules.provision_inception.output,
-        data=f"{RES}/datasets/{{tag}}/meta.json",
+        data=layout.dataset_cache_meta(RES, "{tag}"),
     output:
-        f"{RES}/fid/{{tag}}-{{split}}-n{{n}}.npz",
+        layout.fid_reference(RES, "{tag}", "{split}", "{n}"),
     log:
-        f"{LOGS}/fid/reference_{{tag}}-{{split}}-n{{n}}.log",
+        layout.job_log(LOGS, "fid", "reference_{tag}-{split}-n{n}"),
     benchmark:
-        f"{LOGS}/benchmarks/fid_reference_{{tag}}-{{split}}-n{{n}}.tsv"
+        layout.job_benchmark(LOGS, "fid_reference_{tag}-{split}-n{n}")
     threads: 2
     resources:
         mem_mb=8000,
@@ -79,4 +79,4 @@ rule fid_reference:
     params:
         dataset=lambda wc: DATASET_OF_TAG[wc.tag],
     shell:
-        "{ARELBO} fid-reference --dataset {params.dataset} --output {output} " "--config {CONFIG_FILE} > {log} 2>&1"
+        "{ARELBO} fid-reference --dataset {params.dataset} --output {output} --config {CONFIG_FILE} > {log} 2>&1"

@@ -9,16 +9,16 @@ localrules:
 
 rule comparison_plot:
     input:
-        f"{OUT}/tables/table{{n}}_vs_paper.csv",
+        layout.table_csv(OUT, "{n}", "vs_paper"),
     output:
         report(
-            f"{OUT}/figures/table{{n}}_vs_paper.png",
+            layout.figure_path(OUT, "table{n}_vs_paper"),
             caption="../report/comparison.rst",
             category="Paper comparison",
             labels={"table": "Table {n}"},
         ),
     log:
-        f"{LOGS}/figures/table{{n}}_vs_paper.log",
+        layout.job_log(LOGS, "figures", "table{n}_vs_paper"),
     wildcard_constraints:
         n="[1345]",
     params:
@@ -32,13 +32,13 @@ rule training_curves:
         _curve_logs,
     output:
         report(
-            f"{OUT}/figures/training_curves_{{what}}.png",
+            layout.figure_path(OUT, "training_curves_{what}"),
             caption="../report/curves.rst",
             category="Training curves",
             labels={"runs": "{what}"},
         ),
     log:
-        f"{LOGS}/figures/training_curves_{{what}}.log",
+        layout.job_log(LOGS, "figures", "training_curves_{what}"),
     wildcard_constraints:
         what="|".join(list(CFG.datasets) + ["section3"]),
     params:
@@ -51,11 +51,13 @@ rule measured_costs:
     # What the run cost, per job, stage and Table 3/4 row, from the benchmark files of every job before
     # it (its inputs are the last outputs of the DAG: the tables, the figures and the claims).
     input:
-        [f"{OUT}/tables/table{n}_tidy.csv" for n in built_tables()] + section3_targets() + [f"{OUT}/claims.csv"],
+        [layout.table_csv(OUT, n, "tidy") for n in built_tables()]
+        + section3_targets()
+        + [layout.claims_path(OUT, "csv")],
     output:
-        report(f"{OUT}/costs.csv", caption="../report/costs.rst", category="Cost"),
+        report(layout.costs_path(OUT), caption="../report/costs.rst", category="Cost"),
     log:
-        f"{LOGS}/costs.log",
+        layout.job_log(LOGS, "costs"),
     params:
         logs=LOGS,
     shell:

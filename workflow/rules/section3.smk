@@ -1,7 +1,8 @@
 # Section 3 study: one training job and one criteria job per grid point × seed (Tables 1 and 5),
 # and the figures drawn from the grid points they show.
 
-SECTION3_DIR = f"{OUT}/sweeps/{{point}}/seed{{seed}}"
+# A grid point's job logs: <stage>/{point}/seed{seed}/<job> (the stage folder keeps the outputs' name).
+POINT_LOG = (layout.SECTION3_FOLDER, "{point}", layout.seed_folder("{seed}"))
 
 
 wildcard_constraints:
@@ -22,12 +23,14 @@ if CFG.section3.batched:
             input:
                 data=lambda wc: dataset_meta("mnist"),
             output:
-                models=[f"{layout.section3_dir(OUT, pid, '{seed}')}/model.pt" for pid in _ids],
-                logs=[f"{layout.section3_dir(OUT, pid, '{seed}')}/train_log.csv" for pid in _ids],
+                models=[layout.section3_file(OUT, pid, "{seed}", layout.MODEL_FILE) for pid in _ids],
+                logs=[layout.section3_file(OUT, pid, "{seed}", layout.TRAIN_LOG) for pid in _ids],
             log:
-                f"{LOGS}/sweeps/{_group}/batched-seed{{seed}}/train.log",
+                layout.job_log(LOGS, layout.SECTION3_FOLDER, _group, layout.batched_seed_folder("{seed}"), "train"),
             benchmark:
-                f"{LOGS}/benchmarks/sweeps/{_group}/batched-seed{{seed}}/train.tsv"
+                layout.job_benchmark(
+                    LOGS, layout.SECTION3_FOLDER, _group, layout.batched_seed_folder("{seed}"), "train"
+                )
             threads: 2
             resources:
                 mem_mb=16000,
@@ -52,12 +55,12 @@ else:
         input:
             data=lambda wc: dataset_meta("mnist"),
         output:
-            model=f"{SECTION3_DIR}/model.pt",
-            log=f"{SECTION3_DIR}/train_log.csv",
+            model=layout.section3_file(OUT, "{point}", "{seed}", layout.MODEL_FILE),
+            log=layout.section3_file(OUT, "{point}", "{seed}", layout.TRAIN_LOG),
         log:
-            f"{LOGS}/sweeps/{{point}}/seed{{seed}}/train.log",
+            layout.job_log(LOGS, *POINT_LOG, "train"),
         benchmark:
-            f"{LOGS}/benchmarks/sweeps/{{point}}/seed{{seed}}/train.tsv"
+            layout.job_benchmark(LOGS, *POINT_LOG, "train")
         threads: 2
         resources:
             mem_mb=8000,
@@ -77,13 +80,13 @@ else:
 
 rule section3_criteria:
     input:
-        model=f"{SECTION3_DIR}/model.pt",
+        model=layout.section3_file(OUT, "{point}", "{seed}", layout.MODEL_FILE),
     output:
-        f"{SECTION3_DIR}/criteria.json",
+        layout.section3_file(OUT, "{point}", "{seed}", layout.CRITERIA_FILE),
     log:
-        f"{LOGS}/sweeps/{{point}}/seed{{seed}}/criteria.log",
+        layout.job_log(LOGS, *POINT_LOG, "criteria"),
     benchmark:
-        f"{LOGS}/benchmarks/sweeps/{{point}}/seed{{seed}}/criteria.tsv"
+        layout.job_benchmark(LOGS, *POINT_LOG, "criteria")
     threads: 2
     resources:
         mem_mb=8000,
@@ -103,15 +106,15 @@ rule figure:
         lambda wc: [section3_model(pid, CFG.seeds[0]) for pid in figure_points(int(wc.number))],
     output:
         report(
-            f"{OUT}/figures/figure{{number}}.png",
+            layout.figure_path(OUT, "figure{number}"),
             caption="../report/figure.rst",
             category="Section 3 figures",
             labels={"figure": "Figure {number}"},
         ),
     log:
-        f"{LOGS}/figures/figure{{number}}.log",
+        layout.job_log(LOGS, "figures", "figure{number}"),
     benchmark:
-        f"{LOGS}/benchmarks/figures/figure{{number}}.tsv"
+        layout.job_benchmark(LOGS, "figures", "figure{number}")
     wildcard_constraints:
         number="[123]",
     threads: 2

@@ -13,9 +13,9 @@ rule resolved_config:
     input:
         CONFIG_FILE,
     output:
-        f"{OUT}/config.yaml",
+        layout.user_config(OUT),
     log:
-        f"{LOGS}/resolved_config.log",
+        layout.job_log(LOGS, "resolved_config"),
     shell:
         "cp {input} {output} 2> {log}"
 
@@ -23,19 +23,19 @@ rule resolved_config:
 rule table:
     input:
         metrics=lambda wc: table_inputs(int(wc.n)),
-        config=f"{OUT}/config.yaml",
+        config=layout.user_config(OUT),
     output:
-        tex=f"{OUT}/table{{n}}.tex",
-        tidy=f"{OUT}/tables/table{{n}}_tidy.csv",
+        tex=layout.table_tex(OUT, "{n}"),
+        tidy=layout.table_csv(OUT, "{n}", "tidy"),
         paper=report(
-            f"{OUT}/tables/table{{n}}_paper.csv",
+            layout.table_csv(OUT, "{n}", "paper"),
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "Table {n}"},
         ),
-        vs_paper=f"{OUT}/tables/table{{n}}_vs_paper.csv",
+        vs_paper=layout.table_csv(OUT, "{n}", "vs_paper"),
     log:
-        f"{LOGS}/tables/table{{n}}.log",
+        layout.job_log(LOGS, "tables", "table{n}"),
     wildcard_constraints:
         n="[34]" if not SECTION3_POINTS else "[1345]",  # Tables 1 and 5 need Section 3 (MNIST)
     params:
@@ -50,12 +50,12 @@ rule claims:
     # Verdicts on the paper's claims from the tidy CSVs of every table this config builds (a claim on a
     # dataset or table it does not build is listed as NOT RUN).
     input:
-        [f"{OUT}/tables/table{n}_tidy.csv" for n in built_tables()],
+        [layout.table_csv(OUT, n, "tidy") for n in built_tables()],
     output:
-        csv=report(f"{OUT}/claims.csv", caption="../report/claims.rst", category="1. Claims"),
-        tex=f"{OUT}/claims.tex",
+        csv=report(layout.claims_path(OUT, "csv"), caption="../report/claims.rst", category="1. Claims"),
+        tex=layout.claims_path(OUT, "tex"),
     log:
-        f"{LOGS}/claims.log",
+        layout.job_log(LOGS, "claims"),
     params:
         results=lambda wc, output: str(Path(output.csv).parent),
     shell:

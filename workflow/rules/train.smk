@@ -5,12 +5,12 @@ rule train:
     input:
         data=lambda wc: dataset_meta(wc.dataset),
     output:
-        model=f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}/model.pt",
-        log=f"{OUT}/models/{{dataset}}/{{model}}/seed{{seed}}/train_log.csv",
+        model=layout.model_file(OUT, *CELL),
+        log=layout.train_log(OUT, *CELL),
     log:
-        f"{LOGS}/train/{{dataset}}/{{model}}/seed{{seed}}.log",
+        layout.job_log(LOGS, "train", *CELL_LOG),
     benchmark:
-        f"{LOGS}/benchmarks/train/{{dataset}}/{{model}}/seed{{seed}}.tsv"
+        layout.job_benchmark(LOGS, "train", *CELL_LOG)
     threads: 2
     resources:
         mem_mb=lambda wc: 8000 if wc.dataset == "mnist" else 32000,
