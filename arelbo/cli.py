@@ -23,7 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
-from arelbo.core import registry
+from arelbo.core import layout, registry
 
 log = logging.getLogger("arelbo")
 
@@ -60,7 +60,6 @@ def _resources(args) -> Path:
 
 
 def cmd_provision(args) -> None:
-    from arelbo.core import layout
     from arelbo.stages import provision
 
     what = args.what
@@ -99,7 +98,6 @@ def cmd_fixture(args) -> None:
 
 
 def cmd_fid_reference(args) -> None:
-    from arelbo.core import layout
     from arelbo.core.runtime import pick_device
     from arelbo.metrics.fid import reference_stats
     from arelbo.stages.data import load_split
@@ -160,7 +158,6 @@ def cmd_section3_train(args) -> None:
 def cmd_section3_train_group(args) -> None:
     import torch
 
-    from arelbo.core import layout
     from arelbo.core.config import ConfigError
     from arelbo.stages.section3 import grid_points, train_points_batched
 
@@ -230,7 +227,8 @@ def cmd_plot(args) -> None:
         for log_file in map(Path, args.input):
             parts = log_file.parent.parts
             # models/{dataset}/{model}/seed{s}/ or sweeps/{point id}/seed{s}/
-            label = "/".join(parts[parts.index("sweeps") + 1 :]) if "sweeps" in parts else "/".join(parts[-2:])
+            folder = layout.SECTION3_FOLDER
+            label = "/".join(parts[parts.index(folder) + 1 :]) if folder in parts else "/".join(parts[-2:])
             logs[label] = pd.read_csv(log_file)
         path = figures.training_curves(logs, Path(args.out), caption=f"training curves ({note})")
     print(f"plot: {path}")
@@ -289,7 +287,6 @@ def cmd_sample(args) -> None:
 
 
 def cmd_metric(args) -> None:
-    from arelbo.core import layout
     from arelbo.stages import evaluate
 
     cfg = _load(args, datasets=[args.dataset])

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from arelbo.core import layout
+
 MODEL_STAGES = ("train", "encode", "estimators", "samples", "metrics", "evaluate")
 COLUMNS = ["stage", "job", "dataset", "model", "seed", "seconds", "max_rss_mb", "cpu_seconds", "file"]
 
@@ -44,8 +46,9 @@ def _one_job(path: Path, bench_dir: Path) -> dict:
             seed=int(seed_part.removeprefix("seed")),
             job=parts[0] if len(parts) == 4 else f"{parts[0]}/{'/'.join(parts[4:])}",
         )
-    elif parts[0] == "sweeps":
-        row.update(job=f"sweeps/{parts[-1]}", seed=int(parts[-2].removeprefix("seed").removeprefix("batched-seed")))
+    elif parts[0] == layout.SECTION3_FOLDER:
+        seed_folder = parts[-2].removeprefix(layout.batched_seed_folder("")).removeprefix(layout.seed_folder(""))
+        row.update(job=f"{parts[0]}/{parts[-1]}", seed=int(seed_folder))
     last = _last_row(path)
     row.update(
         seconds=float(last["s"]),

@@ -371,8 +371,8 @@ def sample_and_score(cfg, dataset: str, model: str, seed: int, samplers: list[st
     from arelbo.core import layout
     from arelbo.metrics.inception_weights import build_inception
 
-    model_file = layout.model_dir(cfg.outdir, dataset, model, seed) / "model.pt"
-    latents = layout.model_dir(cfg.outdir, dataset, model, seed) / "latents.npz"
+    model_file = layout.model_file(cfg.outdir, dataset, model, seed)
+    latents = layout.latents_file(cfg.outdir, dataset, model, seed)
     samples = {s: layout.samples_path(cfg.outdir, dataset, model, seed, s) for s in samplers}
     for sampler, out in samples.items():
         if sampler in INTERPOLATION_SAMPLERS:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from arelbo.core import layout
 from arelbo.core.config import CheckpointPolicy
 from arelbo.core.runtime import atomic_path, atomic_write_text, seed_everything
 from arelbo.models.training import (  # noqa: F401 - TrainingDiverged, run_epoch: part of this stage's API
@@ -35,9 +36,8 @@ from arelbo.models.training import (  # noqa: F401 - TrainingDiverged, run_epoch
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
-LOG = "train_log.csv"
+# A training folder's files (their names live in arelbo.core.layout)
+CHECKPOINT, MODEL, LOG = layout.CHECKPOINT_FILE, layout.MODEL_FILE, layout.TRAIN_LOG
 
 
 @dataclass(frozen=True)
