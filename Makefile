@@ -7,8 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.arelbo-installed
 UV_VERSION := 0.13.9
 CORES  ?= 2
-# make quick's jobs take one thread each, so two run at once on a 2-core laptop: every job spends
-# ~4 s importing torch on one core, and ~240 jobs do (docs/reproduction-notes.md, "make quick budget").
+# make quick's jobs take one thread each, so two run at once on a 2-core laptop: each job's start-up
+# (importing torch) runs on one core (docs/engineering-notes.md, "make quick budget").
 JOB_THREADS ?= 1
 
 .PHONY: quick test test-fast lint provision bench gpu-bundle gpu-check clean-results help

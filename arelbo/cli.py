@@ -1,19 +1,7 @@
 """`arelbo` command line: what the Snakemake rules call, and what users run by hand.
 
-arelbo provision mnist|inception|all [--resources DIR]
-arelbo provision data --dataset mnist|celeba --config FILE
-arelbo fixture celeba DIR --n N [--seed S]
-arelbo fid-reference --config FILE --dataset D --output FILE
-arelbo train --config FILE --dataset D --model M --seed S --out DIR
-arelbo section3-train --config FILE --point table1/stochastic/log10_sigma_x2=-0.5 --seed S --out DIR
-arelbo section3-train-group --config FILE --group table1/stochastic|table1/deterministic|table5 --seed S
-arelbo sample-and-score --config FILE --dataset D --model M --seed S --samplers prior gmm10 ...
-arelbo criteria --config FILE --model-file F --seed S --out JSON   (Tables 1, 5)
-arelbo figure 1|2|3 --config FILE --models F... --seed S --out PNG
-arelbo claims --results DIR                   verdicts on the paper's claims (claims.csv, claims.tex)
-arelbo config [--config FILE ...]             validate and print the merged config
-arelbo plan [--config FILE ...] --device KIND projected job-hours and wall time of a config
-arelbo costs --logs logs/NAME [--out CSV]     measured cost of a finished run (benchmark files)
+The parser below is the one list of commands and options: `arelbo --help` prints the commands,
+`arelbo <command> --help` each one's options. Every rule calls exactly one command.
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _timing import report_one_by_one_vs_batched  # noqa: E402
 
+from arelbo.core.config import paper_config  # noqa: E402
 from arelbo.core.runtime import pick_device  # noqa: E402
-from arelbo.models.estimators import SecondStageSettings, fit_estimator, fit_second_stages  # noqa: E402
+from arelbo.models.estimators import fit_estimator, fit_second_stages  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
         (torch.randn(args.latents, args.dim, generator=g), torch.randn(args.latents, args.dim, generator=g) - 2)
         for _ in range(args.models)
     ]
-    settings = replace(SecondStageSettings(), epochs=args.epochs, hidden=args.hidden)
+    settings = replace(paper_config().second_stage.settings, epochs=args.epochs, hidden=args.hidden)
     fit_estimator(
         "2ndvae", *latents[0], seed=0, second_stage=replace(settings, epochs=1), device=device, progress=False
     )  # kernels, allocator

@@ -5,8 +5,7 @@ same images, seed and settings.
     python benchmarks/section3_batched.py [--points 5] [--images 640] [--batch-size 32] [--group table5]
 
 Prints both wall times and their ratio, measured in one run on the current device. Add each job's
-start-up (~4 s for `import torch` and the data on a 2-core CPU) to the one-by-one side for the
-DAG's real saving.
+start-up (`import torch` and the data) to the one-by-one side for the DAG's real saving.
 """
 
 from __future__ import annotations

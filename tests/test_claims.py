@@ -331,7 +331,7 @@ def test_every_paper_cell_with_a_tolerance_is_a_value_claim():
     ids = [c["id"] for c in generated]
     assert len(ids) == len(set(ids))
     assert "t3:mnist/iso_i_arelbo:fid_gmm10" in ids and "t1:stochastic/-0.5:els" in ids
-    assert not [i for i in ids if i.endswith(":mi")]  # MI: an ordering only (SPEC §6)
+    assert not [i for i in ids if i.endswith(":mi")]  # MI: an ordering only (docs/design.md §6)
     assert sum(i.startswith("t4:") for i in ids) == 13 * 2 * 2  # every Table 4 cell
 
 

@@ -123,7 +123,7 @@ def test_celeba_fixture_has_torchvision_layout(tmp_path):
 
 def test_celeba_preprocessing_crops_the_centre_then_resizes(tmp_path):
     # A 178×218 image whose central 140×140 square is white and the rest black:
-    # after the SPEC crop (left 19, top 39) the 64×64 result must be all white.
+    # after the design's crop (docs/design.md §1) (left 19, top 39) the 64×64 result must be all white.
     canvas = np.zeros((218, 178, 3), np.uint8)
     canvas[39:179, 19:159] = 255
     Image.fromarray(canvas).save(tmp_path / "a.png")

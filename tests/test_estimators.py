@@ -1,4 +1,4 @@
-"""Aggregate-posterior estimators (SPEC §5): the fits recover known distributions, sampling depends
+"""Aggregate-posterior estimators (docs/design.md §5): the fits recover known distributions, sampling depends
 only on the seed it is given, and files round-trip to identical samples."""
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def test_second_stage_stops_on_a_non_finite_loss(encoder_outputs):
 
 
 def _plain_second_stage(mu, logvar, *, seed, settings):
-    """SPEC §5's second stage written out without vmap: the reference a fit of one must equal."""
+    """docs/design.md §5's second stage written out without vmap: the reference a fit of one must equal."""
     from arelbo.core.runtime import seed_everything
     from arelbo.models.estimators import SecondStageVAE, second_stage_loss
     from arelbo.models.training import Batches, epoch_generator, run_epoch

@@ -435,7 +435,7 @@ def test_low_rank_frechet_distance_of_a_set_with_its_own_statistics():
         frechet_distance_to_features(feats[:1], feature_stats(feats))
 
 
-# ---------------------------------------------------------------------------- small-sample honesty (SPEC §8)
+# ---------------------------------------------------------------------------- small-sample honesty (docs/design.md §8)
 
 
 @pytest.mark.parametrize("n, dim", [(12, 40), (60, 8)])  # N − 1 < D (N×N route) and N > D (D×D route)

@@ -84,12 +84,13 @@ def test_batched_second_stages_on_cuda_equal_separate_fits():
     """second_stage.batched on the GPU: K vectorised fits equal K fits of one there (float tolerance)."""
     from dataclasses import replace
 
-    from arelbo.models.estimators import SecondStageSettings, fit_estimator, fit_second_stages
+    from arelbo.core.config import paper_config
+    from arelbo.models.estimators import fit_estimator, fit_second_stages
 
     g = torch.Generator().manual_seed(0)
     mu, logvar = torch.randn(300, 8, generator=g), torch.randn(300, 8, generator=g) * 0.3 - 1.0
     latents = [(mu, logvar), (2.0 * mu.flip(0), None), (mu + 1.0, logvar - 0.5)]
-    tiny = replace(SecondStageSettings(), epochs=3, lr=1e-3, lr_halve_every=2, hidden=32, depth=2)
+    tiny = replace(paper_config().second_stage.settings, epochs=3, lr=1e-3, lr_halve_every=2, hidden=32, depth=2)
     batched = fit_second_stages(
         latents, seed=1, settings=tiny, device=torch.device("cuda"), progress=False, names=["a", "b", "c"]
     )

@@ -1,4 +1,4 @@
-"""Spherical interpolation and the seeded pairs behind the interpolation FIDs (SPEC §6)."""
+"""Spherical interpolation and the seeded pairs behind the interpolation FIDs (docs/design.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Networks of SPEC §3: shapes, heads, variance outputs, and parameter counts recomputed by hand."""
+"""Networks of docs/design.md §3: shapes, heads, variance outputs, and parameter counts recomputed by hand."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from torch import nn
 from arelbo.models.nets import VAE, AppendixDAutoencoder, NetConfig, build_net
 from arelbo.models.objectives import MODELS
 
-IMAGE = {"mnist": (1, 28, 28), "celeba": (3, 64, 64)}  # SPEC §1
-LATENT = {"mnist": 16, "celeba": 64}  # SPEC §3
+IMAGE = {"mnist": (1, 28, 28), "celeba": (3, 64, 64)}  # docs/design.md §1
+LATENT = {"mnist": 16, "celeba": 64}  # docs/design.md §3
 BATCH = {"mnist": 3, "celeba": 2}
 
 
@@ -26,7 +26,7 @@ def bn(c):
     return 2 * c
 
 
-# The layer lists of SPEC §3, without the encoder head and the decoder's variance extras.
+# The layer lists of docs/design.md §3, without the encoder head and the decoder's variance extras.
 ENCODER = {
     "mnist": conv(1, 64) + conv(64, 128) + fc(128 * 7 * 7, 1024) + bn(1024),
     "celeba": conv(3, 128) + conv(128, 256) + bn(256) + conv(256, 512) + bn(512) + conv(512, 1024) + bn(1024),
@@ -126,7 +126,7 @@ def test_decoder_parameter_count(dataset, variance):
     assert count(net.decoder_parameters()) == DECODER[dataset] + extra
 
 
-# SPEC §3's layer lists (the final ConvT and the output activation are checked separately).
+# docs/design.md §3's layer lists (the final ConvT and the output activation are checked separately).
 LAYERS = {
     ("mnist", "encoder"): "Conv ReLU Conv ReLU Flatten FC BN ReLU",
     ("mnist", "decoder"): "FC BN ReLU FC BN ReLU Unflatten ConvT BN ReLU",

@@ -1,4 +1,4 @@
-"""Objectives of SPEC §4 checked against closed forms, torch.distributions and exact Jacobians."""
+"""Objectives of docs/design.md §4 checked against closed forms, torch.distributions and exact Jacobians."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def test_expected_gap_is_seeded_and_rejects_a_non_positive_variance():
 
 
 def _noise_tolerance(d_z, n):
-    # one estimate carries the noise of mean ‖ε‖²/2 over n draws: std √(d_z/2)/√n (SPEC §6)
+    # one estimate carries the noise of mean ‖ε‖²/2 over n draws: std √(d_z/2)/√n (docs/design.md §6)
     return 4 * math.sqrt(d_z / 2) / math.sqrt(n)
 
 
@@ -204,7 +204,7 @@ def test_sigma_x2_of_one_collapses_the_posterior_and_sigma_x2_of_a_tenth_does_no
     # ~300 Adam steps, not the paper's 200 epochs: at σx² = 1 the KL stays small (the paper's converged
     # row reads KL 0.00) while σx² = 0.1 already carries several times the information. σz² is not
     # asserted: in so few steps Adam moves the scalar log σz² by ~lr per step at either σx²
-    # (docs/reproduction-notes.md, "Short runs").
+    # (docs/design.md, "Short runs do not collapse").
     assert collapsed["kl"] < 3.0, "σx² = 1: the KL stays near 0"
     assert healthy["kl"] > 3 * collapsed["kl"], "σx² = 0.1 keeps the KL clearly positive"
     assert healthy["mi"] > collapsed["mi"] and healthy["mse"] < collapsed["mse"]

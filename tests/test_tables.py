@@ -1,4 +1,4 @@
-"""Table assembly (SPEC §7): paper layout, formatting, comparison with the paper, file outputs."""
+"""Table assembly (docs/design.md §7): paper layout, formatting, comparison with the paper, file outputs."""
 
 from __future__ import annotations
 
@@ -487,7 +487,7 @@ def test_a_model_is_scored_on_its_datasets_table3_columns_and_the_interpolations
     assert {
         d: tuple(m.removeprefix("fid_") for m in cols if m.startswith("fid_"))
         for d, cols in TABLE_SPECS[3].columns.items()
-    } == {"mnist": ("prior", "2ndvae", "gmm10"), "celeba": ("prior", "2ndvae", "gmm10", "gmm100")}  # SPEC §7
+    } == {"mnist": ("prior", "2ndvae", "gmm10"), "celeba": ("prior", "2ndvae", "gmm10", "gmm100")}  # docs/design.md §7
 
 
 def test_kid_twin_table_states_sizes_and_shows_subset_std_for_one_seed():

@@ -35,7 +35,7 @@ def test_batches_cover_every_image_once_per_epoch():
 
 
 def test_config_hparams_are_the_registry_defaults(ci_config):
-    # config/config.yaml spells out SPEC §4's values; they must agree with the registry's defaults.
+    # a config without overrides (ci) trains every model with the registry's values (docs/design.md §4).
     for model_id, spec in MODELS.items():
         for dataset in ("mnist", "celeba"):
             assert model_hparams(ci_config, model_id, dataset) == dict(spec.defaults.get(dataset, {}))
@@ -166,7 +166,7 @@ def _host_reads_of_one_epoch(monkeypatch, n_images: int) -> int:
 
 
 def test_training_steps_do_not_read_the_loss_back_to_the_host_each_step(monkeypatch):
-    # A host sync per step stalls a GPU's launch queue (issue 14): the host reads of an epoch are a
+    # A host sync per step stalls a GPU's launch queue: the host reads of an epoch are a
     # constant (the end-of-epoch check and means), not a number that grows with its steps.
     few, many = (_host_reads_of_one_epoch(monkeypatch, n) for n in (8 * 4, 8 * 40))
     assert few == many and few <= 3, (few, many)

@@ -361,7 +361,7 @@ def test_lints_are_only_the_justified_ones():
 
 
 def test_celeba_gmm100_fit_is_given_the_measured_runtime(tmp_path):
-    # docs/reproduction-notes.md, "GMM-100 runtime": 101 EM iterations, 46 min on one core
+    # docs/engineering-notes.md, "GMM-100 runtime": 101 EM iterations, 46 min on one core
     result = snakemake(
         "-n",
         "--cores",

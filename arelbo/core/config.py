@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +26,15 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------------------- typed view
+# One home per default (docs/design.md §10): every setting config/config.yaml holds has its value there
+# and no default here; a dataclass default exists only for a setting config.yaml does not hold.
 
 
 @dataclass(frozen=True)
 class SplitLimits:
-    train: int | None = None
-    val: int | None = None
-    test: int | None = None
+    train: int | None
+    val: int | None
+    test: int | None
 
 
 @dataclass(frozen=True)
@@ -42,34 +45,34 @@ class SyntheticStandin:
 
 @dataclass(frozen=True)
 class MnistData:
-    local_copy: str | None = None
-    val_size: int = 5000
-    limit: SplitLimits = field(default_factory=SplitLimits)
+    local_copy: str | None
+    val_size: int
+    limit: SplitLimits
 
 
 @dataclass(frozen=True)
 class CelebaData:
-    root: str | None = None
-    synthetic_standin: SyntheticStandin | None = None
-    limit: SplitLimits = field(default_factory=SplitLimits)
+    root: str | None
+    synthetic_standin: SyntheticStandin | None
+    limit: SplitLimits
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    mnist: MnistData = field(default_factory=MnistData)
-    celeba: CelebaData = field(default_factory=CelebaData)
+    mnist: MnistData
+    celeba: CelebaData
 
 
 @dataclass(frozen=True)
 class FidConfig:
-    reference_split: str = "test"
-    reference_count: int | None = None
-    n_samples: int = 10000
-    batch_size: int = 200
-    bootstrap_resamples: int = 1000
+    reference_split: str
+    reference_count: int | None
+    n_samples: int
+    batch_size: int
+    bootstrap_resamples: int
     # Sample and score every sampler of one model in one job instead of one job per cell: the same
-    # files, a scheduling choice (docs/reproduction-notes.md, "One evaluation job per model").
-    batched: bool = False
+    # files, a scheduling choice (docs/design.md, "One evaluation job per model").
+    batched: bool
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,8 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class LrPlateau:
-    factor: float = 0.5
-    patience: int = 5
+    factor: float
+    patience: int
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,8 @@ class CheckpointPolicy:
     (None: no time rule). Not part of a training's settings: the cadence changes where a killed run
     resumes, never what it computes."""
 
-    every_epochs: int = 1
-    every_minutes: float | None = None
+    every_epochs: int
+    every_minutes: float | None
 
     def due(self, epoch: int, last_write: float, now: float) -> bool:
         if epoch % self.every_epochs == 0:
@@ -104,21 +107,21 @@ class CheckpointPolicy:
 
 @dataclass(frozen=True)
 class SecondStageSettings:
-    """Dai & Wipf's second-stage VAE (SPEC §5): what a fitted one depends on (stored with it)."""
+    """Dai & Wipf's second-stage VAE (docs/design.md §5): what a fitted one depends on (stored with it)."""
 
-    epochs: int = 70
-    lr: float = 1e-4
-    batch_size: int = 64
-    lr_halve_every: int = 30
-    hidden: int = 1024
-    depth: int = 3
+    epochs: int
+    lr: float
+    batch_size: int
+    lr_halve_every: int
+    hidden: int
+    depth: int
 
 
 @dataclass(frozen=True)
 class SecondStageConfig(SecondStageSettings):
     # Fit the second-stage VAEs of every model of one dataset and seed as one vectorised job instead
-    # of one job per model: the same files, a scheduling choice (docs/reproduction-notes.md).
-    batched: bool = False
+    # of one job per model: the same files, a scheduling choice (docs/design.md, "Batched second stages").
+    batched: bool
 
     @property
     def settings(self) -> SecondStageSettings:
@@ -129,44 +132,44 @@ class SecondStageConfig(SecondStageSettings):
 class TrainConfig:
     mnist: TrainSettings
     celeba: TrainSettings
-    lr_plateau: LrPlateau = field(default_factory=LrPlateau)
-    checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    lr_plateau: LrPlateau
+    checkpoint: CheckpointPolicy
 
 
 @dataclass(frozen=True)
 class Table1Grid:
-    log10_sigma_x2: tuple[float, ...] = tuple(round(-0.1 * i, 1) + 0.0 for i in range(11))
-    encodings: tuple[str, ...] = ("stochastic", "deterministic")
+    log10_sigma_x2: tuple[float, ...]
+    encodings: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Table5Grid:
-    log10_sigma_z2: tuple[float, ...] = tuple(round(1.0 - 0.1 * i, 1) + 0.0 for i in range(21))
+    log10_sigma_z2: tuple[float, ...]
 
 
 @dataclass(frozen=True)
 class Section3Figures:
-    figure1_log10_sigma_x2: tuple[float, ...] = (0.0, -1.0)
-    figure2_log10_sigma_x2: tuple[float, ...] = (0.0, -0.2, -0.4)
-    figure3_log10_sigma_z2: tuple[float, ...] = (1.0, 0.6, 0.2)
-    figure1_images: int = 4
-    figure1_perturbations: int = 6
-    tsne_points: int = 2000
-    tsne_prior_points: int = 500
+    figure1_log10_sigma_x2: tuple[float, ...]
+    figure2_log10_sigma_x2: tuple[float, ...]
+    figure3_log10_sigma_z2: tuple[float, ...]
+    figure1_images: int
+    figure1_perturbations: int
+    tsne_points: int
+    tsne_prior_points: int
 
 
 @dataclass(frozen=True)
 class Section3Config:
-    latent_dim: int = 8
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(lr=1e-3, epochs=200, batch_size=64))
-    train_limit: int | None = None
-    table1: Table1Grid = field(default_factory=Table1Grid)
-    table5: Table5Grid = field(default_factory=Table5Grid)
-    mi_batch_size: int = 10000
-    figures: Section3Figures = field(default_factory=Section3Figures)
+    latent_dim: int
+    train: TrainSettings
+    table1: Table1Grid
+    table5: Table5Grid
+    mi_batch_size: int
+    figures: Section3Figures
     # Train each group's points (Table 1 per encoding, Table 5) as one vectorised job instead of one
-    # job per point: the same files, a scheduling choice (docs/reproduction-notes.md, "Batched grid").
-    batched: bool = False
+    # job per point: the same files, a scheduling choice (docs/design.md, "Batched grid").
+    batched: bool
+    train_limit: int | None = None  # a reduced config's cap on the training images (the paper: all)
 
 
 @dataclass(frozen=True)
@@ -181,14 +184,14 @@ class Config:
     data: DataConfig
     fid: FidConfig
     train: TrainConfig
-    section3: Section3Config = field(default_factory=Section3Config)
-    second_stage: SecondStageConfig = field(default_factory=SecondStageConfig)
-    description: str = ""
-    reduced: bool = False
-    logdir: str = "logs"
-    device: str = "auto"
-    cuda_deterministic: bool = False
-    keep_checkpoints: bool = False
+    section3: Section3Config
+    second_stage: SecondStageConfig
+    description: str
+    reduced: bool
+    logdir: str
+    device: str
+    cuda_deterministic: bool
+    keep_checkpoints: bool
     plugins: tuple[str, ...] = ()  # modules registering models and estimators (arelbo.core.registry)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -230,6 +233,11 @@ def _build(cls, value):
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name == "raw" or f.name not in value:
+            if f.name != "raw" and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(
+                    f"config key {f.name!r} ({cls.__name__}) is missing: config/config.yaml defines it, and "
+                    "every config is an overlay merged on top of that file. Restore it there."
+                )
             continue
         kwargs[f.name] = _coerce(hints[f.name], value[f.name])
     return cls(**kwargs)
@@ -500,6 +508,7 @@ def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> 
     raw = _normalise_paths(raw)
     load_config_plugins(raw, source)
     validate_dict(raw, source)
+    raw = _with_effective_hparams(raw)
     cfg = _build(Config, raw)
     problems = _section3_problems(cfg.section3) + [f"  {p}" for p in _known_size_problems(cfg)]
     if problems:
@@ -510,6 +519,28 @@ def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> 
     if check_folders:
         check_paths(cfg)
     return cfg
+
+
+def _with_effective_hparams(raw: dict) -> dict:
+    """`hparams` as the run uses them: each model's registry defaults (the paper's values, kept with
+    the model as in the paper's Table 2), overridden by the config's `hparams.<model>.<dataset>`. The
+    resolved config the jobs read, and `arelbo config`, show these values."""
+    from arelbo.core import registry
+
+    given = raw.get("hparams") or {}
+    effective = {}
+    for model_id, entry in registry.MODELS.items():
+        per_dataset = {d: entry.hparams(d, (given.get(model_id) or {}).get(d)) for d in registry.DATASETS}
+        if any(per_dataset.values()):
+            effective[model_id] = per_dataset
+    return {**raw, "hparams": effective}
+
+
+@functools.cache
+def paper_config() -> Config:
+    """config/config.yaml alone, typed: the paper's settings, for library calls made without a config
+    (e.g. a second-stage fit given no settings)."""
+    return load_config(check_folders=False)
 
 
 def load_config(

@@ -256,7 +256,7 @@ def _builtins() -> None:
         EstimatorEntry("gmm10", "GMM-10", e + "fit_gmm10", e + "load_gmm", DATASETS, False, seed_offset=3),
         EstimatorEntry(
             "gmm100", "GMM-100", e + "fit_gmm100", e + "load_gmm", ("celeba",), False, seed_offset=4
-        ),  # SPEC §7
+        ),  # docs/design.md §7
     ):
         add_estimator(EstimatorEntry(**{**entry.__dict__, "paper": True}))
 
@@ -336,7 +336,7 @@ def estimator_ids() -> tuple[str, ...]:
 
 
 def table3_estimators(dataset: str) -> tuple[str, ...]:
-    """Table 3's estimator columns of a dataset (SPEC §7: GMM-100 for CelebA only)."""
+    """Table 3's estimator columns of a dataset (docs/design.md §7: GMM-100 for CelebA only)."""
     return tuple(e for e, entry in ESTIMATORS.items() if dataset in entry.columns)
 
 

@@ -138,8 +138,8 @@ def frechet_distance_to_features(
     the non-zero eigenvalues of Σ·Σ_ref equal those of the small symmetric PSD matrix AᵀΣ_refA, so
     Tr √(Σ·Σ_ref) = Σᵢ √λᵢ(AᵀΣ_refA) exactly — an (N−1)-sized eigenproblem. Otherwise (N ≥ D + 1, the
     paper's 10,000 samples) it is Σᵢ √λᵢ(FᵀΣF), F = V√Λ from Σ_ref = VΛVᵀ: two D×D eigh in float64
-    on ``device`` (a GPU's, where the FID job has one) — ~3 s on a 2-core CPU against ~15 s for
-    scipy's sqrtm, a fraction of a second on a GPU (benchmarks/fid_throughput.py).
+    on ``device`` (a GPU's, where the FID job has one) — several times faster than scipy's sqrtm
+    (benchmarks/fid_throughput.py measures both).
     """
     features = np.asarray(features, dtype=np.float64)
     n, dim = features.shape
@@ -290,7 +290,7 @@ def fid_bootstrap(
     features: np.ndarray, ref: StatsLike, *, resamples: int, seed: int, device: str | torch.device = "cpu"
 ) -> np.ndarray:
     """FIDs of ``resamples`` bootstrap resamples (with replacement) of the generated ``features``
-    against fixed reference statistics: the within-run uncertainty of one FID (SPEC §8).
+    against fixed reference statistics: the within-run uncertainty of one FID (docs/design.md §8).
 
     Each resample's covariance is np.cov of the resampled rows, written as a weighted sum over the
     distinct rows, so no resample is materialised: with Y = X − x̄ and bootstrap weights w (counts/N),

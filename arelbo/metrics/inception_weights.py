@@ -312,7 +312,7 @@ def record_digest(path: Path) -> str:
 
 
 def verify_weights(path: str | os.PathLike) -> Path:
-    """Check a weights file before it is trusted (~0.3 s): pytorch-fid's original file by its
+    """Check a weights file before it is trusted (one hash): pytorch-fid's original file by its
     sha256 prefix, a converted one by the digest recorded beside it when it was written. A file with
     neither (put there by hand) is loaded and checked once, then its digest is recorded. A truncated
     or altered file raises WeightsError naming the file and the fix."""

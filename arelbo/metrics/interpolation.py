@@ -1,4 +1,4 @@
-"""Latents for the interpolation FIDs of Table 4 (SPEC §6): seeded pairs of distinct test images,
+"""Latents for the interpolation FIDs of Table 4 (docs/design.md §6): seeded pairs of distinct test images,
 their encoder means z = μφ(x), and the spherical interpolation slerp(z_a, z_b, t) at t = 0.5
 ("mid") or t ~ U(0, 1) per pair ("random")."""
 

@@ -1,4 +1,4 @@
-"""Kernel Inception Distance from pytorch-fid pool3 features, by torch-fidelity (SPEC §8).
+"""Kernel Inception Distance from pytorch-fid pool3 features, by torch-fidelity (docs/design.md §8).
 
 KID is the unbiased MMD² with the polynomial kernel k(a, b) = (aᵀb/D + 1)³ between generated and
 reference features, averaged over random subsets. Unlike FID it has no bias that depends on N, so it

@@ -1,4 +1,4 @@
-"""Section 3's criteria of decoder smoothness and posterior collapse (SPEC §6; paper eqs. 5, 6, 29).
+"""Section 3's criteria of decoder smoothness and posterior collapse (docs/design.md §6; paper eqs. 5, 6, 29).
 
 All functions take the encoder means ``mu`` (N×d_z) of the evaluation set and, where needed, the
 decoder mean ``decode: z (B×d_z) -> x (B×…)``. Random draws come from an explicit

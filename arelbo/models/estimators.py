@@ -1,4 +1,4 @@
-"""Estimators of the aggregate posterior q(z) (SPEC §5), fitted on the training set's encoder
+"""Estimators of the aggregate posterior q(z) (docs/design.md §5), fitted on the training set's encoder
 outputs and sampled to generate: the prior N(0, I), Gaussian mixtures with 10/100 full-covariance
 components, and Dai & Wipf's second-stage VAE.
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from arelbo.core.config import SecondStageSettings
+from arelbo.core.config import SecondStageSettings, paper_config
 from arelbo.core.runtime import atomic_path, pick_device, seed_everything
 from arelbo.models.training import Batches, StackedModels, epoch_generator, run_epoch
 
@@ -127,7 +127,7 @@ class SecondStageVAE(nn.Module):
 
 
 def second_stage_loss(net: SecondStageVAE, u: torch.Tensor, noise: torch.Generator):
-    """Batch mean of Σ((u−û)/γ)²/2 + d·ln γ + KL(q(v|u) ‖ N(0, I)) (SPEC §5; the constant
+    """Batch mean of Σ((u−û)/γ)²/2 + d·ln γ + KL(q(v|u) ‖ N(0, I)) (docs/design.md §5; the constant
     d/2·ln 2π of the Gaussian NLL is left out), with the reparameterisation noise drawn from `noise`."""
     return second_stage_loss_given(net, u, torch.randn(u.shape, generator=noise, device=u.device, dtype=u.dtype))
 
@@ -371,7 +371,7 @@ def fit_estimator(
     if second_stage is not None:
         settings = asdict(second_stage)
     elif settings is None and estimator_id == "2ndvae":
-        settings = asdict(SecondStageSettings())
+        settings = asdict(paper_config().second_stage.settings)  # the paper's (config/config.yaml)
     device = pick_device() if device is None else torch.device(device)
     est = entry.fit_fn()(mu, logvar, seed=seed, settings=dict(settings or {}), device=device, progress=progress)
     if not isinstance(est, Estimator) or est.id != estimator_id or est.d_z != mu.shape[1]:

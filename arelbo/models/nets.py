@@ -3,7 +3,7 @@
 A network is described by a small frozen `NetConfig` (what to build) and built by `VAE` (how);
 which config each model needs lives in `arelbo.core.registry.MODELS`, see `build_net`.
 Convolutions are 5x5, stride 2, padding 2 (transposed ones with output_padding 1, which doubles
-the size exactly), with PyTorch's default bias and initialisation everywhere, as SPEC §3 lists them.
+the size exactly), with PyTorch's default bias and initialisation everywhere, as docs/design.md §3 lists them.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Architecture:
 
 ARCHITECTURES = {
     "mnist": Architecture((1, 28, 28), 16, _mnist_encoder, _mnist_decoder, 2, nn.Sigmoid),
-    # No output activation for CelebA: images are clamped only when written out (SPEC §3).
+    # No output activation for CelebA: images are clamped only when written out (docs/design.md §3).
     "celeba": Architecture((3, 64, 64), 64, _celeba_encoder, _celeba_decoder, 1, nn.Identity),
 }
 
@@ -232,7 +232,7 @@ def net_config(entry: ModelEntry, dataset: str) -> NetConfig:
 
 
 def build_net(model_id: str, dataset: str) -> VAE:
-    """The network a model of SPEC §4 (or a plugin's) trains on `dataset` (mnist: d_z = 16, celeba: d_z = 64)."""
+    """The network a model of docs/design.md §4 (or a plugin's) trains on `dataset` (d_z: mnist 16, celeba 64)."""
     if model_id not in MODELS:
         raise ValueError(f"unknown model {model_id!r}; known: {', '.join(MODELS)}")
     return VAE(net_config(MODELS[model_id], dataset))

