@@ -62,8 +62,83 @@ def test_the_plan_of_quick_counts_the_dry_runs_jobs(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "sample_and_score_mnist_with_prior" in out.stdout and "job-hours" in out.stdout and "h wall" in out.stdout
     # every job with a `benchmark:` in the workflow has its file named, under the config's log folder
-    benchmarks = {rule: bench for rule, _, bench in jobs}
+    benchmarks = {job.rule: job.benchmark for job in jobs}
     assert benchmarks["train"].startswith("quick/benchmarks/train/mnist/") and benchmarks["all"] is None
+
+
+# ---------------------------------------------------------------------------- the workflow's DAGs and rules
+
+CONFIGS = ("config/quick.yaml", "config/ci.yaml", "config/config.yaml")
+
+
+@pytest.fixture(scope="module")
+def dags(tmp_path_factory):
+    """The DAG of each config with section3.batched, fid.batched and second_stage.batched all false
+    and all true (each switch only chooses its own rules), built in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from arelbo.planning.dag import batched_overlay
+
+    folder = tmp_path_factory.mktemp("overlays")
+    variants = [(config, batched) for config in CONFIGS for batched in (False, True)]
+    with ThreadPoolExecutor(len(variants)) as pool:
+        found = pool.map(lambda v: planned_jobs([v[0], batched_overlay(folder, v[1])]), variants)
+        return dict(zip(variants, found))
+
+
+def test_every_rule_of_the_workflow_has_a_cost_and_every_cost_a_rule(dags):
+    """job_cost dispatches on the rule's name: each rule of the workflow's DAGs is named there (no
+    silent default), and it names no rule the workflow does not have."""
+    from arelbo.planning.dag import every_rule
+    from arelbo.planning.plan import RULE_COSTS, TARGET_RULE
+
+    in_dags = {job.rule for jobs in dags.values() for job in jobs}
+    assert in_dags - {TARGET_RULE} == set(RULE_COSTS), (in_dags ^ set(RULE_COSTS)) - {TARGET_RULE}
+    assert set(every_rule()) == in_dags  # the workflow's rules for the paper config, both layouts
+    with pytest.raises(ValueError, match="no cost for rule 'surprise'"):
+        job_cost(load_config(check_folders=False), device_costs("cpu-2core"), "surprise", {})
+
+
+def test_a_gpu_job_is_one_whose_rule_asks_for_a_gpu(dags):
+    """Whether a planned job runs on the config's device is its rule's `gpu` resource in the workflow,
+    the same for a job of the DAG and for its rule looked up by name."""
+    from arelbo.planning.plan import rule_uses_gpu
+
+    cfg = load_config(check_folders=False)
+    costs = device_costs("cpu-2core")
+    gpu = {}
+    for jobs in dags.values():
+        for job in jobs:
+            assert gpu.setdefault(job.rule, job.gpu) == job.gpu  # one answer per rule
+    assert gpu["train"] and gpu["figure"] and gpu["section3_criteria"] and gpu["fit_second_stages_celeba"]
+    assert not (gpu["fit_estimator"] or gpu["prepare_dataset"] or gpu["table"] or gpu["all"])
+    for rule, expected in gpu.items():
+        assert rule_uses_gpu(rule) == expected, rule
+    result = plan(cfg, "cpu-2core", dags[("config/config.yaml", False)])
+    assert {rule: row["gpu"] for rule, row in result["rules"].items()} == {rule: gpu[rule] for rule in result["rules"]}
+    assert job_cost(cfg, costs, "figure", {"number": "1"}, gpu=False).gpu is False  # a job's own says
+
+
+def test_the_dag_reads_its_config_files_and_config_entries(dags):
+    """Config files merged in order (as --configfile overlays), then KEY=VALUE entries (as --config);
+    the jobs in one order, whatever the run."""
+    assert dags[("config/quick.yaml", True)] == planned_jobs(["config/quick.yaml"])  # quick batches all three
+    assert sum(job.rule == "section3_train" for job in dags[("config/quick.yaml", False)]) == 15
+    mnist_only = planned_jobs(["config/config.yaml"], ["datasets=[mnist]"])
+    assert {job.wildcards["dataset"] for job in mnist_only if "dataset" in job.wildcards} == {"mnist"}
+    with pytest.raises(RuntimeError, match="seeds"):
+        planned_jobs(["config/quick.yaml"], ["seeds=[x]"])
+
+
+def test_split_sizes_are_the_official_partitions():
+    from arelbo.planning.plan import split_size
+    from arelbo.stages.data import OFFICIAL_SPLIT_SIZES
+
+    cfg = load_config(check_folders=False)
+    assert OFFICIAL_SPLIT_SIZES["celeba"] == {"train": 162770, "val": 19867, "test": 19962}
+    assert [split_size(cfg, "celeba", s) for s in ("train", "val", "test")] == [162770, 19867, 19962]
+    val = cfg.data.mnist.val_size
+    assert [split_size(cfg, "mnist", s) for s in ("train", "val", "test")] == [60000 - val, val, 10000]
 
 
 def test_a_batched_evaluation_job_costs_its_samplers_with_one_start_up():

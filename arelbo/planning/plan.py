@@ -1,32 +1,34 @@
 """`arelbo plan`: what a config will cost on a device kind, before it is submitted.
 
-The job list is the workflow's own: Snakemake's dry run of the config (one source of truth for the
-DAG), each job with its rule and wildcards. Each job's size comes from the config (epochs, images,
-samples, components) and its cost from the device kind's row of `arelbo/reference/costs.yaml`:
-measured per-image costs, or — for a GPU kind not measured yet — per-step costs projected from the
-operator, launch and flop counts of the real steps (arelbo/projection.py) and the row's stated
-assumptions, labelled PROJECTED wherever shown. A measured row with a cost it never measured (the
-CelebA nets on the 2-core CPU) leaves those jobs out of the total and says so: it never borrows
-another kind's numbers.
+The job list is the workflow's own: the DAG Snakemake builds for the config (arelbo/planning/dag.py,
+through Snakemake's Python API: one source of truth for the DAG), each job with its rule, wildcards and
+resources; whether a job is a GPU job is its rule's `gpu` resource. Each job's size comes from the
+config (epochs, images, samples, components; split sizes from arelbo.stages.data) and its cost from
+the device kind's row of `arelbo/reference/costs.yaml`: measured per-image costs, or — for a GPU kind
+not measured yet — per-step costs projected from the operator, launch and flop counts of the real
+steps (arelbo/planning/projection.py) and the row's stated assumptions, labelled PROJECTED wherever
+shown. A measured row with a cost it never measured (the CelebA nets on the 2-core CPU) leaves those
+jobs out of the total and says so: it never borrows another kind's numbers.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import subprocess
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import yaml
 
-from arelbo.core.layout import REPO_ROOT, reference_file, scored_samplers, section3_group_rule
+from arelbo.core.layout import SECTION3_GROUPS, reference_file, scored_samplers, section3_group_rule
+from arelbo.core.registry import DATASETS
+from arelbo.planning.dag import PlannedJob, every_rule, workflow_dag
+from arelbo.stages.data import OFFICIAL_SPLIT_SIZES
 
 COSTS = reference_file("costs.yaml")
-CELEBA_SPLITS = {"train": 162770, "val": 19867, "test": 19962}  # SPEC §1, the official partition
-MNIST_TEST = 10000
-LIGHT_RULES = {"table", "comparison_plot", "claims", "training_curves", "resolved_config", "figure"}
+# The workflow's default target: a job that runs nothing, left out of a plan.
+TARGET_RULE = "all"
 
 
 def device_costs(kind: str) -> dict:
@@ -43,10 +45,12 @@ def device_costs(kind: str) -> dict:
 
 def split_size(cfg, dataset: str, split: str) -> int:
     """Images in a split as the config uses it (its limit applied to the official size)."""
-    if dataset == "mnist":
-        full = {"train": 60000 - cfg.data.mnist.val_size, "val": cfg.data.mnist.val_size, "test": MNIST_TEST}[split]
+    official = OFFICIAL_SPLIT_SIZES[dataset]
+    if dataset == "mnist":  # validation: the last val_size images of the official training set
+        val = cfg.data.mnist.val_size
+        full = {"train": official["train"] - val, "val": val, "test": official["test"]}[split]
     else:
-        full = CELEBA_SPLITS[split]
+        full = official[split]
     limit = getattr(getattr(cfg.data, dataset).limit, split)
     return min(full, limit) if limit else full
 
@@ -147,70 +151,172 @@ def _sum(*parts):
     return None if any(p is None for p in parts) else sum(parts)
 
 
-def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str]) -> JobCost:
-    """Projected seconds of one planned job (start-up included)."""
-    start = costs["job_startup_s"]
-    ds = wildcards.get("dataset", "mnist")
-    model = wildcards.get("model", "vae")
-    s3 = cfg.section3
-    n_s3 = min(s3.train_limit or 10**9, split_size(cfg, "mnist", "train"))
-    work = _Work(cfg, costs)
-    seconds: float | None
-    if rule == "train":
-        settings = getattr(cfg.train, ds)
-        images = settings.epochs * (split_size(cfg, ds, "train") + split_size(cfg, ds, "val") / 3)
-        seconds = _sum(start, work.train(ds, model, images))
-    elif rule.startswith("section3_train"):
-        if rule == "section3_train":
-            group, k = wildcards["point"].rsplit("/", 1)[0], 1
-        else:
-            points = [p for p in _grid(cfg) if section3_group_rule(p.group) == rule]
-            group, k = points[0].group, len(points)
-        seconds = start + work.section3(group, k, s3.train.epochs * n_s3)
-    elif rule == "section3_criteria":
-        seconds = start + costs["criteria_image_s"] * n_s3
-    elif rule == "encode":
-        images = sum(split_size(cfg, ds, s) for s in ("train", "val", "test"))
-        seconds = _sum(start, work.forward("encode", ds, model, images))
-    elif rule == "fit_estimator":
-        est = wildcards.get("pkl_estimator", "")
-        components = int(est[3:]) if est.startswith("gmm") else 0
-        dim = 16 if ds == "mnist" else 64
-        seconds = start + costs["gmm_point_component_dim_s"] * split_size(cfg, ds, "train") * components * dim
-    elif rule == "fit_second_stage" or rule.startswith("fit_second_stages_"):
-        # second_stage.batched: one job fits every model of the dataset (one start-up, K × the compute)
-        ds = rule.removeprefix("fit_second_stages_") if rule != "fit_second_stage" else ds
-        k = 1 if rule == "fit_second_stage" else len(cfg.models)  # the 2nd VAE needs no prior: every model
-        seconds = start + work.second_stage(ds, k, cfg.second_stage.epochs * split_size(cfg, ds, "train"))
-    elif rule == "sample":
-        seconds = _sum(start, work.forward("decode", ds, model, cfg.fid.n_samples))
-    elif rule == "metric_fid":
-        n = cfg.fid.n_samples
-        seconds = start + costs["fid_fixed_s"] + work.inception(ds, n) + work.frechet(n)
-    elif rule.startswith("sample_and_score_"):
-        # fid.batched: every sampler of one model in one job — one start-up and one Inception build
-        # (in fid_fixed_s), then each sampler's decode, features and distance, as its per-cell jobs would
-        n = cfg.fid.n_samples
-        k = len(scored_samplers(cfg.estimators, ds, has_prior=not rule.endswith("_without_prior")))
-        decode = work.forward("decode", ds, model, n)
-        seconds = (
-            None
-            if decode is None
-            else (start + costs["fid_fixed_s"] + k * (decode + work.inception(ds, n) + work.frechet(n)))
-        )
-        work.busy *= k  # one sampler's device time was counted above; the job runs k of them
-    elif rule == "metric_mse":
-        images = split_size(cfg, ds, "test")
-        seconds = _sum(start, work.forward("encode", ds, model, images), work.forward("decode", ds, model, images))
-    elif rule == "fid_reference":
-        n = cfg.fid_reference_count(ds) or split_size(cfg, ds, cfg.fid.reference_split)
-        seconds = start + work.inception(ds, n)
-    elif rule in LIGHT_RULES:
-        seconds = costs["light_job_s"]
-    else:
-        seconds = costs["light_job_s"]  # provisioning and bookkeeping rules
-    gpu = rule not in LIGHT_RULES | {"fit_estimator"} and not rule.startswith(("provision", "dataset", "all"))
-    return JobCost(rule, seconds, gpu, work.busy)
+@dataclass
+class _Job:
+    """One job as its cost function sees it: the config, the device kind's row, the job's rule and
+    wildcards, and the work done so far (`work.busy`: its device time on a projected kind)."""
+
+    cfg: object
+    costs: dict
+    rule: str
+    wildcards: dict[str, str]
+    work: _Work
+
+    @property
+    def start(self) -> float:
+        return self.costs["job_startup_s"]
+
+    @property
+    def ds(self) -> str:
+        return self.wildcards.get("dataset", "mnist")
+
+    @property
+    def model(self) -> str:
+        return self.wildcards.get("model", "vae")
+
+    @property
+    def n_s3(self) -> int:
+        """Images a Section 3 model trains on (an epoch), its criteria are computed on."""
+        return min(self.cfg.section3.train_limit or 10**9, split_size(self.cfg, "mnist", "train"))
+
+
+def _train(job: _Job) -> float | None:
+    settings = getattr(job.cfg.train, job.ds)
+    images = settings.epochs * (split_size(job.cfg, job.ds, "train") + split_size(job.cfg, job.ds, "val") / 3)
+    return _sum(job.start, job.work.train(job.ds, job.model, images))
+
+
+def _section3_point(job: _Job) -> float:
+    group = job.wildcards["point"].rsplit("/", 1)[0]
+    return job.start + job.work.section3(group, 1, job.cfg.section3.train.epochs * job.n_s3)
+
+
+def _section3_group(group: str, job: _Job) -> float:
+    # section3.batched: one job trains every grid point of the group
+    k = sum(p.group == group for p in _grid(job.cfg))
+    return job.start + job.work.section3(group, k, job.cfg.section3.train.epochs * job.n_s3)
+
+
+def _section3_criteria(job: _Job) -> float:
+    return job.start + job.costs["criteria_image_s"] * job.n_s3
+
+
+def _encode(job: _Job) -> float | None:
+    images = sum(split_size(job.cfg, job.ds, s) for s in ("train", "val", "test"))
+    return _sum(job.start, job.work.forward("encode", job.ds, job.model, images))
+
+
+def _fit_estimator(job: _Job) -> float:
+    est = job.wildcards.get("pkl_estimator", "")
+    components = int(est[3:]) if est.startswith("gmm") else 0
+    dim = 16 if job.ds == "mnist" else 64
+    images = split_size(job.cfg, job.ds, "train")
+    return job.start + job.costs["gmm_point_component_dim_s"] * images * components * dim
+
+
+def _second_stage(job: _Job, dataset: str | None = None) -> float:
+    # second_stage.batched (`dataset` given): one job fits every model of the dataset (one start-up,
+    # K × the compute); the 2nd VAE needs no prior, so K is every model
+    ds, k = (job.ds, 1) if dataset is None else (dataset, len(job.cfg.models))
+    ss = job.cfg.second_stage
+    return job.start + job.work.second_stage(ds, k, ss.epochs * split_size(job.cfg, ds, "train"))
+
+
+def _sample(job: _Job) -> float | None:
+    return _sum(job.start, job.work.forward("decode", job.ds, job.model, job.cfg.fid.n_samples))
+
+
+def _metric_fid(job: _Job) -> float:
+    n = job.cfg.fid.n_samples
+    return job.start + job.costs["fid_fixed_s"] + job.work.inception(job.ds, n) + job.work.frechet(n)
+
+
+def _sample_and_score(has_prior: bool, job: _Job) -> float | None:
+    # fid.batched: every sampler of one model in one job — one start-up and one Inception build (in
+    # fid_fixed_s), then each sampler's decode, features and distance, as its per-cell jobs would
+    n = job.cfg.fid.n_samples
+    k = len(scored_samplers(job.cfg.estimators, job.ds, has_prior=has_prior))
+    decode = job.work.forward("decode", job.ds, job.model, n)
+    seconds = (
+        None
+        if decode is None
+        else job.start + job.costs["fid_fixed_s"] + k * (decode + job.work.inception(job.ds, n) + job.work.frechet(n))
+    )
+    job.work.busy *= k  # one sampler's device time was counted above; the job runs k of them
+    return seconds
+
+
+def _metric_mse(job: _Job) -> float | None:
+    images = split_size(job.cfg, job.ds, "test")
+    encode = job.work.forward("encode", job.ds, job.model, images)
+    return _sum(job.start, encode, job.work.forward("decode", job.ds, job.model, images))
+
+
+def _fid_reference(job: _Job) -> float:
+    n = job.cfg.fid_reference_count(job.ds) or split_size(job.cfg, job.ds, job.cfg.fid.reference_split)
+    return job.start + job.work.inception(job.ds, n)
+
+
+def _light(job: _Job) -> float:
+    # mostly start-up: downloads, dataset caches, the resolved config, tables, plots, figures, claims
+    return job.costs["light_job_s"]
+
+
+LIGHT_RULES = {
+    "provision_mnist",
+    "provision_inception",
+    "prepare_dataset",
+    "resolved_config",
+    "table",
+    "comparison_plot",
+    "training_curves",
+    "figure",
+    "claims",
+    "measured_costs",
+}
+# The cost of a job, by its rule: every rule of the workflow but its target (TARGET_RULE), each named
+# (tests/test_plan.py checks this set against the rules of the workflow's DAGs).
+RULE_COSTS: dict[str, Callable[[_Job], float | None]] = {
+    "train": _train,
+    "section3_train": _section3_point,
+    **{section3_group_rule(group): partial(_section3_group, group) for group in SECTION3_GROUPS},
+    "section3_criteria": _section3_criteria,
+    "encode": _encode,
+    "fit_estimator": _fit_estimator,
+    "fit_second_stage": _second_stage,
+    **{f"fit_second_stages_{ds}": partial(_second_stage, dataset=ds) for ds in DATASETS},
+    "sample": _sample,
+    "metric_fid": _metric_fid,
+    **{
+        f"sample_and_score_{ds}_{prior}_prior": partial(_sample_and_score, prior == "with")
+        for ds in DATASETS
+        for prior in ("with", "without")
+    },
+    "metric_mse": _metric_mse,
+    "fid_reference": _fid_reference,
+    **dict.fromkeys(LIGHT_RULES, _light),
+}
+
+
+def rule_uses_gpu(rule: str) -> bool:
+    """The rule's `gpu` resource in the workflow (every rule it can define: `dag.every_rule`)."""
+    rules = every_rule()
+    if rule not in rules:
+        raise ValueError(f"the workflow has no rule {rule!r}")
+    gpu = rules[rule].get("gpu")
+    if gpu is None and "gpu" in rules[rule]:
+        raise ValueError(f"rule {rule!r}: its gpu resource depends on the job; pass the job's")
+    return bool(gpu)
+
+
+def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str], gpu: bool | None = None) -> JobCost:
+    """Projected seconds of one planned job (start-up included). `gpu`: whether the job runs on the
+    config's device, its `gpu` resource (a planned job's own); None: its rule's in the workflow."""
+    if rule not in RULE_COSTS:
+        raise ValueError(f"no cost for rule {rule!r}: add it to RULE_COSTS in {__name__}")
+    job = _Job(cfg, costs, rule, wildcards, _Work(cfg, costs))
+    seconds = RULE_COSTS[rule](job)
+    return JobCost(rule, seconds, rule_uses_gpu(rule) if gpu is None else gpu, job.work.busy)
 
 
 def _grid(cfg):
@@ -219,39 +325,19 @@ def _grid(cfg):
     return grid_points(cfg.section3) if "mnist" in cfg.datasets else []
 
 
-_JOB = re.compile(r"^(?:local)?rule (\w+):\n(?P<body>(?:    .*\n?)*)", re.M)
-
-
-def planned_jobs(
-    config_files: list[str], extra: list[str] = (), repo: Path | None = None
-) -> list[tuple[str, dict, str | None]]:
-    """(rule, wildcards, benchmark) of every job Snakemake would run for these configs, from its dry
-    run against an empty outdir (the whole DAG, as on a fresh machine); `benchmark` is the job's
-    benchmark file relative to the log folder (`<config name>/benchmarks/...`), None for rules
-    without one."""
-    import tempfile
-
-    repo = repo or REPO_ROOT
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1"]
-        for f in config_files:
-            cmd += ["--configfile", str(Path(f).resolve())]
-        cmd += ["--config", f"outdir={tmp}/out", f"logdir={tmp}/logs", *extra]
-        out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"the workflow's dry run failed:\n{out.stderr[-3000:]}")
-    jobs = []
-    for m in _JOB.finditer(out.stdout):
-        found = re.search(r"^    wildcards: (.*)$", m.group("body"), re.M)
-        wildcards = dict(kv.split("=", 1) for kv in found.group(1).split(", ")) if found else {}
-        bench = re.search(r"^    benchmark: (.*)$", m.group("body"), re.M)
-        benchmark = str(Path(bench.group(1)).relative_to(f"{tmp}/logs")) if bench else None
-        jobs.append((m.group(1), wildcards, benchmark))
-    return jobs
+def planned_jobs(config_files: list[str], extra: list[str] = (), repo: Path | None = None) -> list[PlannedJob]:
+    """Every job Snakemake would run for these configs (merged in order; `extra`: `KEY=VALUE` config
+    entries, as after `snakemake --config`), the whole DAG as on a fresh machine, in an order Snakemake
+    could run them: (rule, wildcards, benchmark, resources) each, `benchmark` the job's benchmark file
+    relative to the log folder (`<config name>/benchmarks/...`, None for rules without one) and
+    `resources` its `gpu` and `gpu_slots`. Raises RuntimeError with Snakemake's message if the
+    workflow does not build."""
+    return workflow_dag(config_files, extra, repo).jobs
 
 
 def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None) -> dict:
-    """Per rule: jobs, projected job-seconds (None where not measured); totals and GPU-hours. With
+    """Per rule: jobs, projected job-seconds (None where not measured); totals and GPU-hours. `jobs`:
+    (rule, wildcards[, benchmark[, resources]]) each, as `planned_jobs` gives them. With
     `against` (the log folder of a finished run of the same config), each job's benchmark file there
     gives its measured seconds beside the planned ones: the plan checked against the run."""
     from arelbo.reporting.costs import benchmark_seconds
@@ -259,9 +345,10 @@ def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None) -> dict
     costs = device_costs(kind)
     per_rule: dict[str, dict] = {}
     for rule, wildcards, *rest in jobs:
-        if rule == "all":
+        if rule == TARGET_RULE:
             continue
-        c = job_cost(cfg, costs, rule, wildcards)
+        resources = rest[1] if len(rest) > 1 else None  # a planned job's; else its rule's in the workflow
+        c = job_cost(cfg, costs, rule, wildcards, gpu=None if resources is None else bool(resources.get("gpu")))
         row = per_rule.setdefault(
             rule,
             {

@@ -22,6 +22,12 @@ CACHE_FORMAT = 1
 CELEBA_CROP = 140
 CELEBA_SIZE = 64
 CELEBA_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+# Images in each split of the official partitions: CelebA's list_eval_partition.txt; MNIST's training
+# set (60,000, the validation split included: its last data.mnist.val_size images) and test set.
+OFFICIAL_SPLIT_SIZES = {
+    "mnist": {"train": 60000, "test": 10000},
+    "celeba": {"train": 162770, "val": 19867, "test": 19962},
+}
 
 
 class DataError(RuntimeError):
@@ -57,7 +63,7 @@ def decode_mnist(raw_dir: Path, val_size: int) -> dict[str, np.ndarray]:
     test = read_idx(raw_dir / "t10k-images-idx3-ubyte")[:, None]
     if not 0 < val_size < len(train):
         raise DataError(f"data.mnist.val_size={val_size} must be between 1 and {len(train) - 1}")
-    # Validation = the last val_size images of the official training set (SPEC §1).
+    # Validation = the last val_size images of the official training set (docs/design.md §1).
     return {"train": train[:-val_size], "val": train[-val_size:], "test": test}
 
 
@@ -65,7 +71,7 @@ def decode_mnist(raw_dir: Path, val_size: int) -> dict[str, np.ndarray]:
 
 
 def celeba_preprocess(path: Path) -> np.ndarray:
-    """SPEC §1: centre crop 140×140, resize to 64×64 with PIL bilinear (antialiased), CHW uint8."""
+    """docs/design.md §1: centre crop 140×140, resize to 64×64 with PIL bilinear (antialiased), CHW uint8."""
     from PIL import Image
 
     with Image.open(path) as img:
@@ -90,7 +96,7 @@ def read_celeba_partition(folder: Path) -> dict[str, list[str]]:
             )
         splits[names[int(parts[1])]].append(parts[0])
     for split in splits:
-        splits[split].sort()  # sorted file names (SPEC §1)
+        splits[split].sort()  # sorted file names (docs/design.md §1)
     return splits
 
 
@@ -123,8 +129,8 @@ def decode_celeba(root: Path, workers: int = 2) -> dict[str, np.ndarray]:
 
 
 def verified_mnist_raw(raw_dir: Path) -> dict[str, str]:
-    """MD5 of the four raw MNIST files, each checked against its canonical value (SPEC §1) where it
-    is used: a corrupted or replaced file is refused with its name and the fix (~0.1 s)."""
+    """MD5 of the four raw MNIST files, each checked against its canonical value (docs/design.md §1) where it
+    is used: a corrupted or replaced file is refused with its name and the fix."""
     from arelbo.stages.provision import MNIST_FILES, md5sum
 
     digests = {}
@@ -144,7 +150,7 @@ def verified_mnist_raw(raw_dir: Path) -> dict[str, str]:
 
 def celeba_listing_digest(folder: Path) -> str:
     """A digest of CelebA's partition file and the name, size and mtime of every image it lists:
-    a changed, added or replaced image changes it (~1 s of stat() calls for 202,599 files)."""
+    a changed, added or replaced image changes it (stat() calls only: no image is read)."""
     import hashlib
 
     h = hashlib.blake2b(digest_size=16)
@@ -272,5 +278,5 @@ def mnist_labels(split: str, cfg, limit: int | None | str = "config") -> np.ndar
 
 
 def to_float(images):
-    """uint8 → float32 in [0, 1] (SPEC: all images are floats in [0, 1])."""
+    """uint8 → float32 in [0, 1] (docs/design.md §0: all images are floats in [0, 1])."""
     return images.float().div_(255.0)
