@@ -11,7 +11,7 @@ CORES  ?= 2
 # (importing torch) runs on one core (docs/engineering-notes.md, "make quick budget").
 JOB_THREADS ?= 1
 
-.PHONY: quick test test-fast lint provision bench gpu-bundle gpu-check clean-results help
+.PHONY: quick test lint provision bench gpu-bundle gpu-check clean-results help
 
 help:
 	@echo "make quick   - CPU-sized reproduction (config/quick.yaml) -> results/quick/"

@@ -50,7 +50,7 @@ def _headings(doc: Path) -> list[str]:
 
 
 def test_every_cross_reference_to_a_document_resolves():
-    """`docs/X.md §N` names a numbered section of X; `docs/X.md, "Title"` a heading that starts so."""
+    """`docs/<name>.md §N` names a numbered section of it; `docs/<name>.md, "Title"` a heading that starts so."""
     section = re.compile(r"(docs/[\w.-]+\.md) §(\d+)")
     titled = re.compile(r"(docs/[\w.-]+\.md),? \"([^\"]+)\"")
     broken = []
