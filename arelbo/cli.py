@@ -310,7 +310,7 @@ def cmd_sample_and_score(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from arelbo.stages.evaluate import assemble_table
+    from arelbo.reporting.tables import assemble_table
 
     for kind, path in assemble_table(
         _load(args), args.table, [Path(p) for p in args.metrics], Path(args.outdir)
@@ -604,27 +604,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from arelbo.core.config import ConfigError
-    from arelbo.core.runtime import DeviceError, NotWritable, OutOfSpace
-    from arelbo.metrics.inception_weights import WeightsError
-    from arelbo.models.training import TrainingDiverged
-    from arelbo.reporting.claims import ClaimsError
-    from arelbo.stages.data import DataError
-    from arelbo.stages.provision import ProvisionError
+    from arelbo.core.errors import ArelboError
 
     try:
         args.func(args)
-    except (
-        ConfigError,
-        DataError,
-        ProvisionError,
-        TrainingDiverged,
-        DeviceError,
-        WeightsError,
-        OutOfSpace,
-        NotWritable,
-        ClaimsError,
-    ) as exc:
+    except ArelboError as exc:  # a message that says what is wrong and how to fix it: no traceback
         print(f"arelbo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

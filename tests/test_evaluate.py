@@ -13,6 +13,7 @@ from PIL import Image
 
 from arelbo.core.runtime import seed_everything
 from arelbo.models.nets import build_net
+from arelbo.reporting import tables
 from arelbo.stages import evaluate
 
 
@@ -147,7 +148,7 @@ def test_records_assemble_into_table3(tmp_path, ci_config):
     for i, record in enumerate(records):
         paths.append(tmp_path / f"{i}.json")
         paths[-1].write_text(json.dumps(record))
-    outputs = evaluate.assemble_table(ci_config, 3, paths, tmp_path / "out")
+    outputs = tables.assemble_table(ci_config, 3, paths, tmp_path / "out")
     tex = outputs["tex"].read_text()
     assert "AE & \\textbf{5.00} & -- " in tex and "config: ci" in tex and "not comparable" in tex
 

@@ -172,3 +172,36 @@ def test_make_test_runs_the_style_checks_first():
         "snakefmt",
         "python",
     ], steps
+
+
+def test_commands_that_need_no_torch_start_without_it(tmp_path):
+    """Every workflow job starts a Python process; the bookkeeping commands (config, table, claims,
+    costs, plot) run without torch, so they start without its import (seconds each on a small CPU)."""
+    import json
+
+    record = {"table": 3, "dataset": "mnist", "model": "vae", "seed": 0, "config": "ci", "commit": "abc"}
+    record.update(metric="mse", value=1.0)
+    (tmp_path / "mse.json").write_text(json.dumps(record))
+    calls = [
+        ["config"],
+        [
+            "table",
+            "--config",
+            "config/ci.yaml",
+            "--table",
+            "3",
+            "--outdir",
+            str(tmp_path / "t"),
+            str(tmp_path / "mse.json"),
+        ],
+        ["claims", "--results", str(tmp_path / "none")],
+        ["costs", "--logs", str(tmp_path / "none")],
+    ]
+    code = (
+        "import sys\nfrom arelbo.cli import main\n"
+        f"for argv in {calls!r}:\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "    assert 'torch' not in sys.modules, ('torch imported by', argv)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

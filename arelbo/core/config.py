@@ -15,13 +15,14 @@ from typing import Any
 
 import yaml
 
+from arelbo.core.errors import ArelboError
 from arelbo.core.layout import REPO_ROOT
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(ArelboError, ValueError):
     """Raised with every problem of a config at once, each naming the key and the fix."""
 
 

@@ -11,8 +11,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from arelbo.core.errors import ArelboError
 
-class DeviceError(RuntimeError):
+
+class DeviceError(ArelboError, RuntimeError):
     """The configured device cannot be used here; the message says what to change."""
 
 
@@ -169,7 +171,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class OutOfSpace(OSError):
+class OutOfSpace(ArelboError, OSError):
     """A write failed because the disk is full; says which file, how much is free and what to do."""
 
     def __init__(self, final: Path, cause: BaseException):
@@ -186,7 +188,7 @@ class OutOfSpace(OSError):
         )
 
 
-class NotWritable(OSError):
+class NotWritable(ArelboError, OSError):
     """The output's folder cannot be written (read-only file system, permissions)."""
 
     def __init__(self, final: Path, cause: OSError):

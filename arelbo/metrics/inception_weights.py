@@ -32,6 +32,7 @@ from typing import IO
 
 import torch
 
+from arelbo.core.errors import ArelboError
 from arelbo.core.runtime import atomic_path, atomic_write_text, file_digest
 
 log = logging.getLogger(__name__)
@@ -296,7 +297,7 @@ def _sanity_load(path: Path) -> None:
 DIGEST_SUFFIX = ".sha256"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(ArelboError, RuntimeError):
     """Inception weights that fail verification; the message names the file and the fix."""
 
 

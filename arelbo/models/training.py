@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
+from arelbo.core.errors import ArelboError
 
-class TrainingDiverged(RuntimeError):
+
+class TrainingDiverged(ArelboError, RuntimeError):
     """A non-finite loss: the message names the model, the epoch and the step."""
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from arelbo.core.errors import ArelboError
 from arelbo.core.layout import reference_file
 from arelbo.core.runtime import atomic_write_bytes
 
@@ -59,7 +60,7 @@ CLAIMS_COLUMNS = (
 )
 
 
-class ClaimsError(ValueError):
+class ClaimsError(ArelboError, ValueError):
     """A malformed claims file or results folder, with what is wrong and how to fix it."""
 
 

@@ -22,6 +22,7 @@ its mean's precision: two decimals next to a two-decimal mean, scientific next t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -678,3 +679,16 @@ def write_table_outputs(
     for kind, path in paths.items():
         atomic_write_bytes(path, texts[kind].encode("utf-8"))
     return paths
+
+
+def assemble_table(cfg, table: int, metric_files: list[Path], outdir: Path) -> dict:
+    """The `table` job: every metric record of one table, read from its JSON files, written as the
+    table's outputs (no torch: the job starts without it)."""
+    records = []
+    for path in metric_files:  # one record per file (Tables 3, 4) or a list (a Section 3 grid point)
+        data = json.loads(Path(path).read_text())
+        records += data if isinstance(data, list) else [data]
+    tidy = tidy_from_records(records)
+    return write_table_outputs(
+        tidy, table, outdir, config_name=cfg.name, reduced=cfg.reduced, synthetic_datasets=cfg.synthetic_datasets
+    )

