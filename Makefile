@@ -11,12 +11,13 @@ CORES  ?= 2
 # (importing torch) runs on one core (docs/engineering-notes.md, "make quick budget").
 JOB_THREADS ?= 1
 
-.PHONY: quick test lint provision bench gpu-bundle gpu-check clean-results help
+.PHONY: quick test test-fast lint provision bench gpu-bundle gpu-check clean-results help
 
 help:
 	@echo "make quick   - CPU-sized reproduction (config/quick.yaml) -> results/quick/"
 	@echo "make test    - style checks (make lint), then the whole test suite"
 	@echo "make lint    - ruff (lint + format) and snakefmt, as CI runs them"
+	@echo "make test-fast - the suite without its end-to-end workflow runs (marker e2e): the inner loop while coding"
 	@echo "make bench   - benchmarks (throughput ratios)"
 	@echo "make gpu-bundle - wheels, MNIST and Inception weights for an offline GPU machine (.gpu-bundle/)"
 	@echo "make gpu-check  - on that GPU machine: install the bundle, GPU tests, benchmarks, MNIST Tables 3+4 (docs/gpu-check.md)"
@@ -44,6 +45,10 @@ lint: $(STAMP)
 
 test: provision lint
 	$(BIN)/python -m pytest --durations=15
+
+# Everything but the end-to-end workflow runs; CI runs the whole suite (make test).
+test-fast: provision lint
+	$(BIN)/python -m pytest -m "not e2e" --durations=15
 
 bench: provision
 	$(BIN)/python benchmarks/train_throughput.py

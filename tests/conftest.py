@@ -97,3 +97,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that read the shared ci DAG run are end-to-end runs too (marker `e2e`)."""
+    for item in items:
+        if "ci_dag_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)

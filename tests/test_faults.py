@@ -238,6 +238,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_second_config_on_the_same_outdir_cannot_change_a_running_workflow(tmp_path, ci_config):
     """Run A trains and measures an MSE, then keeps running; meanwhile config B (same outdir, another
     test-split limit) is dry-run and then really started (refused: A holds the lock). A's outputs are made with
@@ -334,6 +335,7 @@ def _kill_then_rerun(cmd: list[str], outputs: list[Path], kill_times: list[float
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_killed_fid_job_reruns_to_the_uninterrupted_value(tmp_path, ci_config):
     import json
     import random
@@ -386,6 +388,7 @@ def test_a_killed_fid_job_reruns_to_the_uninterrupted_value(tmp_path, ci_config)
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_killed_table_job_reruns_to_identical_files(tmp_path):
     import json
     import random

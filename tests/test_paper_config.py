@@ -18,6 +18,8 @@ import pytest
 import yaml
 from test_workflow import _paper_shaped, snakemake
 
+pytestmark = pytest.mark.e2e  # runs whole workflows (make test-fast leaves it out)
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["ae", "iso_i_arelbo"]  # a deterministic model (no prior: "–") and the paper's AR-ELBO
 

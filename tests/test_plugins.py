@@ -234,6 +234,7 @@ def test_the_workflow_plans_a_plugins_model_and_estimator_like_the_papers(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_the_example_plugin_runs_through_the_ci_dag_into_tables_3_and_4(tmp_path, ci_config):
     """The worked example, end to end on config/ci.yaml (MNIST): its model is trained, encoded and
     scored with the paper's estimators and its own, and both land in Tables 3 and 4."""

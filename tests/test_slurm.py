@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from ci_dag import SLURM_PROFILE, _run, slurm_unavailable
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
