@@ -300,7 +300,7 @@ def _fit_tiny(out: Path, *, stop_at_epoch: int | None = None, epochs: int = 4, d
 def test_checkpoint_policy_epochs_and_minutes():
     from arelbo.core.config import CheckpointPolicy
 
-    every_3 = CheckpointPolicy(every_epochs=3)
+    every_3 = CheckpointPolicy(every_epochs=3, every_minutes=None)
     assert [e for e in range(1, 10) if every_3.due(e, last_write=0.0, now=1.0)] == [3, 6, 9]
     timed = CheckpointPolicy(every_epochs=100, every_minutes=2)
     assert not timed.due(1, last_write=0.0, now=119.0) and timed.due(1, last_write=0.0, now=120.0)
@@ -318,7 +318,7 @@ def test_checkpoints_every_k_epochs_resume_from_the_last_one_written(tmp_path, m
         return real_write(self, path, state)
 
     monkeypatch.setattr(train.CheckpointWriter, "write", spy)
-    every_2 = CheckpointPolicy(every_epochs=2)
+    every_2 = CheckpointPolicy(every_epochs=2, every_minutes=None)
     straight = torch.load(_fit_tiny(tmp_path / "straight", checkpoints=every_2, epochs=5), weights_only=False)
     assert written == [2, 4]
     written.clear()
@@ -344,7 +344,7 @@ def test_a_failed_background_checkpoint_write_fails_the_training(tmp_path, monke
 
     monkeypatch.setattr(torch, "save", save)
     with pytest.raises(OSError, match="No space left"):
-        _fit_tiny(tmp_path, checkpoints=CheckpointPolicy(every_epochs=1), epochs=3)
+        _fit_tiny(tmp_path, checkpoints=CheckpointPolicy(every_epochs=1, every_minutes=None), epochs=3)
     assert not (tmp_path / MODEL).exists() and not (tmp_path / CHECKPOINT).exists()
 
 
