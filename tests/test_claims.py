@@ -297,6 +297,31 @@ def test_spearman_permutation_p_value_is_exact_for_small_grids():
     assert rho == pytest.approx(1.0) and p_pos == pytest.approx(1 / 120) and p_neg == pytest.approx(1.0)
 
 
+def test_the_batched_spearman_rho_is_scipys_spearmanr_on_every_pairing():
+    """The permutation test scores all pairings in one array operation; each must be scipy's own ρ,
+    ties included (average ranks), and the p-values those of the one-call-per-pairing test."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    x = np.array([0.0, -0.5, -0.5, -1.0, -1.5, -2.0, -2.0])
+    ys = np.round(rng.normal(size=(50, len(x))), 1)  # rounding makes ties in y too
+    batched = C.spearman_rho_against(x)(ys)
+    assert batched == pytest.approx([stats.spearmanr(x, y).statistic for y in ys], abs=1e-12)
+    y = ys[0]
+    one_by_one = [
+        stats.permutation_test(
+            (y,),
+            lambda yy: stats.spearmanr(x, yy).statistic,
+            permutation_type="pairings",
+            alternative=alternative,
+            n_resamples=5040,
+            rng=np.random.default_rng(0),
+        ).pvalue
+        for alternative in ("greater", "less")
+    ]
+    assert C.spearman_trend(x, y)[1:] == pytest.approx(one_by_one, abs=1e-12)
+
+
 def test_holm_matches_the_textbook_example():
     # p = (0.01, 0.04, 0.03, 0.005): sorted 0.005·4, 0.01·3, 0.03·2, 0.04·1 with the running maximum
     assert C.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])

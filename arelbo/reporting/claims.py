@@ -213,29 +213,39 @@ def spearman_trend(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, 
     """(ρ, p that ρ > 0, p that ρ < 0) by a permutation test over pairings (exact for ≤ 8 values)."""
     from scipy import stats
 
-    def rho(yy):
-        return stats.spearmanr(x, yy).statistic
-
     if len(x) < 3 or len(set(np.round(x, 9))) < 2 or np.all(y == y[0]):
         return math.nan, math.nan, math.nan
     resamples = math.factorial(len(x)) if len(x) <= 8 else PERMUTATIONS
-    greater = stats.permutation_test(
-        (y,),
-        rho,
-        permutation_type="pairings",
-        alternative="greater",
-        n_resamples=resamples,
-        rng=np.random.default_rng(seed),
-    )
-    less = stats.permutation_test(
-        (y,),
-        rho,
-        permutation_type="pairings",
-        alternative="less",
-        n_resamples=resamples,
-        rng=np.random.default_rng(seed),
-    )
-    return float(greater.statistic), float(greater.pvalue), float(less.pvalue)
+    tests = [
+        stats.permutation_test(
+            (y,),
+            spearman_rho_against(x),
+            permutation_type="pairings",
+            alternative=alternative,
+            n_resamples=resamples,
+            vectorized=True,
+            rng=np.random.default_rng(seed),
+        )
+        for alternative in ("greater", "less")
+    ]
+    return float(tests[0].statistic), float(tests[0].pvalue), float(tests[1].pvalue)
+
+
+def spearman_rho_against(x: np.ndarray):
+    """Spearman's ρ of x against a batch of y's (the last axis), as `scipy.stats.spearmanr` computes it
+    (Pearson's r of the average ranks) but in one array operation: the permutation test scores 2 × 9,999
+    pairings per trend, which one `spearmanr` call each made ~9 s per trend."""
+    from scipy import stats
+
+    rank_x = stats.rankdata(x)
+    rank_x = (rank_x - rank_x.mean()) / np.sqrt(((rank_x - rank_x.mean()) ** 2).sum())
+
+    def rho(y, axis=-1):
+        rank_y = stats.rankdata(y, axis=axis)
+        rank_y = rank_y - rank_y.mean(axis=axis, keepdims=True)
+        return (rank_y * rank_x).sum(axis=axis) / np.sqrt((rank_y**2).sum(axis=axis))
+
+    return rho
 
 
 # ---------------------------------------------------------------------------- selecting cells
