@@ -191,7 +191,9 @@ def test_sigma_x2_of_one_collapses_the_posterior_and_sigma_x2_of_a_tenth_does_no
         overrides={
             "outdir": str(tmp_path),
             "data": {"mnist": {"limit": {"train": None, "val": 128, "test": 128}}},
-            "section3": {"train": {"lr": 1.0e-3, "epochs": 5, "batch_size": 32}, "train_limit": 2000},
+            # 1,000 images x 5 epochs (~160 Adam steps) is enough: measured on this CPU, KL 0.52 at σx² = 1 against
+            # 13.2 at σx² = 0.1 and MSE 48.9 against 31.9 (2,000 images: KL 2.50 / 11.6, MSE 37.5 / 33.0)
+            "section3": {"train": {"lr": 1.0e-3, "epochs": 5, "batch_size": 32}, "train_limit": 1000},
         },
     )
     got = {}
@@ -201,7 +203,7 @@ def test_sigma_x2_of_one_collapses_the_posterior_and_sigma_x2_of_a_tenth_does_no
         got[v] = {r["metric"]: r["value"] for r in criteria_records(cfg, model_file, 0)}
     print(json.dumps(got, indent=1))
     collapsed, healthy = got[0.0], got[-1.0]
-    # ~300 Adam steps, not the paper's 200 epochs: at σx² = 1 the KL stays small (the paper's converged
+    # ~160 Adam steps, not the paper's 200 epochs: at σx² = 1 the KL stays small (the paper's converged
     # row reads KL 0.00) while σx² = 0.1 already carries several times the information. σz² is not
     # asserted: in so few steps Adam moves the scalar log σz² by ~lr per step at either σx²
     # (docs/design.md, "Short runs do not collapse").
