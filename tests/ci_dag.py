@@ -61,36 +61,6 @@ def slurm_unavailable() -> str | None:
     return None
 
 
-def shared_inputs() -> list[Path]:
-    """The files under resources/ that the ci DAG builds and other tests read too: the raw MNIST files,
-    Inception weights, prepared datasets and FID reference statistics of config/ci.yaml."""
-    from arelbo.core import layout
-    from arelbo.core.config import load_config
-
-    cfg = load_config(REPO / "config" / "ci.yaml", check_folders=False)
-    tags = [layout.dataset_tag("mnist"), layout.dataset_tag("celeba", cfg.data.celeba.root)]
-    raw = layout.mnist_raw_dir(cfg.resources)
-    return [
-        *(raw / name for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")),
-        *(raw / name for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")),
-        layout.inception_weights(cfg.resources),
-        *(layout.dataset_cache_meta(cfg.resources, tag) for tag in tags),
-        *(layout.fid_reference(cfg.resources, tag, "test", cfg.fid.reference_count) for tag in tags),
-    ]
-
-
-def build_shared_inputs(out: Path) -> None:
-    """Brings `shared_inputs()` up to date with config/ci.yaml's own rules, in the foreground (a few
-    seconds when they are: Snakemake finds nothing to do). Run from the repository root, as the suite is."""
-    config = ["--configfile", "config/ci.yaml", "--config", f"outdir={out / 'results'}", f"logdir={out / 'logs'}"]
-    targets = [str(path) for path in shared_inputs()]
-    result = _run(sys.executable, "-m", "snakemake", *targets, "--cores", "2", *config, timeout=TIMEOUT)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"building the ci DAG's shared inputs failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-
-
 class TrainKiller(threading.Thread):
     """Polls squeue for this run's jobs and scancels the first running `train` job, once."""
 
@@ -152,69 +122,39 @@ class CiRun:
         return None
 
 
-class _Snakemake:
-    """A Snakemake process writing to `log_file`, stopped (SIGINT, then SIGKILL) past TIMEOUT."""
-
-    def __init__(self, cmd: list[str], log_file: Path):
-        self.log_file = log_file
-        self._log = open(log_file, "w")
-        self.started = time.monotonic()
-        self.finished: float | None = None
-        self.proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, text=True, start_new_session=True
-        )
-        self._done = threading.Event()
-        threading.Thread(target=self._reap, daemon=True).start()
-
-    def _reap(self):
-        self.proc.wait()
-        self.finished = time.monotonic()
-        self._done.set()
-
-    def wait(self) -> int | None:
-        """Its exit status; None: it did not finish within TIMEOUT of its start (and was stopped)."""
+def _snakemake_until_done(cmd: list[str], log_file: Path) -> int | None:
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
-            if self._done.wait(timeout=max(0.0, TIMEOUT - (time.monotonic() - self.started))):
-                return self.proc.returncode
+            return proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
             # SIGINT: Snakemake cancels its own (SLURM or local) jobs; then make sure.
-            os.killpg(self.proc.pid, signal.SIGINT)
-            if not self._done.wait(timeout=120):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
             return None
-        finally:
-            self._log.close()
-
-    @property
-    def elapsed(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
 
 
-class PendingCiRun:
-    """config/ci.yaml's default target into `out`, started now (through SLURM where one answers, else
-    locally) and running in the background until `result()` waits for it."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        config = ["--configfile", "config/ci.yaml", "--config", f"outdir={out / 'results'}", f"logdir={out / 'logs'}"]
-        log_file = out / "snakemake.log"
-        self.why_not_slurm = (
-            "ARELBO_CI_RUN=local" if os.environ.get("ARELBO_CI_RUN") == "local" else slurm_unavailable()
+def run_ci_dag(out: Path) -> CiRun:
+    """config/ci.yaml's default target into `out`: through SLURM where one answers, else locally."""
+    config = ["--configfile", "config/ci.yaml", "--config", f"outdir={out / 'results'}", f"logdir={out / 'logs'}"]
+    log_file = out / "snakemake.log"
+    why_not = "ARELBO_CI_RUN=local" if os.environ.get("ARELBO_CI_RUN") == "local" else slurm_unavailable()
+    started = time.monotonic()
+    if why_not:
+        returncode = _snakemake_until_done(
+            [sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1", *config], log_file
         )
-        self.killer: TrainKiller | None = None
-        self.slurm_logs: Path | None = None
-        self._result: CiRun | None = None
-        if self.why_not_slurm:
-            self.executor = "local"
-            self.run = _Snakemake(
-                [sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1", *config], log_file
-            )
-            return
-        self.executor = "slurm"
-        self.slurm_logs = out / "slurm_logs"
-        prefix = "arelbotest_" + uuid.uuid4().hex[:8]
-        self.killer = TrainKiller(prefix)
-        self.killer.start()
-        self.run = _Snakemake(
+        return CiRun(out, "local", returncode, log_file.read_text(), time.monotonic() - started, why_not_slurm=why_not)
+
+    slurm_logs = out / "slurm_logs"
+    prefix = "arelbotest_" + uuid.uuid4().hex[:8]
+    killer = TrainKiller(prefix)
+    killer.start()
+    try:
+        returncode = _snakemake_until_done(
             [
                 sys.executable,
                 "-m",
@@ -223,35 +163,18 @@ class PendingCiRun:
                 SLURM_PROFILE,
                 *config,
                 "--slurm-logdir",
-                str(self.slurm_logs),
+                str(slurm_logs),
                 "--slurm-jobname-prefix",
                 prefix,
             ],
             log_file,
         )
-
-    def result(self) -> CiRun:
-        """Waits for the run (once) and says what it left."""
-        if self._result is None:
-            try:
-                returncode = self.run.wait()
-            finally:
-                if self.killer:
-                    self.killer.stop.set()
-                    self.killer.join(timeout=60)
-            log = self.run.log_file.read_text()
-            if returncode is None and self.executor == "slurm":
-                name = re.search(r"SLURM run ID: (\S+)", log)
-                if name:
-                    _run("scancel", "--name", name.group(1))
-            self._result = CiRun(
-                self.out,
-                self.executor,
-                returncode,
-                log,
-                self.run.elapsed,
-                why_not_slurm=self.why_not_slurm,
-                killer=self.killer,
-                slurm_logs=self.slurm_logs,
-            )
-        return self._result
+    finally:
+        killer.stop.set()
+        killer.join(timeout=60)
+    log = log_file.read_text()
+    if returncode is None:
+        name = re.search(r"SLURM run ID: (\S+)", log)
+        if name:
+            _run("scancel", "--name", name.group(1))
+    return CiRun(out, "slurm", returncode, log, time.monotonic() - started, killer=killer, slurm_logs=slurm_logs)

@@ -41,34 +41,14 @@ def ci_config(mnist_raw_dir):
     return load_config(REPO / "config" / "ci.yaml")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _ci_dag_started_early(request, tmp_path_factory):
-    """Starts the suite's one run of config/ci.yaml (tests/ci_dag.py) at the session's first test, in
-    the background, when any selected test reads it: most of that run's wall time is waiting (SLURM
-    submission and status polls, job start-ups), which the tests before its readers fill. Its shared
-    inputs (prepared datasets, FID reference statistics under resources/) are built first, in the
-    foreground, so that it never rewrites a file the other tests read while it runs."""
-    if not any("ci_dag_run" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        return None
-    from ci_dag import PendingCiRun, build_shared_inputs
-
-    request.getfixturevalue("ci_config")  # MNIST and the CelebA stand-in, as the run reads them
-    out = tmp_path_factory.mktemp("ci_run")
-    build_shared_inputs(out)
-    request.config.stash[_PENDING_CI_RUN] = PendingCiRun(out)
-    return None
-
-
-_PENDING_CI_RUN = pytest.StashKey()
-
-
 @pytest.fixture(scope="session")
-def ci_dag_run(request, _ci_dag_started_early):
+def ci_dag_run(tmp_path_factory, ci_config):
     """config/ci.yaml's default target, run once for the suite (tests/ci_dag.py: through SLURM where
-    one answers, with a train job cancelled on the way; else locally), started at the first test.
-    Not asserted here: the SLURM test reads a failed run's log, the end-to-end tests (test_workflow's
-    `ci_run`) need a finished one."""
-    return request.config.stash[_PENDING_CI_RUN].result()
+    one answers, with a train job cancelled on the way; else locally). Not asserted here: the SLURM
+    test reads a failed run's log, the end-to-end tests (test_workflow's `ci_run`) need a finished one."""
+    from ci_dag import run_ci_dag
+
+    return run_ci_dag(tmp_path_factory.mktemp("ci_run"))
 
 
 @pytest.fixture
