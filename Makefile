@@ -22,10 +22,14 @@ help:
 	@echo "make gpu-bundle - wheels, MNIST and Inception weights for an offline GPU machine (.gpu-bundle/)"
 	@echo "make gpu-check  - on that GPU machine: install the bundle, GPU tests, benchmarks, MNIST Tables 3+4 (docs/gpu-check.md)"
 
-$(STAMP): pyproject.toml requirements.lock
+# --compile-bytecode: uv (unlike pip) installs no .pyc files, and where PYTHONDONTWRITEBYTECODE is set
+# (some containers and CI images) Python then compiles torch, torchvision and Snakemake from source in
+# every process: each workflow job paid ~2.5 s more for `import torch`, ~7 s more for an FID job's
+# torchvision (docs/engineering-notes.md, "The test suite's time in CI"). ~50 s once, at install.
+$(STAMP): pyproject.toml requirements.lock Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --python $(BIN)/python --constraint requirements.lock --editable ".[test,slurm,lint]"
+	$(BIN)/uv pip install --python $(BIN)/python --constraint requirements.lock --compile-bytecode --editable ".[test,slurm,lint]"
 	@touch $@
 
 provision: $(STAMP)
