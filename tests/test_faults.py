@@ -249,10 +249,11 @@ def test_a_second_config_on_the_same_outdir_cannot_change_a_running_workflow(tmp
     out = tmp_path / "results"
     # A must still hold the lock when B starts, and B's dry run must not meet A's half-written files
     # (Snakemake refuses a DAG with incomplete files). So A does its training and MSE first
-    # (--prioritize) and then a long job outside B's DAG (a Section 3 group of 30 epochs); B is
-    # dry-run and started once A's MSE is written, while A trains that group.
+    # (--prioritize) and then a long job outside B's DAG (a Section 3 group of 10 epochs, ~30 s on 2 cores
+    # against the ~10 s that B's dry run and start take); B is dry-run and started once A's MSE is written,
+    # while A trains that group. Too short a group fails below ("A finished before B started"), never passes.
     slow = tmp_path / "slow.yaml"
-    slow.write_text(yaml.safe_dump({"section3": {"train": {"lr": 1.0e-3, "epochs": 30, "batch_size": 64}}}))
+    slow.write_text(yaml.safe_dump({"section3": {"train": {"lr": 1.0e-3, "epochs": 10, "batch_size": 64}}}))
     other = tmp_path / "B.yaml"
     other.write_text(yaml.safe_dump({"name": "ci-b", "data": {"mnist": {"limit": {"test": 64}}}}))
     common = ["--config", f"outdir={out}", f"logdir={tmp_path}/logs"]
@@ -322,14 +323,41 @@ def _strays(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*") if p.is_file())  # atomic_path's temporaries
 
 
-def _kill_then_rerun(cmd: list[str], outputs: list[Path], kill_times: list[float]) -> None:
-    killed = 0
-    for seconds in kill_times:
+def _timed_run(cmd: list[str]) -> float:
+    """Runs cmd to the end (it must succeed); its wall time in seconds."""
+    import time
+
+    started = time.monotonic()
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return time.monotonic() - started
+
+
+def _kill_then_rerun(cmd: list[str], expected: dict[Path, bytes], straight_seconds: float, seed: int) -> None:
+    """Three runs of cmd SIGKILLed at seeded points between 15 % and 85 % of an uninterrupted run's wall
+    time (start-up included: imports, weights loading, the work itself), then one run to the end.
+
+    After each kill an output is either absent or complete: byte for byte what the uninterrupted run
+    wrote (`expected`). A kill that lands after the last output is written, while the interpreter
+    shuts down, leaves complete outputs; at least one kill must land before them. Kill times scale with
+    the machine: fixed seconds landed after the end once start-up got faster."""
+    import random
+
+    rng = random.Random(seed)
+    interrupted = 0
+    folder = next(iter(expected)).parent
+    for seconds in [rng.uniform(0.15, 0.85) * straight_seconds for _ in range(3)]:
         if _kill_at(cmd, seconds):
-            killed += 1
-            assert not any(p.exists() for p in outputs), "a killed job left an output behind"
-            assert not _strays(outputs[0].parent), _strays(outputs[0].parent)
-    assert killed, "every kill came after the job had finished; kill earlier"
+            present = [path for path in expected if path.exists()]
+            for path in present:
+                assert path.read_bytes() == expected[path], f"a killed job left an unfinished {path.name} behind"
+            assert not _strays(folder), _strays(folder)
+            interrupted += not present
+            for path in present:  # the next try starts from nothing again
+                path.unlink()
+    assert interrupted, (
+        f"every kill came after the job's outputs were written (uninterrupted: {straight_seconds:.1f} s)"
+    )
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -338,7 +366,6 @@ def _kill_then_rerun(cmd: list[str], outputs: list[Path], kill_times: list[float
 @pytest.mark.e2e
 def test_a_killed_fid_job_reruns_to_the_uninterrupted_value(tmp_path, ci_config):
     import json
-    import random
 
     import numpy as np
 
@@ -380,10 +407,9 @@ def test_a_killed_fid_job_reruns_to_the_uninterrupted_value(tmp_path, ci_config)
         ]
 
     straight = tmp_path / "straight" / "fid_prior.json"
-    assert subprocess.run(cmd(straight), cwd=REPO, capture_output=True).returncode == 0
+    seconds = _timed_run(cmd(straight))
     killed = tmp_path / "killed" / "fid_prior.json"
-    rng = random.Random(12)  # kill times seeded: imports, weights loading, Inception forward
-    _kill_then_rerun(cmd(killed), [killed], [rng.uniform(0.5, 6.0) for _ in range(3)])
+    _kill_then_rerun(cmd(killed), {killed: straight.read_bytes()}, seconds, seed=12)
     assert json.loads(killed.read_text()) == json.loads(straight.read_text())  # FID and KID records
 
 
@@ -391,7 +417,6 @@ def test_a_killed_fid_job_reruns_to_the_uninterrupted_value(tmp_path, ci_config)
 @pytest.mark.e2e
 def test_a_killed_table_job_reruns_to_identical_files(tmp_path):
     import json
-    import random
 
     records = []
     for i, model in enumerate(["vae", "ae", "iso_i_arelbo"]):
@@ -440,12 +465,10 @@ def test_a_killed_table_job_reruns_to_identical_files(tmp_path):
             *map(str, files),
         ]
 
-    assert subprocess.run(cmd(tmp_path / "straight"), cwd=REPO, capture_output=True).returncode == 0
+    seconds = _timed_run(cmd(tmp_path / "straight"))
     names = ["table3.tex", "tables/table3_tidy.csv", "tables/table3_paper.csv", "tables/table3_vs_paper.csv"]
-    rng = random.Random(3)
-    _kill_then_rerun(
-        cmd(tmp_path / "killed"), [tmp_path / "killed" / names[0]], [rng.uniform(0.2, 2.5) for _ in range(3)]
-    )
+    expected = {tmp_path / "killed" / name: (tmp_path / "straight" / name).read_bytes() for name in names}
+    _kill_then_rerun(cmd(tmp_path / "killed"), expected, seconds, seed=3)
     for name in names:
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
     assert not _strays(tmp_path / "killed")

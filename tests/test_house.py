@@ -72,8 +72,29 @@ def test_every_cross_reference_to_a_document_resolves():
 
 def test_the_readme_indexes_every_document():
     readme = (REPO / "README.md").read_text()
-    missing = [p.name for p in sorted((REPO / "docs").glob("*.md")) if f"docs/{p.name}" not in readme]
+    missing = [f"docs/{p.name}" for p in sorted((REPO / "docs").glob("*.md")) if f"docs/{p.name}" not in readme]
+    missing += [name for name in ("CONTRIBUTING.md",) if f"`{name}`" not in readme]
     assert not missing, f"README.md's documentation index lacks {missing}"
+
+
+def test_make_test_fast_is_the_suite_without_its_end_to_end_runs():
+    """CONTRIBUTING.md: `make test-fast` = `pytest -m "not e2e"`, lint first like `make test`; the marker
+    is registered and said to be what the doc says; CI (`make test`) deselects nothing."""
+    import tomllib
+
+    fast = subprocess.run(["make", "-n", "test-fast"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    full = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    (fast_pytest,) = [line for line in fast.splitlines() if "pytest" in line]
+    (full_pytest,) = [line for line in full.splitlines() if "pytest" in line]
+    full_options = full_pytest.split(" pytest", 1)[1]
+    assert '-m "not e2e"' in fast_pytest and " -m " not in full_options and " -k " not in full_options
+    assert [line for line in fast.splitlines() if "ruff" in line or "snakefmt" in line] == [
+        line for line in full.splitlines() if "ruff" in line or "snakefmt" in line
+    ]
+    markers = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("e2e:") and "make test-fast" in m for m in markers)
+    contributing = (REPO / "CONTRIBUTING.md").read_text()
+    assert "make test-fast" in contributing and '`pytest -m "not e2e"`' in contributing
 
 
 def test_each_config_default_has_one_home():
