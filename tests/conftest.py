@@ -42,13 +42,15 @@ def ci_config(mnist_raw_dir):
 
 
 @pytest.fixture(scope="session")
-def ci_dag_run(tmp_path_factory, ci_config):
-    """config/ci.yaml's default target, run once for the suite (tests/ci_dag.py: through SLURM where
-    one answers, with a train job cancelled on the way; else locally). Not asserted here: the SLURM
-    test reads a failed run's log, the end-to-end tests (test_workflow's `ci_run`) need a finished one."""
-    from ci_dag import run_ci_dag
+def e2e_run(tmp_path_factory, ci_config):
+    """The suite's one run of the workflow's default target on the paper configuration with only
+    sizes changed (tests/e2e_run.py: through SLURM where one answers, with a train job cancelled on
+    the way; else locally). Not asserted here: the SLURM test reads a failed run's log, the other
+    end-to-end tests need a finished one. ci_config provisions the CelebA stand-in it reads as a
+    download."""
+    from e2e_run import run_e2e
 
-    return run_ci_dag(tmp_path_factory.mktemp("ci_run"))
+    return run_e2e(tmp_path_factory.mktemp("e2e_run"), ci_config.data.celeba.root)
 
 
 @pytest.fixture
@@ -100,7 +102,7 @@ def one_torch_thread():
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that read the shared ci DAG run are end-to-end runs too (marker `e2e`)."""
+    """Tests that read the shared end-to-end run are end-to-end runs too (marker `e2e`)."""
     for item in items:
-        if "ci_dag_run" in getattr(item, "fixturenames", ()):
+        if "e2e_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)

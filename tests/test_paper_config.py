@@ -1,10 +1,12 @@
 """The paper configuration's own code paths, run through Snakemake.
 
-config/config.yaml is what users run. The overlay below changes only sizes (data limits, epochs,
-FID sample count, Section 3 grid length and figure sizes) and labels the run as reduced; everything
-else is the paper's: `fid.reference_count: null` (the whole test split), both datasets (CelebA as the
-generated stand-in, read through data.celeba.root like a real download), all four estimators
-including GMM-100, the paper's batch sizes, hyper-parameters and second-stage network.
+config/config.yaml is what users run. The suite's one end-to-end run (tests/e2e_run.py, fixture
+`e2e_run`) runs it with an overlay that changes only sizes (data limits, epochs, FID sample count,
+Section 3 grid length and figure sizes) and labels the run as reduced; everything else is the
+paper's: the per-cell job layout, `fid.reference_count: null` (the whole test split), both datasets
+(CelebA as the generated stand-in, read through data.celeba.root like a real download), all four
+estimators including GMM-100, the paper's batch sizes, hyper-parameters and second-stage network.
+The same run serves tests/test_workflow.py and tests/test_slurm.py; it used to be a run of its own.
 """
 
 from __future__ import annotations
@@ -16,42 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from e2e_run import MODELS, N_SAMPLES, NAME, paper_sizes_overlay
 from test_workflow import _paper_shaped, snakemake
 
-pytestmark = pytest.mark.e2e  # runs whole workflows (make test-fast leaves it out)
-
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ["ae", "iso_i_arelbo"]  # a deterministic model (no prior: "–") and the paper's AR-ELBO
-
-
-def paper_sizes_overlay(path: Path, celeba_root: str) -> Path:
-    overlay = {
-        # labels: a sized-down run must never present itself as comparable with the paper
-        "name": "paper-sizes",
-        "reduced": True,
-        "description": "config/config.yaml with only sizes changed (tests/test_paper_config.py)",
-        "models": MODELS,
-        "data": {
-            "mnist": {"limit": {"train": 384, "val": 128, "test": 64}},
-            "celeba": {"root": celeba_root, "limit": {"train": 112, "val": 16, "test": None}},
-        },
-        "fid": {"n_samples": 16},
-        "train": {"mnist": {"epochs": 1}, "celeba": {"epochs": 1}},
-        "second_stage": {"epochs": 2},
-        "section3": {
-            "train": {"epochs": 1},
-            "train_limit": 256,
-            "table1": {"log10_sigma_x2": [0.0, -1.0]},
-            "table5": {"log10_sigma_z2": [1.0, -1.0]},
-            "figures": {
-                "figure1_log10_sigma_x2": [0.0, -1.0],
-                "figure2_log10_sigma_x2": [0.0, -1.0],
-                "figure3_log10_sigma_z2": [1.0, -1.0],
-            },
-        },
-    }
-    path.write_text(yaml.safe_dump(overlay, sort_keys=False))
-    return path
 
 
 def test_the_overlay_changes_only_sizes_and_labels(tmp_path):
@@ -84,26 +54,10 @@ def test_the_overlay_changes_only_sizes_and_labels(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def paper_run(tmp_path_factory, ci_config):
-    # ci_config provisions the CelebA stand-in at resources/celeba-synthetic; here it is read as a download
-    out = tmp_path_factory.mktemp("paper_run")
-    overlay = paper_sizes_overlay(out / "paper-sizes.yaml", ci_config.data.celeba.root)
-    targets = [f"{out}/results/table{n}.tex" for n in (1, 3, 4, 5)]
-    # one thread a job, two jobs at once, as `make quick`: tiny jobs are start-up-bound (6m43 vs 11m37)
-    result = snakemake(
-        *targets,
-        "--cores",
-        "2",
-        "--max-threads",
-        "1",
-        "--configfile",
-        str(overlay),
-        "--config",
-        f"outdir={out}/results",
-        f"logdir={out}/logs",
-    )
-    assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-4000:])
-    return out
+def paper_run(e2e_run):
+    failure = e2e_run.failure()
+    assert failure is None, failure
+    return e2e_run.out
 
 
 @pytest.mark.slow
@@ -137,7 +91,7 @@ def test_paper_fids_use_the_whole_configured_test_split(paper_run, ci_config):
         # reference_count: null -> every image of the test split as configured (MNIST limited to 64;
         # the stand-in's whole 20-image test split)
         assert record["n_reference"] == {"mnist": 64, "celeba": 20}[record["dataset"]], record
-        assert record["n_samples"] == 16
+        assert record["n_samples"] == N_SAMPLES
     tag = layout.dataset_tag("celeba", ci_config.data.celeba.root)
     assert (REPO / "resources" / "fid" / "mnist-test-n64.npz").is_file()
     assert (REPO / "resources" / "fid" / f"{tag}-test-nall.npz").is_file()
@@ -157,24 +111,25 @@ def test_every_record_and_job_log_names_its_device(paper_run):
             assert "cuda" in record and record["device_name"] and record["host"], path
     logs = [
         p
-        for p in (paper_run / "logs" / "paper-sizes").rglob("*.log")
+        for p in (paper_run / "logs" / NAME).rglob("*.log")
         if p.parent.name not in ("tables", "provision") and "fid" not in p.parts[-2:-1]
     ]
     for rule in ("train", "encode", "estimators", "samples", "metrics", "sweeps"):
-        rule_logs = [p for p in logs if p.relative_to(paper_run / "logs" / "paper-sizes").parts[0] == rule]
+        rule_logs = [p for p in logs if p.relative_to(paper_run / "logs" / NAME).parts[0] == rule]
         assert rule_logs, rule
         for log in rule_logs:
             assert "device: cpu" in log.read_text(), log
 
 
 @pytest.mark.slow
+@pytest.mark.e2e  # a workflow run of its own (make test-fast leaves it out)
 def test_mnist_jobs_run_while_celeba_is_not_downloaded(tmp_path, ci_config):
     """The paper config before CelebA is downloaded: MNIST jobs run, CelebA jobs fail with what to do."""
     missing = tmp_path / "no-celeba-here"
     overlay = paper_sizes_overlay(tmp_path / "o.yaml", str(missing))
     base = [sys.executable, "-m", "arelbo"]
     shown = subprocess.run([*base, "config", "--config", str(overlay)], cwd=REPO, capture_output=True, text=True)
-    assert shown.returncode == 0 and shown.stdout.startswith("name: paper-sizes"), shown.stderr
+    assert shown.returncode == 0 and shown.stdout.startswith(f"name: {NAME}"), shown.stderr
     assert "CelebA jobs will fail" in shown.stderr and "datasets=[mnist]" in shown.stderr
 
     mnist_model = f"{tmp_path}/results/models/mnist/iso_i_arelbo/seed0/model.pt"
@@ -198,9 +153,7 @@ def test_mnist_jobs_run_while_celeba_is_not_downloaded(tmp_path, ci_config):
     assert Path(mnist_model).is_file()  # ... the MNIST half does not
     assert not Path(celeba_model).exists()
     assert "datasets=[mnist]" in result.stderr  # the workflow's warning says how to run MNIST alone
-    failed = "".join(
-        p.read_text() for p in (tmp_path / "logs" / "paper-sizes" / "provision").glob("dataset_celeba*.log")
-    )
+    failed = "".join(p.read_text() for p in (tmp_path / "logs" / NAME / "provision").glob("dataset_celeba*.log"))
     assert "does not hold img_align_celeba/" in failed and "datasets=[mnist]" in failed
 
 

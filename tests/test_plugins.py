@@ -235,11 +235,20 @@ def test_the_workflow_plans_a_plugins_model_and_estimator_like_the_papers(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_the_example_plugin_runs_through_the_ci_dag_into_tables_3_and_4(tmp_path, ci_config):
+def test_the_example_plugin_runs_through_the_batched_layout_into_tables_1_3_4_5(tmp_path, ci_config):
     """The worked example, end to end on config/ci.yaml (MNIST): its model is trained, encoded and
-    scored with the paper's estimators and its own, and both land in Tables 3 and 4."""
+    scored with the paper's estimators and its own, and both land in Tables 3 and 4.
+
+    This is also the suite's end-to-end run of the batched job layout that config/ci.yaml, `make
+    quick` and the GPU check use (the per-cell layout of the paper config: tests/e2e_run.py): one
+    sample-and-score job per model, one second-stage job for the dataset's models, one training job
+    per Section 3 group, each under its own log folder and cost row. Until 2026-12-07 a run of
+    config/ci.yaml of its own covered that layout (with CelebA); the batched rules are the same for
+    both datasets (one rule per dataset from one template in workflow/rules)."""
+    from arelbo.core import layout
+
     overlay = tmp_path / "mnist-only.yaml"
-    overlay.write_text("datasets: [mnist]\nestimators: [prior, gmm10, gmmdiag]\n")
+    overlay.write_text("datasets: [mnist]\nestimators: [prior, 2ndvae, gmm10, gmmdiag]\n")
     out = tmp_path / "results"
     result = subprocess.run(
         [
@@ -258,8 +267,7 @@ def test_the_example_plugin_runs_through_the_ci_dag_into_tables_3_and_4(tmp_path
             f"outdir={out}",
             f"logdir={tmp_path}/logs",
             "--",
-            f"{out}/table3.tex",
-            f"{out}/table4.tex",
+            *(f"{out}/table{n}.tex" for n in (1, 3, 4, 5)),
         ],
         cwd=REPO,
         capture_output=True,
@@ -271,8 +279,26 @@ def test_the_example_plugin_runs_through_the_ci_dag_into_tables_3_and_4(tmp_path
     t3 = pd.read_csv(out / "tables" / "table3_paper.csv", index_col=0, dtype=str, keep_default_na=False)
     assert list(t3.index) == ["vae", "ae", "beta_vae"] and t3.loc["beta_vae", "label"] == "beta-VAE (beta = 4)"
     assert t3.loc["beta_vae", "mnist/fid_gmmdiag"] not in ("", "–") and t3.loc["ae", "mnist/fid_prior"] == "–"
+    defined = t3.drop(columns=["label", "mnist/fid_prior", "mnist/kid_prior (x1e3)"])
+    assert defined.map(lambda c: c not in ("", "–")).all().all(), t3
     t4 = pd.read_csv(out / "tables" / "table4_paper.csv", index_col=0, dtype=str, keep_default_na=False)
     assert t4.loc["beta_vae"].drop("label").map(lambda c: c not in ("", "–")).all()
     vs = pd.read_csv(out / "tables" / "table3_vs_paper.csv", keep_default_na=False)
     assert set(vs.loc[vs["model"] == "beta_vae", "note"]) == {"not in the paper"}
     assert "beta-VAE (beta = 4)" in (out / "table3.tex").read_text()
+    for n in (1, 5):
+        table = pd.read_csv(out / "tables" / f"table{n}_paper.csv", index_col=0, dtype=str, keep_default_na=False)
+        assert table.size and not (table == "").any().any() and not (table == "–").any().any(), table
+
+    # the batched layout's own jobs, each with its log and its cost row
+    logs = tmp_path / "logs" / "ci"
+    assert sorted(p.stem for p in (logs / "evaluate").rglob("*.log")) == ["seed0"] * 3  # one job per model
+    assert list((logs / layout.SECTION3_FOLDER).rglob(f"{layout.batched_seed_folder('0')}/train.log"))
+    # read by `arelbo costs` itself (the workflow's costs job runs in tests/e2e_run.py's run)
+    costs_csv = tmp_path / "costs.csv"
+    costs_cmd = [sys.executable, "-m", "arelbo", "costs", "--logs", str(logs), "--out", str(costs_csv)]
+    assert subprocess.run(costs_cmd, cwd=REPO, capture_output=True).returncode == 0
+    costs = pd.read_csv(costs_csv)
+    # second_stage.batched: one job fitted the dataset's three second stages (each .pt is used above)
+    assert list(costs.loc[costs["job"] == "estimators/2ndvae (batched)", "dataset"]) == ["mnist"]
+    assert costs.loc[costs["stage"] == "evaluate", "model"].tolist().count("beta_vae") == 1

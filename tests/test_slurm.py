@@ -1,20 +1,21 @@
-"""The workflow on a real SLURM: config/ci.yaml through `--profile profiles/slurm-ci`, to the end.
+"""The workflow on a real SLURM: its default target through `--profile profiles/slurm-ci`, to the end.
 
 Needs a SLURM the current user can submit to, with the `ci` partition of `.ci/slurm/start.sh`
 (a one-node SLURM on localhost; `.ci/run` starts it when CI=true). Without one the test is skipped,
 except under CI=true, where it fails: CI must not skip it silently.
 
-The run itself is the suite's one run of config/ci.yaml (tests/ci_dag.py, fixture `ci_dag_run`),
-whose outputs tests/test_workflow.py checks cell by cell. What this test checks of it:
+The run itself is the suite's one end-to-end run (tests/e2e_run.py, fixture `e2e_run`: the paper
+configuration with only sizes changed, 80-odd jobs), whose outputs tests/test_workflow.py and
+tests/test_paper_config.py check cell by cell. What this test checks of it:
 - every non-local job of the run went through `sbatch` (Snakemake's submission lines, one SLURM
   log per submission under the run's --slurm-logdir, and slurmctld's job-completion records),
-- the run survives a killed job: a watcher `scancel`s the first running `train` job once; SLURM
+- the run survives a killed job: a watcher `scancel`s the first running MNIST `train` job once; SLURM
   reports it CANCELLED, Snakemake re-submits it (`retries` in the profile) and the run completes,
 - every target of the default rule `all` (Table 3, Table 4, and whatever it lists later) exists.
 
     .venv/bin/python -m pytest -m slurm -s tests/test_slurm.py
 
-Environment (optional): ARELBO_CI_RUN_TIMEOUT (seconds, default 1500) bounds the run.
+Environment (optional): ARELBO_E2E_RUN_TIMEOUT (seconds, default 1500) bounds the run.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 from pathlib import Path
 
 import pytest
-from ci_dag import SLURM_PROFILE, _run, slurm_unavailable
+from e2e_run import SLURM_PROFILE, _run, slurm_unavailable
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
@@ -53,13 +54,13 @@ def jobcomp_records(run_name: str) -> dict[str, str] | None:
     return records
 
 
-def test_ci_config_runs_on_slurm_and_survives_a_killed_job(slurm, ci_dag_run):
-    run = ci_dag_run
-    assert run.executor == "slurm", f"the suite's run of config/ci.yaml ran locally: {run.why_not_slurm}"
+def test_the_workflow_runs_on_slurm_and_survives_a_killed_job(slurm, e2e_run):
+    run = e2e_run
+    assert run.executor == "slurm", f"the suite's end-to-end run ran locally: {run.why_not_slurm}"
     failure = run.failure()
     assert failure is None, f"snakemake --profile {SLURM_PROFILE}: {failure}"
     output, elapsed, killer, slurm_logs, out = run.log, run.elapsed, run.killer, run.slurm_logs, run.out
-    print(f"\nSLURM run of config/ci.yaml: {elapsed:.0f} s wall time")
+    print(f"\nSLURM run of the default target: {elapsed:.0f} s wall time")
 
     # --- the injected failure happened, and the job was retried ---------------------------------
     assert not killer.errors, killer.errors
@@ -96,6 +97,7 @@ def test_ci_config_runs_on_slurm_and_survives_a_killed_job(slurm, ci_dag_run):
     # the retried job is the killed train job
     train_block = re.search(rf"^rule train:\n(?:    .*\n)*?    jobid: {job}$", output, re.M)
     assert train_block, f"the re-submitted job {job} is not a train job"
+    assert "mnist" in killer.comment, killer.comment
 
     # one SLURM log per submission (profiles/slurm-ci keeps the logs of successful jobs)
     logs = {p.stem for p in slurm_logs.rglob("*.log")}

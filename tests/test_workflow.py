@@ -1,4 +1,4 @@
-"""The Snakemake DAG: the paper config's dry run, and a real run of config/ci.yaml end to end."""
+"""The Snakemake DAG: dry runs of the paper config, and the suite's one end-to-end run (tests/e2e_run.py) read back."""
 
 from __future__ import annotations
 
@@ -190,12 +190,13 @@ def test_batched_evaluation_samples_and_scores_each_model_in_one_job_into_the_sa
 
 
 @pytest.fixture(scope="module")
-def ci_run(ci_dag_run):
-    # The whole default target of config/ci.yaml: Tables 1, 3, 4, 5 and Figures 1-3 (the suite's one
-    # run of it, shared with tests/test_slurm.py: tests/ci_dag.py)
-    failure = ci_dag_run.failure()
+def run(e2e_run):
+    # The workflow's whole default target on the paper configuration with only sizes changed: Tables
+    # 1, 3, 4, 5, Figures 1-3, claims, costs (the suite's one end-to-end run, shared with
+    # tests/test_paper_config.py and tests/test_slurm.py: tests/e2e_run.py)
+    failure = e2e_run.failure()
     assert failure is None, failure
-    return ci_dag_run.out
+    return e2e_run
 
 
 def _paper_shaped(path: Path):
@@ -205,11 +206,15 @@ def _paper_shaped(path: Path):
 
 
 @pytest.mark.slow
-def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
-    results = ci_run / "results"
+def test_the_default_target_runs_end_to_end_and_fills_every_cell(run):
+    """Every table, figure, claim and cost of the default target, in the per-cell layout (the batched
+    layout's end-to-end run, and its own log folders and cost rows: tests/test_plugins.py)."""
     import pandas as pd
 
-    cfg = ci_config
+    from arelbo.core.config import load_config
+
+    results = run.out / "results"
+    cfg = load_config(run.overlay)
     for n in (1, 3, 4, 5):
         assert (results / f"table{n}.tex").is_file()
         for kind in ("tidy", "paper", "vs_paper"):
@@ -229,16 +234,16 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
         table = _paper_shaped(results / "tables" / f"table{n}_paper.csv")
         assert table.size and not (table == "").any().any() and not (table == "–").any().any(), table
     tex = (results / "table3.tex").read_text()
-    assert "ci" in tex and "not comparable" in tex
+    assert cfg.name in tex and "not comparable" in tex
     for number in (1, 2, 3):
         png = results / "figures" / f"figure{number}.png"
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (results / "config.yaml").read_text().startswith("name: ci")
+    assert (results / "config.yaml").read_text().startswith(f"name: {cfg.name}")
     # KID next to every FID, with the sizes in the caption; every claim judged or listed as NOT RUN
     tidy3 = pd.read_csv(results / "tables" / "table3_tidy.csv")
     assert {"kid_prior", "kid_gmm10", "fid_gmm100", "kid_gmm100"} <= set(tidy3["metric"])
     assert tidy3["config_hash"].nunique() == 1 and tidy3["uncertainty"].notna().any()
-    assert r"\label{tab:table3-kid}" in tex and "$N_{gen} = 20$" in tex
+    assert r"\label{tab:table3-kid}" in tex and f"$N_{{gen}} = {cfg.fid.n_samples}$" in tex
     from arelbo.reporting.claims import VERDICTS, load_claims, value_claims
 
     verdicts = pd.read_csv(results / "claims.csv").set_index("id")
@@ -246,9 +251,10 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
     assert set(verdicts["verdict"]) <= set(VERDICTS)
     values = verdicts[verdicts.index.str.contains(":")]
     assert (values["verdict"] == "NOT RUN").all()  # a reduced config's numbers are not comparable
-    # claims on models ci.yaml does not train are listed as NOT RUN, never silently dropped; the
+    # claims on models the run does not train are listed as NOT RUN, never silently dropped; the
     # Section 3 claims are judged (two grid points: a trend cannot be decided, a threshold can)
-    assert verdicts.loc["arelbo-best-fid-mnist", "verdict"] == "NOT RUN"
+    assert "vae" not in cfg.models and "wae_mmd" not in cfg.models
+    assert verdicts.loc["vae-reconstructs-far-worse-mnist", "verdict"] == "NOT RUN"
     assert verdicts.loc["vae-reconstructs-far-worse-celeba", "verdict"] == "NOT RUN"
     assert verdicts.loc["t1-kl-rises-as-sigma-x2-falls", "verdict"] == "INCONCLUSIVE"
     assert verdicts.loc["t5-kl-far-from-zero", "verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
@@ -258,27 +264,28 @@ def test_ci_config_runs_end_to_end_and_fills_every_cell(ci_run, ci_config):
     )
     assert (results / "claims.tex").read_text().count(r"\begin{tabular}") == 2
     # every heavy rule left a log and a benchmark, under the config's own log folder
-    logs = ci_run / "logs" / "ci"
-    for rule in ("train", "sweeps", "evaluate", "metrics", "estimators", "encode"):  # ci: fid.batched
+    logs = run.out / "logs" / cfg.name
+    for rule in ("train", "sweeps", "samples", "metrics", "estimators", "encode"):
         assert list((logs / rule).rglob("*.log")), rule
     assert list((logs / "benchmarks").rglob("*.tsv"))
     # the run's measured cost: one row per job that wrote a benchmark, each Table 3/4 row's jobs named
     costs = pd.read_csv(results / "costs.csv")
     assert len(costs) == len(list((logs / "benchmarks").rglob("*.tsv")))  # every job before it (it has none)
-    assert {"train", "encode", "estimators", "evaluate", "metrics", "sweeps"} <= set(costs["stage"])
+    assert {"train", "encode", "estimators", "samples", "metrics", "sweeps"} <= set(costs["stage"])
     rows = costs.dropna(subset=["model"]).groupby(["dataset", "model"])["stage"].agg(set)
     assert len(rows) == len(cfg.datasets) * len(cfg.models)
-    assert all({"train", "encode", "estimators", "evaluate", "metrics"} <= stages for stages in rows)
-    # second_stage.batched: one job per dataset fitted every model's second stage (each .pt is used above)
-    assert sorted(costs.loc[costs["job"] == "estimators/2ndvae (batched)", "dataset"]) == sorted(cfg.datasets)
+    assert all({"train", "encode", "estimators", "samples", "metrics"} <= stages for stages in rows)
+    # one second stage per model, each its own job (each .pt is used above)
+    second_stages = costs.loc[costs["job"].str.startswith("estimators/2ndvae")]
+    assert len(second_stages) == len(cfg.datasets) * len(cfg.models) and second_stages["model"].notna().all()
 
 
 @pytest.mark.slow
-def test_the_plan_checked_against_the_ci_run(ci_run):
+def test_the_plan_checked_against_the_run(run):
     """`arelbo plan --against` on a real run: every planned job that has a measured cost on the kind
     found the benchmark file the workflow wrote for it, and the run's seconds are set beside the plan's."""
     out = subprocess.run(
-        [sys.executable, "-m", "arelbo", "plan", "--config", "config/ci.yaml", "--against", str(ci_run / "logs")],
+        [sys.executable, "-m", "arelbo", "plan", "--config", str(run.overlay), "--against", str(run.out / "logs")],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -292,28 +299,29 @@ def test_the_plan_checked_against_the_ci_run(ci_run):
     )
     assert found, out.stdout[-3000:]
     planned_jobs_with_costs = [
-        line
-        for line in out.stdout.splitlines()
-        if re.match(r"^(train|encode|fit_estimator|sample_and_score_mnist_with_prior) ", line)
+        line for line in out.stdout.splitlines() if re.match(r"^(train|encode|fit_estimator|sample|metric_fid) ", line)
     ]
-    assert len(planned_jobs_with_costs) == 4 and int(found.group(1)) > 0 and float(found.group(3)) > 0
+    assert len(planned_jobs_with_costs) == 5 and int(found.group(1)) > 0 and float(found.group(3)) > 0
     for line in planned_jobs_with_costs:
         jobs, ran = int(line.split()[1]), int(line.split()[3])
-        # ci has CelebA stand-in jobs whose cost the 2-core row never measured; the MNIST ones all ran
+        # the CelebA stand-in jobs whose cost the 2-core row never measured are left out; the rest all ran
         assert 0 < ran <= jobs, line
 
 
 @pytest.mark.slow
-def test_report_holds_every_table_and_figure(ci_run, ci_config):
-    report = ci_run / "report.html"
+def test_report_holds_every_table_and_figure(run):
+    from arelbo.core.config import load_config
+
+    cfg = load_config(run.overlay)
+    report = run.out / "report.html"
     result = snakemake(
         "--cores",
         "1",
         "--configfile",
-        "config/ci.yaml",
+        str(run.overlay),
         "--config",
-        f"outdir={ci_run}/results",
-        f"logdir={ci_run}/logs",
+        f"outdir={run.out}/results",
+        f"logdir={run.out}/logs",
         "--report",
         str(report),
         timeout=600,
@@ -323,8 +331,8 @@ def test_report_holds_every_table_and_figure(ci_run, ci_config):
     expected = ["claims.csv", "costs.csv"] + [f"table{n}_paper.csv" for n in (1, 3, 4, 5)]
     expected += [f"table{n}_vs_paper.png" for n in (1, 3, 4, 5)]
     expected += [f"figure{n}.png" for n in (1, 2, 3)]
-    expected += [f"training_curves_{what}.png" for what in (*ci_config.datasets, "section3")]
-    expected += [f"{sampler}.png" for sampler in (*ci_config.estimators, "interp_mid", "interp_random")]
+    expected += [f"training_curves_{what}.png" for what in (*cfg.datasets, "section3")]
+    expected += [f"{sampler}.png" for sampler in (*cfg.estimators, "interp_mid", "interp_random")]
     missing = [name for name in expected if name not in html]
     assert not missing, f"not in the report: {missing}"
     for category in ("Claims", "Tables", "Paper comparison", "Samples", "Section 3 figures", "Training curves", "Cost"):

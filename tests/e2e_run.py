@@ -1,16 +1,24 @@
-"""The suite's one run of config/ci.yaml's default target (Tables 1, 3, 4, 5, Figures 1-3, report
-plots), shared by tests/test_workflow.py (every cell, costs, report, plan) and tests/test_slurm.py
-(submission, a killed job, retries), which used to run the same DAG once each (467 s of CI's time
-for the second run, 2026-12-02).
+"""The suite's one end-to-end run of the workflow's default target (Tables 1, 3, 4, 5, Figures 1-3,
+the claims, the measured costs and the report's plots), shared by tests/test_paper_config.py (the
+paper configuration's own code paths), tests/test_workflow.py (every cell, costs, report, plan) and
+tests/test_slurm.py (submission, a killed job, retries). Until 2026-12-07 the suite ran two such
+runs, config/ci.yaml through SLURM and the paper configuration locally (~780 s of CI's ~1,800 s);
+the batched job layout that config/ci.yaml ran is run end to end by the plugin test
+(tests/test_plugins.py), on MNIST.
+
+The configuration is config/config.yaml with only sizes changed (`paper_sizes_overlay`): the paper's
+per-cell job layout, both datasets (CelebA as the generated stand-in, read through data.celeba.root
+like a real download), all four estimators including GMM-100, the paper's batch sizes,
+hyper-parameters and second-stage network, `fid.reference_count: null`.
 
 Where a SLURM with the `ci` partition of `.ci/slurm/start.sh` answers (CI always: `.ci/run` starts
 one), the run goes through `--profile profiles/slurm-ci` and a watcher `scancel`s its first running
 `train` job once; elsewhere it runs locally, one thread a job and two jobs at once, as `make quick`
 does. Either way the end-to-end tests read the same outputs: they check what the DAG writes, not how
-it was scheduled; the local executor is run end to end by the paper-config and plugin tests.
+it was scheduled; the local executor runs end to end in the plugin test.
 
-Environment (optional): ARELBO_CI_RUN_TIMEOUT (seconds, default 1500) bounds the run; set
-ARELBO_CI_RUN=local to run it locally even where a SLURM answers.
+Environment (optional): ARELBO_E2E_RUN_TIMEOUT (seconds, default 1500) bounds the run; set
+ARELBO_E2E_RUN=local to run it locally even where a SLURM answers.
 """
 
 from __future__ import annotations
@@ -27,10 +35,52 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 SLURM_PROFILE = "profiles/slurm-ci"
 PARTITION = "ci"  # profiles/slurm-ci: default-resources slurm_partition=ci
-TIMEOUT = int(os.environ.get("ARELBO_CI_RUN_TIMEOUT", "1500"))
+TIMEOUT = int(os.environ.get("ARELBO_E2E_RUN_TIMEOUT", "1500"))
+NAME = "paper-sizes"  # the run's config name: its logs are under <logdir>/paper-sizes
+MODELS = ["ae", "iso_i_arelbo"]  # a deterministic model (no prior: "–") and the paper's AR-ELBO
+N_SAMPLES = 16  # generated images per FID
+
+
+def paper_sizes_overlay(path: Path, celeba_root: str) -> Path:
+    """config/config.yaml with only sizes changed, and labelled as reduced
+    (tests/test_paper_config.py checks that it changes nothing else)."""
+    overlay = {
+        # labels: a sized-down run must never present itself as comparable with the paper
+        "name": NAME,
+        "reduced": True,
+        "description": "config/config.yaml with only sizes changed (tests/e2e_run.py)",
+        "models": MODELS,
+        "data": {
+            "mnist": {"limit": {"train": 384, "val": 128, "test": 64}},
+            # >= 100 training latents for GMM-100; the stand-in's whole 20-image test split
+            "celeba": {"root": celeba_root, "limit": {"train": 112, "val": 16, "test": None}},
+        },
+        "fid": {"n_samples": N_SAMPLES},
+        "train": {"mnist": {"epochs": 1}, "celeba": {"epochs": 1}},
+        "second_stage": {"epochs": 2},
+        "section3": {
+            "train": {"epochs": 1},
+            "train_limit": 256,
+            "table1": {"log10_sigma_x2": [0.0, -1.0]},
+            "table5": {"log10_sigma_z2": [1.0, -1.0]},
+            "figures": {
+                "figure1_log10_sigma_x2": [0.0, -1.0],
+                "figure2_log10_sigma_x2": [0.0, -1.0],
+                "figure3_log10_sigma_z2": [1.0, -1.0],
+                "figure1_images": 2,
+                "figure1_perturbations": 3,
+                "tsne_points": 100,
+                "tsne_prior_points": 30,
+            },
+        },
+    }
+    path.write_text(yaml.safe_dump(overlay, sort_keys=False))
+    return path
 
 
 def _run(*cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -62,7 +112,8 @@ def slurm_unavailable() -> str | None:
 
 
 class TrainKiller(threading.Thread):
-    """Polls squeue for this run's jobs and scancels the first running `train` job, once."""
+    """Polls squeue for this run's jobs and scancels the first running MNIST `train` job, once (an
+    MNIST training: its retry costs seconds where a CelebA one's costs a minute)."""
 
     def __init__(self, prefix: str):
         super().__init__(daemon=True)
@@ -78,7 +129,7 @@ class TrainKiller(threading.Thread):
             out = _run("squeue", "-h", "-t", "RUNNING", "-o", "%i|%j|%k")
             for line in out.stdout.splitlines():
                 job_id, name, comment = (line.split("|", 2) + ["", ""])[:3]
-                if name.startswith(self.prefix + "_") and comment.startswith("rule_train"):
+                if name.startswith(self.prefix + "_") and comment.startswith("rule_train") and "mnist" in comment:
                     result = _run("scancel", job_id)
                     if result.returncode != 0:
                         self.errors.append(f"scancel {job_id}: {result.stderr.strip()}")
@@ -98,10 +149,12 @@ class TrainKiller(threading.Thread):
 
 
 @dataclass
-class CiRun:
-    """What the run left: outputs under `out` (results/, logs/), Snakemake's whole output in `log`."""
+class E2eRun:
+    """What the run left: outputs under `out` (results/, logs/), Snakemake's whole output in `log`;
+    `overlay` is its configuration (pass it as --configfile / --config to read the run again)."""
 
     out: Path
+    overlay: Path
     executor: str  # "slurm" or "local"
     returncode: int | None  # None: it did not finish within TIMEOUT (and was stopped)
     log: str
@@ -113,10 +166,10 @@ class CiRun:
     def failure(self) -> str | None:
         """Why the run cannot be read (None: it finished with status 0)."""
         if self.returncode is None:
-            return f"the {self.executor} run of config/ci.yaml did not finish within {TIMEOUT} s:\n{self.log[-6000:]}"
+            return f"the {self.executor} end-to-end run did not finish within {TIMEOUT} s:\n{self.log[-6000:]}"
         if self.returncode != 0:
             return (
-                f"the {self.executor} run of config/ci.yaml failed ({self.returncode}) after "
+                f"the {self.executor} end-to-end run failed ({self.returncode}) after "
                 f"{self.elapsed:.0f} s:\n{self.log[-6000:]}"
             )
         return None
@@ -137,17 +190,21 @@ def _snakemake_until_done(cmd: list[str], log_file: Path) -> int | None:
             return None
 
 
-def run_ci_dag(out: Path) -> CiRun:
-    """config/ci.yaml's default target into `out`: through SLURM where one answers, else locally."""
-    config = ["--configfile", "config/ci.yaml", "--config", f"outdir={out / 'results'}", f"logdir={out / 'logs'}"]
+def run_e2e(out: Path, celeba_root: str) -> E2eRun:
+    """The default target of the paper-sizes configuration into `out`: through SLURM where one
+    answers, else locally."""
+    overlay = paper_sizes_overlay(out / f"{NAME}.yaml", celeba_root)
+    config = ["--configfile", str(overlay), "--config", f"outdir={out / 'results'}", f"logdir={out / 'logs'}"]
     log_file = out / "snakemake.log"
-    why_not = "ARELBO_CI_RUN=local" if os.environ.get("ARELBO_CI_RUN") == "local" else slurm_unavailable()
+    why_not = "ARELBO_E2E_RUN=local" if os.environ.get("ARELBO_E2E_RUN") == "local" else slurm_unavailable()
     started = time.monotonic()
     if why_not:
         returncode = _snakemake_until_done(
             [sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1", *config], log_file
         )
-        return CiRun(out, "local", returncode, log_file.read_text(), time.monotonic() - started, why_not_slurm=why_not)
+        return E2eRun(
+            out, overlay, "local", returncode, log_file.read_text(), time.monotonic() - started, why_not_slurm=why_not
+        )
 
     slurm_logs = out / "slurm_logs"
     prefix = "arelbotest_" + uuid.uuid4().hex[:8]
@@ -177,4 +234,6 @@ def run_ci_dag(out: Path) -> CiRun:
         name = re.search(r"SLURM run ID: (\S+)", log)
         if name:
             _run("scancel", "--name", name.group(1))
-    return CiRun(out, "slurm", returncode, log, time.monotonic() - started, killer=killer, slurm_logs=slurm_logs)
+    return E2eRun(
+        out, overlay, "slurm", returncode, log, time.monotonic() - started, killer=killer, slurm_logs=slurm_logs
+    )
