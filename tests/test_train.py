@@ -73,9 +73,11 @@ def _train_cmd(overlay: Path, out: Path, model: str = "iso_i_arelbo") -> list[st
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path, ci_config):
-    overlay = _overlay(tmp_path, lr=1e-3, epochs=4, batch_size=64)
+    overlay = _overlay(tmp_path, lr=1e-3, epochs=5, batch_size=64)
     settings = yaml.safe_load(overlay.read_text())
     settings["train"]["checkpoint"] = {"every_epochs": 1, "every_minutes": None}  # the config's cadence
+    # 4 steps an epoch: killed after epoch 2's checkpoint, 3 epochs are left to resume
+    settings["data"] = {"mnist": {"limit": {"train": 256, "val": 64}}}
     overlay.write_text(yaml.safe_dump(settings))
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -107,7 +109,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, ci_config):
         assert torch.equal(tensor, b["state_dict"][name]), name
     rows_a = list(csv.DictReader(open(straight / LOG)))
     rows_b = list(csv.DictReader(open(killed / LOG)))
-    assert [r["val_loss"] for r in rows_a] == [r["val_loss"] for r in rows_b] and len(rows_a) == 4
+    assert [r["val_loss"] for r in rows_a] == [r["val_loss"] for r in rows_b] and len(rows_a) == 5
 
 
 def test_non_finite_loss_stops_with_model_epoch_and_step(tmp_path, ci_config):
@@ -210,6 +212,9 @@ def test_cli_reports_divergence_as_a_clear_error(tmp_path, ci_config):
 @pytest.mark.slow
 @pytest.mark.parametrize("model_id", sorted(MODELS))
 def test_short_mnist_run_lowers_the_validation_objective(model_id, tmp_path, ci_config):
+    """16 Adam steps (512 images, 2 epochs) lowered every model's validation objective by 16 % or
+    more (iso_d_arelbo the least; measured 2026-12-07); 8 steps (256 images) did not lower
+    iso_d_arelbo's."""
     from arelbo.core.runtime import seed_everything
     from arelbo.models.nets import build_net
     from arelbo.stages.data import load_split
@@ -218,7 +223,7 @@ def test_short_mnist_run_lowers_the_validation_objective(model_id, tmp_path, ci_
     net = build_net(model_id, "mnist")
     hparams = model_hparams(ci_config, model_id, "mnist")
     loss_fn = model_loss_fn(model_id, "mnist", hparams)
-    train = load_split("mnist", "train", ci_config, limit=1024)
+    train = load_split("mnist", "train", ci_config, limit=512)
     val = load_split("mnist", "val", ci_config, limit=256)
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -574,10 +579,15 @@ def test_bf16_precision_trains_each_model_as_the_policy_says_and_is_part_of_the_
 
     from arelbo.stages.train import CHECKPOINT, train_model
 
+    # 128 training images, 2 steps: what is asserted is which precision ran, not what it learned
+    # (bf16 on a CPU is emulated and slow: 37 s with ci's 512 images)
+    limits = dataclasses.replace(ci_config.data.mnist.limit, train=128, val=64)
+    data = dataclasses.replace(ci_config.data, mnist=dataclasses.replace(ci_config.data.mnist, limit=limits))
+
     def with_precision(precision):
         mnist = dataclasses.replace(ci_config.train.mnist, precision=precision, epochs=1)
         return dataclasses.replace(
-            ci_config, train=dataclasses.replace(ci_config.train, mnist=mnist), keep_checkpoints=True
+            ci_config, data=data, train=dataclasses.replace(ci_config.train, mnist=mnist), keep_checkpoints=True
         )
 
     fp32_dir = tmp_path / "fp32"
