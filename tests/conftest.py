@@ -43,14 +43,21 @@ def ci_config(mnist_raw_dir):
 
 @pytest.fixture(scope="session")
 def e2e_run(tmp_path_factory, ci_config):
-    """The suite's one run of the workflow's default target on the paper configuration with only
-    sizes changed (tests/e2e_run.py: through SLURM where one answers, with a train job cancelled on
-    the way; else locally). Not asserted here: the SLURM test reads a failed run's log, the other
-    end-to-end tests need a finished one. ci_config provisions the CelebA stand-in it reads as a
-    download."""
+    """The suite's run of the workflow's default target on the paper configuration with only sizes
+    changed, in the per-cell job layout (tests/e2e_run.py). ci_config provisions the CelebA stand-in
+    it reads as a download. Not asserted here: the tests that read it need a finished one."""
     from e2e_run import run_e2e
 
     return run_e2e(tmp_path_factory.mktemp("e2e_run"), ci_config.data.celeba.root)
+
+
+@pytest.fixture(scope="session")
+def batched_run(tmp_path_factory, ci_config):
+    """The suite's run of config/ci.yaml's batched job layout with the example plugin, on MNIST
+    (tests/e2e_run.py). Not asserted here: the tests that read it need a finished one."""
+    from e2e_run import run_batched
+
+    return run_batched(tmp_path_factory.mktemp("batched_run"))
 
 
 @pytest.fixture
@@ -102,7 +109,7 @@ def one_torch_thread():
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that read the shared end-to-end run are end-to-end runs too (marker `e2e`)."""
+    """Tests that read a shared end-to-end run are end-to-end runs too (marker `e2e`)."""
     for item in items:
-        if "e2e_run" in getattr(item, "fixturenames", ()):
+        if {"e2e_run", "batched_run"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)

@@ -1,24 +1,32 @@
-"""The suite's one end-to-end run of the workflow's default target (Tables 1, 3, 4, 5, Figures 1-3,
-the claims, the measured costs and the report's plots), shared by tests/test_paper_config.py (the
-paper configuration's own code paths), tests/test_workflow.py (every cell, costs, report, plan) and
-tests/test_slurm.py (submission, a killed job, retries). Until 2026-12-07 the suite ran two such
-runs, config/ci.yaml through SLURM and the paper configuration locally (~780 s of CI's ~1,800 s);
-the batched job layout that config/ci.yaml ran is run end to end by the plugin test
-(tests/test_plugins.py), on MNIST.
+"""The suite's end-to-end runs of the workflow: one per job layout, each run once and read by every
+test that needs its outputs (session fixtures `e2e_run` and `batched_run` in conftest.py), and a
+small one through SLURM (tests/test_slurm.py).
 
-The configuration is config/config.yaml with only sizes changed (`paper_sizes_overlay`): the paper's
-per-cell job layout, both datasets (CelebA as the generated stand-in, read through data.celeba.root
-like a real download), all four estimators including GMM-100, the paper's batch sizes,
-hyper-parameters and second-stage network, `fid.reference_count: null`.
+`run_e2e`: the paper configuration with only sizes changed (`paper_sizes_overlay`), its default
+target (Tables 1, 3, 4, 5, Figures 1-3, the claims, the measured costs, the report's plots) in the
+paper's per-cell job layout: both datasets (CelebA as the generated stand-in, read through
+data.celeba.root like a real download), all four estimators including GMM-100, the paper's batch
+sizes, hyper-parameters and second-stage network, `fid.reference_count: null`. Read by
+tests/test_paper_config.py and tests/test_workflow.py. Always local, one thread a job and two jobs
+at once, as `make quick` runs.
 
-Where a SLURM with the `ci` partition of `.ci/slurm/start.sh` answers (CI always: `.ci/run` starts
-one), the run goes through `--profile profiles/slurm-ci` and a watcher `scancel`s its first running
-`train` job once; elsewhere it runs locally, one thread a job and two jobs at once, as `make quick`
-does. Either way the end-to-end tests read the same outputs: they check what the DAG writes, not how
-it was scheduled; the local executor runs end to end in the plugin test.
+`run_batched`: config/ci.yaml's batched job layout (one sample-and-score job per model, one
+second-stage job per dataset, one training job per Section 3 group; what `make quick` and the GPU
+check use) with the example plugin's model and estimator, on MNIST, to Tables 1, 3, 4 and 5, locally.
+Read by tests/test_plugins.py.
 
-Environment (optional): ARELBO_E2E_RUN_TIMEOUT (seconds, default 1500) bounds the run; set
-ARELBO_E2E_RUN=local to run it locally even where a SLURM answers.
+`run_on_slurm`: a small DAG of config/ci.yaml (MNIST Table 3 of two models) through `--profile
+profiles/slurm-ci`, where a watcher `scancel`s the first running training once. Read by
+tests/test_slurm.py only, and run only where a SLURM with the `ci` partition of `.ci/slurm/start.sh`
+answers (CI always: `.ci/run` starts one). It is small because through SLURM each job pays two more
+Snakemake start-ups and waits for the executor's status checks: measured on the 2-core development
+machine on 2026-12-07, the batched run took 333 s through SLURM against 131 s locally, the per-cell
+run 557 s against 287 s.
+
+Until 2026-12-07 the suite ran config/ci.yaml's whole DAG through SLURM, the paper configuration
+locally and the plugin run: three runs, ~900 s of CI's ~1,800 s.
+
+Environment (optional): ARELBO_E2E_RUN_TIMEOUT (seconds, default 1500) bounds each run.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 SLURM_PROFILE = "profiles/slurm-ci"
 PARTITION = "ci"  # profiles/slurm-ci: default-resources slurm_partition=ci
 TIMEOUT = int(os.environ.get("ARELBO_E2E_RUN_TIMEOUT", "1500"))
+EXAMPLE_PLUGIN = REPO / "examples" / "arelbo-example-plugin"
 NAME = "paper-sizes"  # the run's config name: its logs are under <logdir>/paper-sizes
 MODELS = ["ae", "iso_i_arelbo"]  # a deterministic model (no prior: "–") and the paper's AR-ELBO
 N_SAMPLES = 16  # generated images per FID
@@ -151,10 +160,10 @@ class TrainKiller(threading.Thread):
 @dataclass
 class E2eRun:
     """What the run left: outputs under `out` (results/, logs/), Snakemake's whole output in `log`;
-    `overlay` is its configuration (pass it as --configfile / --config to read the run again)."""
+    `configfiles` its configuration (pass them as --configfile / --config to read the run again)."""
 
     out: Path
-    overlay: Path
+    configfiles: list[Path]
     executor: str  # "slurm" or "local"
     returncode: int | None  # None: it did not finish within TIMEOUT (and was stopped)
     log: str
@@ -175,9 +184,11 @@ class E2eRun:
         return None
 
 
-def _snakemake_until_done(cmd: list[str], log_file: Path) -> int | None:
+def _snakemake_until_done(cmd: list[str], log_file: Path, env: dict | None = None) -> int | None:
     with open(log_file, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
+        )
         try:
             return proc.wait(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -190,20 +201,66 @@ def _snakemake_until_done(cmd: list[str], log_file: Path) -> int | None:
             return None
 
 
+def plugin_env() -> dict:
+    """The environment with the example plugin importable (as `pip install -e` of it would make it)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE_PLUGIN), os.environ.get("PYTHONPATH", "")])}
+
+
 def run_e2e(out: Path, celeba_root: str) -> E2eRun:
-    """The default target of the paper-sizes configuration into `out`: through SLURM where one
-    answers, else locally."""
+    """The default target of the paper-sizes configuration into `out`, locally."""
     overlay = paper_sizes_overlay(out / f"{NAME}.yaml", celeba_root)
-    config = ["--configfile", str(overlay), "--config", f"outdir={out / 'results'}", f"logdir={out / 'logs'}"]
+    return _run_workflow(out, [overlay], [], slurm_reason="the per-cell run is always local")
+
+
+def run_batched(out: Path) -> E2eRun:
+    """config/ci.yaml's batched layout with the example plugin, on MNIST, to Tables 1, 3, 4 and 5,
+    locally."""
+    mnist_only = out / "mnist-only.yaml"
+    mnist_only.write_text("datasets: [mnist]\nestimators: [prior, 2ndvae, gmm10, gmmdiag]\n")
+    configfiles = [REPO / "config" / "ci.yaml", EXAMPLE_PLUGIN / "example.yaml", mnist_only]
+    targets = [str(out / "results" / f"table{n}.tex") for n in (1, 3, 4, 5)]
+    return _run_workflow(out, configfiles, targets, slurm_reason="the batched run is local", env=plugin_env())
+
+
+def run_on_slurm(out: Path) -> E2eRun:
+    """config/ci.yaml's MNIST Table 3 for two models (a VAE with a prior, an AE without) scored on the
+    prior and the second stage, through SLURM: 10 jobs submitted with `sbatch` (trainings,
+    encodings, MSEs, the dataset's batched second stage, one sample-and-score job per model, the FID
+    reference) and the local ones; a watcher cancels the first running training once."""
+    mnist_only = out / "mnist-table3.yaml"
+    mnist_only.write_text("datasets: [mnist]\nmodels: [vae, ae]\nestimators: [prior, 2ndvae]\n")
+    configfiles = [REPO / "config" / "ci.yaml", mnist_only]
+    return _run_workflow(out, configfiles, [str(out / "results" / "table3.tex")], slurm_reason=None)
+
+
+def _run_workflow(
+    out: Path, configfiles: list[Path], targets: list[str], *, slurm_reason: str | None, env: dict | None = None
+) -> E2eRun:
+    """Snakemake on `configfiles` into `out` (its default target where `targets` is empty): locally
+    where `slurm_reason` says why not through SLURM, else through profiles/slurm-ci with a watcher
+    that cancels the first running MNIST training once."""
+    config = [
+        "--configfile",
+        *map(str, configfiles),
+        "--config",
+        f"outdir={out / 'results'}",
+        f"logdir={out / 'logs'}",
+    ]
+    targets = ["--", *targets] if targets else []
     log_file = out / "snakemake.log"
-    why_not = "ARELBO_E2E_RUN=local" if os.environ.get("ARELBO_E2E_RUN") == "local" else slurm_unavailable()
     started = time.monotonic()
-    if why_not:
+    if slurm_reason:
         returncode = _snakemake_until_done(
-            [sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1", *config], log_file
+            [sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1", *config, *targets], log_file, env
         )
         return E2eRun(
-            out, overlay, "local", returncode, log_file.read_text(), time.monotonic() - started, why_not_slurm=why_not
+            out,
+            configfiles,
+            "local",
+            returncode,
+            log_file.read_text(),
+            time.monotonic() - started,
+            why_not_slurm=slurm_reason,
         )
 
     slurm_logs = out / "slurm_logs"
@@ -223,8 +280,10 @@ def run_e2e(out: Path, celeba_root: str) -> E2eRun:
                 str(slurm_logs),
                 "--slurm-jobname-prefix",
                 prefix,
+                *targets,
             ],
             log_file,
+            env,
         )
     finally:
         killer.stop.set()
@@ -235,5 +294,5 @@ def run_e2e(out: Path, celeba_root: str) -> E2eRun:
         if name:
             _run("scancel", "--name", name.group(1))
     return E2eRun(
-        out, overlay, "slurm", returncode, log, time.monotonic() - started, killer=killer, slurm_logs=slurm_logs
+        out, configfiles, "slurm", returncode, log, time.monotonic() - started, killer=killer, slurm_logs=slurm_logs
     )

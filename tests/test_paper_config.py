@@ -1,12 +1,12 @@
 """The paper configuration's own code paths, run through Snakemake.
 
-config/config.yaml is what users run. The suite's one end-to-end run (tests/e2e_run.py, fixture
+config/config.yaml is what users run. The suite's per-cell end-to-end run (tests/e2e_run.py, fixture
 `e2e_run`) runs it with an overlay that changes only sizes (data limits, epochs, FID sample count,
 Section 3 grid length and figure sizes) and labels the run as reduced; everything else is the
 paper's: the per-cell job layout, `fid.reference_count: null` (the whole test split), both datasets
 (CelebA as the generated stand-in, read through data.celeba.root like a real download), all four
 estimators including GMM-100, the paper's batch sizes, hyper-parameters and second-stage network.
-The same run serves tests/test_workflow.py and tests/test_slurm.py; it used to be a run of its own.
+The same run serves tests/test_workflow.py; it used to be a run of its own.
 """
 
 from __future__ import annotations

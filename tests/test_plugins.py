@@ -3,7 +3,6 @@ and they are validated, trained, scored and tabulated like the paper's, with no 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -179,7 +178,9 @@ def test_claims_about_every_other_model_include_the_plugins_models(example_plugi
 
 
 def _env():
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")])}
+    from e2e_run import plugin_env
+
+    return plugin_env()
 
 
 def test_the_cli_offers_a_configs_plugin_ids(tmp_path):
@@ -234,48 +235,22 @@ def test_the_workflow_plans_a_plugins_model_and_estimator_like_the_papers(tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.e2e
-def test_the_example_plugin_runs_through_the_batched_layout_into_tables_1_3_4_5(tmp_path, ci_config):
+def test_the_example_plugin_runs_through_the_batched_layout_into_tables_1_3_4_5(batched_run):
     """The worked example, end to end on config/ci.yaml (MNIST): its model is trained, encoded and
     scored with the paper's estimators and its own, and both land in Tables 3 and 4.
 
-    This is also the suite's end-to-end run of the batched job layout that config/ci.yaml, `make
-    quick` and the GPU check use (the per-cell layout of the paper config: tests/e2e_run.py): one
-    sample-and-score job per model, one second-stage job for the dataset's models, one training job
-    per Section 3 group, each under its own log folder and cost row. Until 2026-12-07 a run of
-    config/ci.yaml of its own covered that layout (with CelebA); the batched rules are the same for
-    both datasets (one rule per dataset from one template in workflow/rules)."""
+    The run (tests/e2e_run.py, fixture `batched_run`) is also the suite's end-to-end run of the
+    batched job layout that config/ci.yaml, `make quick` and the GPU check use (the paper config's
+    per-cell layout: fixture `e2e_run`): one sample-and-score job per model, one second-stage job for
+    the dataset's models, one training job per Section 3 group, each under its own log folder and
+    cost row. Until 2026-12-07 a run of config/ci.yaml of its own covered that layout, with CelebA;
+    the batched rules of both datasets come from one template in workflow/rules, and the dry-run
+    tests of tests/test_workflow.py plan them on both."""
     from arelbo.core import layout
 
-    overlay = tmp_path / "mnist-only.yaml"
-    overlay.write_text("datasets: [mnist]\nestimators: [prior, 2ndvae, gmm10, gmmdiag]\n")
-    out = tmp_path / "results"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--cores",
-            "2",
-            "--max-threads",
-            "1",
-            "--configfile",
-            "config/ci.yaml",
-            str(EXAMPLE / "example.yaml"),
-            str(overlay),
-            "--config",
-            f"outdir={out}",
-            f"logdir={tmp_path}/logs",
-            "--",
-            *(f"{out}/table{n}.tex" for n in (1, 3, 4, 5)),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=1500,
-    )
-    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    failure = batched_run.failure()
+    assert failure is None, failure
+    out = batched_run.out / "results"
     t3 = pd.read_csv(out / "tables" / "table3_paper.csv", index_col=0, dtype=str, keep_default_na=False)
     assert list(t3.index) == ["vae", "ae", "beta_vae"] and t3.loc["beta_vae", "label"] == "beta-VAE (beta = 4)"
     assert t3.loc["beta_vae", "mnist/fid_gmmdiag"] not in ("", "–") and t3.loc["ae", "mnist/fid_prior"] == "–"
@@ -291,11 +266,11 @@ def test_the_example_plugin_runs_through_the_batched_layout_into_tables_1_3_4_5(
         assert table.size and not (table == "").any().any() and not (table == "–").any().any(), table
 
     # the batched layout's own jobs, each with its log and its cost row
-    logs = tmp_path / "logs" / "ci"
+    logs = batched_run.out / "logs" / "ci"
     assert sorted(p.stem for p in (logs / "evaluate").rglob("*.log")) == ["seed0"] * 3  # one job per model
     assert list((logs / layout.SECTION3_FOLDER).rglob(f"{layout.batched_seed_folder('0')}/train.log"))
-    # read by `arelbo costs` itself (the workflow's costs job runs in tests/e2e_run.py's run)
-    costs_csv = tmp_path / "costs.csv"
+    # read by `arelbo costs` itself (the workflow's costs job runs in the per-cell run, fixture `e2e_run`)
+    costs_csv = batched_run.out / "costs.csv"
     costs_cmd = [sys.executable, "-m", "arelbo", "costs", "--logs", str(logs), "--out", str(costs_csv)]
     assert subprocess.run(costs_cmd, cwd=REPO, capture_output=True).returncode == 0
     costs = pd.read_csv(costs_csv)

@@ -1,4 +1,5 @@
-"""The Snakemake DAG: dry runs of the paper config, and the suite's one end-to-end run (tests/e2e_run.py) read back."""
+"""The Snakemake DAG: dry runs of the paper config, and the suite's per-cell end-to-end run
+(tests/e2e_run.py) read back."""
 
 from __future__ import annotations
 
@@ -192,8 +193,8 @@ def test_batched_evaluation_samples_and_scores_each_model_in_one_job_into_the_sa
 @pytest.fixture(scope="module")
 def run(e2e_run):
     # The workflow's whole default target on the paper configuration with only sizes changed: Tables
-    # 1, 3, 4, 5, Figures 1-3, claims, costs (the suite's one end-to-end run, shared with
-    # tests/test_paper_config.py and tests/test_slurm.py: tests/e2e_run.py)
+    # 1, 3, 4, 5, Figures 1-3, claims, costs (the suite's per-cell end-to-end run, shared with
+    # tests/test_paper_config.py: tests/e2e_run.py)
     failure = e2e_run.failure()
     assert failure is None, failure
     return e2e_run
@@ -214,7 +215,7 @@ def test_the_default_target_runs_end_to_end_and_fills_every_cell(run):
     from arelbo.core.config import load_config
 
     results = run.out / "results"
-    cfg = load_config(run.overlay)
+    cfg = load_config(*run.configfiles)
     for n in (1, 3, 4, 5):
         assert (results / f"table{n}.tex").is_file()
         for kind in ("tidy", "paper", "vs_paper"):
@@ -285,7 +286,15 @@ def test_the_plan_checked_against_the_run(run):
     """`arelbo plan --against` on a real run: every planned job that has a measured cost on the kind
     found the benchmark file the workflow wrote for it, and the run's seconds are set beside the plan's."""
     out = subprocess.run(
-        [sys.executable, "-m", "arelbo", "plan", "--config", str(run.overlay), "--against", str(run.out / "logs")],
+        [
+            sys.executable,
+            "-m",
+            "arelbo",
+            "plan",
+            *(f"--config={f}" for f in run.configfiles),
+            "--against",
+            str(run.out / "logs"),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -312,13 +321,13 @@ def test_the_plan_checked_against_the_run(run):
 def test_report_holds_every_table_and_figure(run):
     from arelbo.core.config import load_config
 
-    cfg = load_config(run.overlay)
+    cfg = load_config(*run.configfiles)
     report = run.out / "report.html"
     result = snakemake(
         "--cores",
         "1",
         "--configfile",
-        str(run.overlay),
+        *map(str, run.configfiles),
         "--config",
         f"outdir={run.out}/results",
         f"logdir={run.out}/logs",
