@@ -121,8 +121,7 @@ def slurm_unavailable() -> str | None:
 
 
 class TrainKiller(threading.Thread):
-    """Polls squeue for this run's jobs and scancels the first running MNIST `train` job, once (an
-    MNIST training: its retry costs seconds where a CelebA one's costs a minute)."""
+    """Polls squeue for this run's jobs and scancels the first running `train` job, once."""
 
     def __init__(self, prefix: str):
         super().__init__(daemon=True)
@@ -138,7 +137,7 @@ class TrainKiller(threading.Thread):
             out = _run("squeue", "-h", "-t", "RUNNING", "-o", "%i|%j|%k")
             for line in out.stdout.splitlines():
                 job_id, name, comment = (line.split("|", 2) + ["", ""])[:3]
-                if name.startswith(self.prefix + "_") and comment.startswith("rule_train") and "mnist" in comment:
+                if name.startswith(self.prefix + "_") and comment.startswith("rule_train"):
                     result = _run("scancel", job_id)
                     if result.returncode != 0:
                         self.errors.append(f"scancel {job_id}: {result.stderr.strip()}")
@@ -168,7 +167,6 @@ class E2eRun:
     returncode: int | None  # None: it did not finish within TIMEOUT (and was stopped)
     log: str
     elapsed: float
-    why_not_slurm: str | None = None  # why a local run (None for a SLURM one)
     killer: TrainKiller | None = None
     slurm_logs: Path | None = None
 
@@ -209,7 +207,7 @@ def plugin_env() -> dict:
 def run_e2e(out: Path, celeba_root: str) -> E2eRun:
     """The default target of the paper-sizes configuration into `out`, locally."""
     overlay = paper_sizes_overlay(out / f"{NAME}.yaml", celeba_root)
-    return _run_workflow(out, [overlay], [], slurm_reason="the per-cell run is always local")
+    return _run_workflow(out, [overlay], [], slurm=False)
 
 
 def run_batched(out: Path) -> E2eRun:
@@ -219,7 +217,7 @@ def run_batched(out: Path) -> E2eRun:
     mnist_only.write_text("datasets: [mnist]\nestimators: [prior, 2ndvae, gmm10, gmmdiag]\n")
     configfiles = [REPO / "config" / "ci.yaml", EXAMPLE_PLUGIN / "example.yaml", mnist_only]
     targets = [str(out / "results" / f"table{n}.tex") for n in (1, 3, 4, 5)]
-    return _run_workflow(out, configfiles, targets, slurm_reason="the batched run is local", env=plugin_env())
+    return _run_workflow(out, configfiles, targets, slurm=False, env=plugin_env())
 
 
 def run_on_slurm(out: Path) -> E2eRun:
@@ -230,15 +228,15 @@ def run_on_slurm(out: Path) -> E2eRun:
     mnist_only = out / "mnist-table3.yaml"
     mnist_only.write_text("datasets: [mnist]\nmodels: [vae, ae]\nestimators: [prior, 2ndvae]\n")
     configfiles = [REPO / "config" / "ci.yaml", mnist_only]
-    return _run_workflow(out, configfiles, [str(out / "results" / "table3.tex")], slurm_reason=None)
+    return _run_workflow(out, configfiles, [str(out / "results" / "table3.tex")], slurm=True)
 
 
 def _run_workflow(
-    out: Path, configfiles: list[Path], targets: list[str], *, slurm_reason: str | None, env: dict | None = None
+    out: Path, configfiles: list[Path], targets: list[str], *, slurm: bool, env: dict | None = None
 ) -> E2eRun:
-    """Snakemake on `configfiles` into `out` (its default target where `targets` is empty): locally
-    where `slurm_reason` says why not through SLURM, else through profiles/slurm-ci with a watcher
-    that cancels the first running MNIST training once."""
+    """Snakemake on `configfiles` into `out` (its default target where `targets` is empty): locally,
+    or with `slurm` through profiles/slurm-ci with a watcher that cancels the first running training
+    once."""
     config = [
         "--configfile",
         *map(str, configfiles),
@@ -249,19 +247,11 @@ def _run_workflow(
     targets = ["--", *targets] if targets else []
     log_file = out / "snakemake.log"
     started = time.monotonic()
-    if slurm_reason:
+    if not slurm:
         returncode = _snakemake_until_done(
             [sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1", *config, *targets], log_file, env
         )
-        return E2eRun(
-            out,
-            configfiles,
-            "local",
-            returncode,
-            log_file.read_text(),
-            time.monotonic() - started,
-            why_not_slurm=slurm_reason,
-        )
+        return E2eRun(out, configfiles, "local", returncode, log_file.read_text(), time.monotonic() - started)
 
     slurm_logs = out / "slurm_logs"
     prefix = "arelbotest_" + uuid.uuid4().hex[:8]

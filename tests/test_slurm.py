@@ -11,7 +11,7 @@ and the outputs, not the rules' work, which the suite's local end-to-end runs ch
 checks of its run:
 - every non-local job of the run went through `sbatch` (Snakemake's submission lines, one SLURM
   log per submission under the run's --slurm-logdir, and slurmctld's job-completion records),
-- the run survives a killed job: a watcher `scancel`s the first running MNIST `train` job once; SLURM
+- the run survives a killed job: a watcher `scancel`s the first running `train` job once; SLURM
   reports it CANCELLED, Snakemake re-submits it (`retries` in the profile) and the run completes,
 - the table it was asked for exists, with a number in every cell.
 
@@ -65,7 +65,7 @@ def slurm_run(slurm, tmp_path_factory, ci_config):
 
 def test_the_workflow_runs_on_slurm_and_survives_a_killed_job(slurm_run):
     run = slurm_run
-    assert run.executor == "slurm", run.why_not_slurm
+    assert run.executor == "slurm"
     failure = run.failure()
     assert failure is None, f"snakemake --profile {SLURM_PROFILE}: {failure}"
     output, elapsed, killer, slurm_logs, out = run.log, run.elapsed, run.killer, run.slurm_logs, run.out
