@@ -10,6 +10,12 @@ CORES  ?= 2
 # make quick's jobs take one thread each, so two run at once on a 2-core laptop: each job's start-up
 # (importing torch) runs on one core (docs/engineering-notes.md, "make quick budget").
 JOB_THREADS ?= 1
+# The suite runs on TEST_WORKERS pytest-xdist workers (one per core of a 2-core CI machine; each takes
+# its share of the cores as torch threads, tests/conftest.py). Tests that share a run or a module
+# fixture go to one worker together (--dist loadgroup); the end-to-end units are queued first, in the
+# order tests/conftest.py gives them (--no-loadscope-reorder). TEST_WORKERS=0: one process, as before.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15
 
 .PHONY: quick test test-fast lint provision bench gpu-bundle gpu-check clean-results help
 
@@ -48,11 +54,11 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow/
 
 test: provision lint
-	$(BIN)/python -m pytest --durations=15
+	$(PYTEST)
 
 # Everything but the end-to-end workflow runs; CI runs the whole suite (make test).
 test-fast: provision lint
-	$(BIN)/python -m pytest -m "not e2e" --durations=15
+	$(PYTEST) -m "not e2e"
 
 bench: provision
 	$(BIN)/python benchmarks/train_throughput.py

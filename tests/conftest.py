@@ -13,6 +13,14 @@ RESOURCES = REPO / "resources"
 # Config paths are relative to the working directory (as in Snakemake): run from the repo root.
 os.chdir(REPO)
 
+# `make test` runs two pytest-xdist workers. Each worker, and every process it starts, gets its share
+# of the CPUs as torch's thread count (one each on a 2-core machine): two workers whose thread pools
+# each span every core fight over them (OpenMP threads spin while they wait for each other). Set
+# before any test imports torch; an explicit OMP_NUM_THREADS wins.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cpus // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
@@ -108,8 +116,37 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+SHARED_RUNS = ("e2e_run", "batched_run")  # session fixtures: one end-to-end run each, read by many tests
+
+
+def _shared_state(item) -> str | None:
+    """What `item` shares with other tests that must not be computed twice: a shared end-to-end run,
+    or (its module's name) a module- or session-scoped fixture defined in its own module."""
+    names = set(getattr(item, "fixturenames", ()))
+    for run in SHARED_RUNS:
+        if run in names:
+            return run
+    module = getattr(getattr(item, "module", None), "__name__", None)
+    fixture_defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for name in names:
+        for fixture_def in fixture_defs.get(name, ()):
+            if fixture_def.scope in ("module", "session") and fixture_def.func.__module__ == module:
+                return module
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items):
-    """Tests that read a shared end-to-end run are end-to-end runs too (marker `e2e`)."""
+    """Tests that read a shared end-to-end run are end-to-end runs too (marker `e2e`).
+
+    Under pytest-xdist (`make test`: `--dist loadgroup`), tests that share state (`_shared_state`) go
+    to one worker as one unit (marker `xdist_group`), so a run or a module fixture is computed once;
+    every other test is its own unit. The end-to-end units come first: they are the longest, and a
+    long unit started last would leave the other worker idle while it runs."""
     for item in items:
-        if {"e2e_run", "batched_run"} & set(getattr(item, "fixturenames", ())):
+        shared = _shared_state(item)
+        if shared in SHARED_RUNS:
             item.add_marker(pytest.mark.e2e)
+        if shared is not None:
+            item.add_marker(pytest.mark.xdist_group(shared))
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: file order otherwise
