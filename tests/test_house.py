@@ -97,6 +97,36 @@ def test_make_test_fast_is_the_suite_without_its_end_to_end_runs():
     assert "make test-fast" in contributing and '`pytest -m "not e2e"`' in contributing
 
 
+def test_tests_that_share_a_run_go_to_one_worker(tmp_path):
+    """`make test` runs pytest-xdist with `--dist loadgroup`: the readers of a shared end-to-end run
+    (and of a module fixture) carry one `xdist_group` (tests/conftest.py) and must run on one worker,
+    or each worker would run its own copy of a 5-minute run. Some pytest and pytest-xdist releases
+    together drop the groups without a word (pytest 9.2 with pytest-xdist 3.8): this catches that."""
+    import sys
+
+    for name in ("test_a.py", "test_b.py"):  # one group across two files, as e2e_run's readers are
+        (tmp_path / name).write_text(
+            "import os, pytest\n"
+            "@pytest.mark.xdist_group('shared')\n"
+            "@pytest.mark.parametrize('i', range(6))\n"
+            "def test_grouped(i, tmp_path_factory):\n"
+            f"    open({str(tmp_path / 'workers')!r}, 'a').write(os.environ['PYTEST_XDIST_WORKER'] + '\\n')\n"
+        )
+    make = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    (line,) = [line for line in make.splitlines() if " pytest " in line]
+    options = line.split(" pytest ", 1)[1].split()
+    assert "loadgroup" in options and "-n" in options
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *options, "--rootdir", str(tmp_path), "."],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    workers = (tmp_path / "workers").read_text().split()
+    assert len(workers) == 12 and len(set(workers)) == 1, f"the group ran on {sorted(set(workers))}"
+
+
 def test_each_config_default_has_one_home():
     """docs/design.md §10: a setting config/config.yaml holds has no dataclass default, and a dataclass
     default exists only for a setting config.yaml does not hold; objective hyper-parameters live in
