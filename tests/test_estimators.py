@@ -291,3 +291,20 @@ def test_load_rejects_foreign_files(tmp_path):
     path.write_bytes(pickle.dumps({"weights": 1}))
     with pytest.raises(ValueError, match="not an estimator file"):
         load_estimator(path)
+
+
+def test_second_stage_noise_is_drawn_on_the_generators_device_and_moved_to_the_datas():
+    """second_stage_loss draws ε from the generator it is given, on that generator's device, whatever
+    device the latents are on (torch refuses a CUDA draw from a CPU generator): here the data are on
+    the meta device, and the CPU generator is still the one consumed. Its CUDA twin: tests/test_gpu.py."""
+    from arelbo.models.estimators import SecondStageVAE, second_stage_loss, second_stage_loss_given
+
+    torch.manual_seed(0)
+    net, u = SecondStageVAE(D, 8, 2), torch.randn(16, D)
+    noise = torch.Generator().manual_seed(5)
+    eps = torch.randn(u.shape, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(second_stage_loss(net, u, noise)[0], second_stage_loss_given(net, u, eps)[0])
+    state = noise.get_state()
+    loss, _ = second_stage_loss(net.to("meta"), u.to("meta"), noise)
+    assert loss.device.type == "meta"
+    assert not torch.equal(noise.get_state(), state), "ε was not drawn from the CPU generator"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,12 +239,45 @@ def _tiny_study_config(tmp_path):
     )
 
 
+def assert_batched_equals_single(cfg, one: Path, many: Path, group_size: int, steps: int = 4) -> None:
+    """A point's model trained alone (`one`) and in its batched group (`many`) after `steps` Adam steps:
+    same spec and point, weights equal to float tolerance, the same training log. Also the assertion of
+    the CUDA twin (tests/test_gpu.py)."""
+    import csv
+
+    from arelbo.stages.section3 import _initial_model
+
+    a, b = (torch.load(f, weights_only=True) for f in (one, many))
+    assert a.keys() == b.keys() and a["spec"] == b["spec"] and a["point"] == b["point"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    # Float tolerance. Adam's early steps are ~lr·sign(g), so where the two kernels' rounding flips
+    # the sign of a near-zero gradient element, the runs step that weight apart by up to 2·lr a step
+    # (measured on an AMD EPYC VM, 2026-12-02: 65 of the 6.4 million weights of one tensor, 3.5·lr
+    # at most, after 4 steps; other hosts showed none). So: such weights are rare, none is further apart
+    # than the steps allow, and each tensor differs by < 1 % of how far training moved it, in norm
+    # (measured 0.3 % at worst; two different grid points differ by up to 135 % after the same 4 steps).
+    lr = cfg.section3.train.lr
+    initial = _initial_model(cfg, GridPoint.parse(a["point"]), 3).state_dict()
+    for name, tensor in a["state_dict"].items():
+        diff = (b["state_dict"][name] - tensor).abs()
+        assert float((diff > lr).float().mean()) < 1e-4 and float(diff.max()) < 2 * steps * lr, name
+        moved = float((tensor - initial[name]).norm())
+        assert float(diff.norm()) <= 1e-2 * moved or moved == float(diff.norm()) == 0.0, name
+    rows_a, rows_b = (list(csv.DictReader((f.parent / "train_log.csv").open())) for f in (one, many))
+    assert len(rows_a) == len(rows_b) == 2
+    for ra, rb in zip(rows_a, rows_b):
+        for column in ra:
+            if column.startswith(("train_", "val_")):
+                assert float(rb[column]) == pytest.approx(float(ra[column]), rel=1e-4, abs=1e-6), column
+        assert rb["batched"] == str(group_size)
+
+
 @pytest.mark.parametrize("group", sorted(_GROUP_POINTS))
 def test_a_batched_group_equals_its_points_trained_one_by_one(group, tmp_path, mnist_raw_dir):
     import csv
 
     from arelbo.core.layout import section3_group_checkpoint
-    from arelbo.stages.section3 import _initial_model, train_point, train_points_batched
+    from arelbo.stages.section3 import train_point, train_points_batched
 
     cfg = _tiny_study_config(tmp_path)
     points = _GROUP_POINTS[group]
@@ -260,29 +294,7 @@ def test_a_batched_group_equals_its_points_trained_one_by_one(group, tmp_path, m
         f.parent.relative_to(tmp_path / "single") for f in single
     ]
     for one, many in zip(single, batched):
-        a, b = (torch.load(f, weights_only=False) for f in (one, many))
-        assert a.keys() == b.keys() and a["spec"] == b["spec"] and a["point"] == b["point"]
-        assert a["state_dict"].keys() == b["state_dict"].keys()
-        # Float tolerance. Adam's early steps are ~lr·sign(g), so where the two kernels' rounding flips
-        # the sign of a near-zero gradient element, the runs step that weight apart by up to 2·lr a step
-        # (measured on an AMD EPYC VM, 2026-12-02: 65 of the 6.4 million weights of one tensor, 3.5·lr
-        # at most, after 4 steps; other hosts showed none). So: such weights are rare, none is further apart than 4
-        # steps allow, and each tensor differs by < 1 % of how far training moved it, in norm (measured
-        # 0.3 % at worst; two different grid points differ by up to 135 % after the same 4 steps).
-        lr, steps = cfg.section3.train.lr, 4
-        initial = _initial_model(cfg, GridPoint.parse(a["point"]), 3).state_dict()
-        for name, tensor in a["state_dict"].items():
-            diff = (b["state_dict"][name] - tensor).abs()
-            assert float((diff > lr).float().mean()) < 1e-4 and float(diff.max()) < 2 * steps * lr, name
-            moved = float((tensor - initial[name]).norm())
-            assert float(diff.norm()) <= 1e-2 * moved or moved == float(diff.norm()) == 0.0, name
-        rows_a, rows_b = (list(csv.DictReader((f.parent / "train_log.csv").open())) for f in (one, many))
-        assert len(rows_a) == len(rows_b) == 2
-        for ra, rb in zip(rows_a, rows_b):
-            for column in ra:
-                if column.startswith(("train_", "val_")):
-                    assert float(rb[column]) == pytest.approx(float(ra[column]), rel=1e-4, abs=1e-6), column
-            assert rb["batched"] == str(len(points))
+        assert_batched_equals_single(cfg, one, many, len(points))
     # the points really differ (not K copies of one training): their last losses are distinct
     finals = [float(list(csv.DictReader((f.parent / "train_log.csv").open()))[-1]["train_loss"]) for f in batched]
     assert len({round(v, 3) for v in finals}) == len(points)

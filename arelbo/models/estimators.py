@@ -128,8 +128,10 @@ class SecondStageVAE(nn.Module):
 
 def second_stage_loss(net: SecondStageVAE, u: torch.Tensor, noise: torch.Generator):
     """Batch mean of Σ((u−û)/γ)²/2 + d·ln γ + KL(q(v|u) ‖ N(0, I)) (docs/design.md §5; the constant
-    d/2·ln 2π of the Gaussian NLL is left out), with the reparameterisation noise drawn from `noise`."""
-    return second_stage_loss_given(net, u, torch.randn(u.shape, generator=noise, device=u.device, dtype=u.dtype))
+    d/2·ln 2π of the Gaussian NLL is left out), with the reparameterisation noise drawn from `noise`
+    on the generator's own device (torch draws only there) and moved to the data's."""
+    eps = torch.randn(u.shape, generator=noise, device=noise.device, dtype=u.dtype)
+    return second_stage_loss_given(net, u, eps.to(u.device))
 
 
 def second_stage_loss_given(net: SecondStageVAE, u: torch.Tensor, eps: torch.Tensor):

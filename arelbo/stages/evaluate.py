@@ -212,18 +212,19 @@ def mse(cfg, dataset: str, model: str, model_file: Path, seed: int, out: Path) -
     images = load_split(dataset, "test", cfg)
     hparams = model_hparams(cfg, model, dataset)
     errors, sigma_x2, weights = [], [], []
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(sampler_seed(seed, "prior") + 100)  # the objective's one reparameterised sample
-    for start in range(0, len(images), DECODE_BATCH):
-        x = images[start : start + DECODE_BATCH].to(device).float().div_(255.0)
-        mu, _ = net.encode(x)
-        x_mean, _ = net.decode(mu)
-        errors.append((x - x_mean).pow(2).flatten(1).sum(1).double().cpu())
-        if MODELS[model].estimates_sigma_x:
-            _, terms = loss_and_terms(model, dataset, net, x, hparams)
-            sigma_x2.append(float(terms["sigma_x2"]))
-            weights.append(len(x))
-    torch.random.set_rng_state(generator_state)
+    # The objective draws one reparameterised sample from the global generators: seed them for this job
+    # and give the caller's back afterwards, the device's (CUDA) as well as the CPU's.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(sampler_seed(seed, "prior") + 100)
+        for start in range(0, len(images), DECODE_BATCH):
+            x = images[start : start + DECODE_BATCH].to(device).float().div_(255.0)
+            mu, _ = net.encode(x)
+            x_mean, _ = net.decode(mu)
+            errors.append((x - x_mean).pow(2).flatten(1).sum(1).double().cpu())
+            if MODELS[model].estimates_sigma_x:
+                _, terms = loss_and_terms(model, dataset, net, x, hparams)
+                sigma_x2.append(float(terms["sigma_x2"]))
+                weights.append(len(x))
     errors = torch.cat(errors)
     n = len(images)
     prov = provenance(cfg, dataset, device)
