@@ -4,7 +4,16 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.arelbo-installed
+# The PyTorch build: empty = PyPI's wheels as requirements.lock pins them (on Linux x86_64 a CUDA 13 build,
+# which needs a recent NVIDIA driver and puts ~3 GB of CUDA libraries into .venv). Otherwise uv's
+# --torch-backend picks the build from PyTorch's index at the locked version: `cpu` (a laptop), `cu126`
+# or `cu128` (a node whose driver offers CUDA 12), `auto` (uv reads the driver). docs/gpu-check.md.
+TORCH_BACKEND ?=
+# One stamp per build: where .venv holds another build's stamp, torch and torchvision are reinstalled
+# (the locked version is met by either build, so uv would otherwise keep the old one).
+STAMP  := $(VENV)/.arelbo-installed$(if $(TORCH_BACKEND),-torch-$(TORCH_BACKEND))
+TORCH_SWITCH := $(if $(wildcard $(VENV)/.arelbo-installed*),$(if $(wildcard $(STAMP)),,--reinstall-package torch --reinstall-package torchvision))
+TORCH_BUILD := $(if $(TORCH_BACKEND),--torch-backend $(TORCH_BACKEND)) $(TORCH_SWITCH)
 UV_VERSION := 0.13.9
 CORES  ?= 2
 # make quick's jobs take one thread each, so two run at once on a 2-core laptop: each job's start-up
@@ -35,7 +44,8 @@ help:
 $(STAMP): pyproject.toml requirements.lock Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --python $(BIN)/python --constraint requirements.lock --compile-bytecode --editable ".[test,slurm,lint]"
+	$(BIN)/uv pip install --python $(BIN)/python --constraint requirements.lock --compile-bytecode $(TORCH_BUILD) --editable ".[test,slurm,lint]"
+	@rm -f $(VENV)/.arelbo-installed*
 	@touch $@
 
 provision: $(STAMP)

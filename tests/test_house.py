@@ -127,6 +127,45 @@ def test_tests_that_share_a_run_go_to_one_worker(tmp_path):
     assert len(workers) == 12 and len(set(workers)) == 1, f"the group ran on {sorted(set(workers))}"
 
 
+def test_make_installs_the_torch_build_torch_backend_names(tmp_path):
+    """`make quick TORCH_BACKEND=cu126` (or cpu, auto, ...) hands the build to uv's --torch-backend at
+    the locked version; without it the install line is today's; switching builds in an existing .venv
+    reinstalls torch and torchvision (either build meets the lock, so uv would keep the old one).
+    Only the plumbing is tested: PyTorch's index is not reachable from CI."""
+
+    def install_line(venv, *variables):
+        out = subprocess.run(
+            ["make", "-n", "-B", "provision", f"VENV={venv}", *variables],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        (line,) = [line for line in out.splitlines() if "uv pip install" in line]
+        return line.split()
+
+    fresh, used = tmp_path / "fresh", tmp_path / "used"
+    used.mkdir()
+    (used / ".arelbo-installed").touch()  # a .venv bootstrapped with PyPI's build
+    plain = install_line(fresh)
+    assert not any(word.startswith(("--torch-backend", "--reinstall")) for word in plain)
+    assert install_line(used) == [word.replace(str(fresh), str(used)) for word in plain]
+    cuda12 = install_line(fresh, "TORCH_BACKEND=cu126")
+    assert cuda12[cuda12.index("--torch-backend") + 1] == "cu126" and "--reinstall-package" not in cuda12
+    assert "--constraint" in cuda12 and "requirements.lock" in cuda12  # still the locked versions
+    switched = install_line(used, "TORCH_BACKEND=cpu")
+    assert switched[switched.index("--torch-backend") + 1] == "cpu"
+    assert {switched[i + 1] for i, w in enumerate(switched) if w == "--reinstall-package"} == {"torch", "torchvision"}
+    make = subprocess.run(
+        ["make", "-n", "-B", "provision", f"VENV={used}", "TORCH_BACKEND=cpu"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"touch {used}/.arelbo-installed-torch-cpu" in make
+
+
 def test_each_config_default_has_one_home():
     """docs/design.md §10: a setting config/config.yaml holds has no dataclass default, and a dataclass
     default exists only for a setting config.yaml does not hold; objective hyper-parameters live in
