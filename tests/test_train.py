@@ -72,6 +72,7 @@ def _train_cmd(overlay: Path, out: Path, model: str = "iso_i_arelbo") -> list[st
 
 
 @pytest.mark.slow
+@pytest.mark.e2e  # the job's own command, run, SIGKILLed and rerun in processes (make test-fast leaves it out)
 def test_killed_run_resumes_to_the_same_weights(tmp_path, ci_config):
     overlay = _overlay(tmp_path, lr=1e-3, epochs=5, batch_size=64)
     settings = yaml.safe_load(overlay.read_text())
