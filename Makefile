@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 # The PyTorch build: empty = PyPI's wheels as requirements.lock pins them (on Linux x86_64 a CUDA 13 build,
 # which needs a recent NVIDIA driver and puts ~3 GB of CUDA libraries into .venv). Otherwise uv's
 # --torch-backend picks the build from PyTorch's index at the locked version: `cpu` (a laptop), `cu126`
-# or `cu128` (a node whose driver offers CUDA 12), `auto` (uv reads the driver). docs/gpu-check.md.
-TORCH_BACKEND ?=
+# or `cu128` (a node whose driver offers CUDA 12), `auto` (uv reads the driver). README.md, "Which
+# PyTorch build". .venv remembers the choice, so later `make` calls keep it; `TORCH_BACKEND=` goes back.
+TORCH_BACKEND ?= $(shell cat $(VENV)/.torch-backend 2>/dev/null)
 # One stamp per build: where .venv holds another build's stamp, torch and torchvision are reinstalled
 # (the locked version is met by either build, so uv would otherwise keep the old one).
 STAMP  := $(VENV)/.arelbo-installed$(if $(TORCH_BACKEND),-torch-$(TORCH_BACKEND))
@@ -46,6 +47,7 @@ $(STAMP): pyproject.toml requirements.lock Makefile
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --python $(BIN)/python --constraint requirements.lock --compile-bytecode $(TORCH_BUILD) --editable ".[test,slurm,lint]"
 	@rm -f $(VENV)/.arelbo-installed*
+	@echo "$(TORCH_BACKEND)" > $(VENV)/.torch-backend
 	@touch $@
 
 provision: $(STAMP)

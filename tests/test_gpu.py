@@ -79,11 +79,12 @@ def test_a_checkpoint_moves_between_devices(tmp_path, first, second):
 @CUDA
 def test_full_rank_frechet_distance_on_cuda_equals_the_cpu_route():
     """Both routes in float64, through different eigensolvers (cuSOLVER, LAPACK). Each is backward
-    stable: eigenvalues of the 2048×2048 product M off by ~D·ε·‖M‖ ≈ 2e-13·‖M‖. Its smallest eigenvalues
-    (2,049 samples in 2,048 dimensions: Σ_g nearly singular) sit near zero, where √ turns an absolute
-    error δ into up to √δ ≈ 5e-7·√‖M‖ per eigenvalue, and tr √M sums 2,048 of them: up to ~1e-3·√‖M‖ in
-    all, against a distance of order D·‖M‖. Hence rel 1e-6, not float64's 1e-15 (nor the 1e-9 of before,
-    which only a lucky draw would meet)."""
+    stable: the eigenvalues of the 2048×2048 product M come out within δ ≈ D·ε·‖M‖ ≈ 5e-12 (‖M‖ ≈ 20
+    here). √ turns that into up to √δ ≈ 2e-6 at an eigenvalue below δ and δ / (2√λ) above; with 2,049
+    samples in 2,048 dimensions M has eigenvalues down to ~1e-16 (185 below 1e-5, measured on the CPU:
+    the Marchenko–Pastur edge is at 0 for N ≈ D), so 2·tr √M may move by ~1e-4 in all, against a
+    distance of 515 — rel ~2e-7. Hence rel 1e-6; float64's 1e-15 does not survive √ near zero, and
+    the 1e-9 of before held only by luck."""
     import numpy as np
 
     from arelbo.metrics.fid import feature_stats, frechet_distance_to_features

@@ -156,6 +156,13 @@ def test_make_installs_the_torch_build_torch_backend_names(tmp_path):
     switched = install_line(used, "TORCH_BACKEND=cpu")
     assert switched[switched.index("--torch-backend") + 1] == "cpu"
     assert {switched[i + 1] for i, w in enumerate(switched) if w == "--reinstall-package"} == {"torch", "torchvision"}
+    # .venv remembers the build: a later plain `make` keeps it; `TORCH_BACKEND=` goes back to PyPI's
+    (used / ".arelbo-installed").rename(used / ".arelbo-installed-torch-cpu")
+    (used / ".torch-backend").write_text("cpu\n")
+    kept = install_line(used)
+    assert kept[kept.index("--torch-backend") + 1] == "cpu" and "--reinstall-package" not in kept
+    back = install_line(used, "TORCH_BACKEND=")
+    assert "--torch-backend" not in back and "--reinstall-package" in back
     make = subprocess.run(
         ["make", "-n", "-B", "provision", f"VENV={used}", "TORCH_BACKEND=cpu"],
         cwd=REPO,
@@ -163,7 +170,7 @@ def test_make_installs_the_torch_build_torch_backend_names(tmp_path):
         text=True,
         check=True,
     ).stdout
-    assert f"touch {used}/.arelbo-installed-torch-cpu" in make
+    assert f"touch {used}/.arelbo-installed-torch-cpu" in make and f'echo "cpu" > {used}/.torch-backend' in make
 
 
 def test_each_config_default_has_one_home():
