@@ -30,9 +30,12 @@ def _load(args, check_folders: bool = False, datasets=None):
 def _job_device(cfg):
     """Resolve the config's device before any work (a clear error for an unusable `cuda`) and log
     which device, GPU model, torch and CUDA versions this job runs on."""
+    from arelbo.core.precision import EVALUATION_PRECISION, set_arithmetic
     from arelbo.core.runtime import configure_cuda_determinism, describe_device, device_info, pick_device
 
     device = pick_device(cfg.device)
+    # IEEE FP32 for all a job does; a training sets its model's precision around its epochs
+    set_arithmetic(EVALUATION_PRECISION)
     if device.type == "cuda":
         configure_cuda_determinism(cfg.cuda_deterministic)
     log.info("device: %s", describe_device(device_info(device)))

@@ -51,8 +51,9 @@ def _fail(what: str, message: str):
 def check_model(model_id: str, *, datasets=registry.DATASETS, batch_size: int = 4, seed: int = 0) -> None:
     """The model `model_id` (registered) on each dataset: its network's shapes, a finite loss with
     the required terms, finite gradients reaching the encoder and the decoder, the same loss for
-    the same seed, validation (no_grad) working, a save/load round trip of its weights, and
-    hyper-parameter defaults its schema accepts."""
+    the same seed, validation (no_grad) working, a save/load round trip of its weights,
+    hyper-parameter defaults its schema accepts, and — for a model registered `tf32_safe` — a
+    gradient under TF32 convolutions (simulated) that points where IEEE FP32's does."""
     import jsonschema
 
     from arelbo.core.runtime import seed_everything
@@ -123,6 +124,10 @@ def check_model(model_id: str, *, datasets=registry.DATASETS, batch_size: int = 
             val_loss, _ = loss_and_terms(model_id, dataset, net, x, sample=False)
         if not torch.isfinite(val_loss):
             _fail(what, f"validation (no_grad, z = mu) loss is not finite: {val_loss}")
+        if entry.tf32_safe:
+            _check_tf32_tolerance(
+                what, model_id, dataset, realistic_images(dataset, TF32_CHECK_IMAGES[dataset], seed), seed
+            )
         # save/load round trip (what model.pt holds): a fresh network with the saved state gives
         # the same deterministic reconstruction
         buffer = io.BytesIO()
@@ -134,6 +139,38 @@ def check_model(model_id: str, *, datasets=registry.DATASETS, batch_size: int = 
         with torch.no_grad():
             if not torch.equal(fresh(x, sample=False).x_mean, net(x, sample=False).x_mean):
                 _fail(what, "a network loaded from its saved state reconstructs differently")
+
+
+# A model registered tf32_safe must keep its gradient within this cosine of IEEE FP32's under
+# simulated TF32 convolutions, on TF32_CHECK_IMAGES synthetic images (its own batch: with 2 images
+# batch normalisation makes every model's gradient fragile). Measured on fresh networks: the 12
+# tolerant paper models ≥ 0.998 (8 MNIST-like images) and ≥ 0.999 (4 CelebA-like), Diag-D AR-ELBO
+# 0.97 and 0.57 (docs/engineering-notes.md, "Precision measurements").
+TF32_MIN_GRADIENT_COSINE = 0.99
+TF32_CHECK_IMAGES = {"mnist": 8, "celeba": 4}  # CelebA's net: ~1 s per image and pass on one CPU thread
+
+
+def _check_tf32_tolerance(what: str, model_id: str, dataset: str, x: torch.Tensor, seed: int) -> None:
+    from arelbo.core.runtime import seed_everything
+    from arelbo.models.nets import build_net
+    from arelbo.models.objectives import loss_and_terms
+    from arelbo.models.precision import gradient_agreement, simulated_tf32
+
+    seed_everything(seed)
+    net = build_net(model_id, dataset).train()
+
+    def loss():
+        seed_everything(seed + 1)  # the same draws in both evaluations
+        return loss_and_terms(model_id, dataset, net, x, sample=False)[0]
+
+    agreement = gradient_agreement(loss, list(net.parameters()), simulated_tf32)
+    if not agreement.gradient_cosine >= TF32_MIN_GRADIENT_COSINE:
+        _fail(
+            what,
+            f"registered tf32_safe=True, but with TF32 convolutions (simulated) its gradient's cosine with "
+            f"IEEE FP32's is {agreement.gradient_cosine:.3f} (< {TF32_MIN_GRADIENT_COSINE}): register it with "
+            "tf32_safe=False, so that it trains in IEEE FP32 on CUDA",
+        )
 
 
 def check_estimator(

@@ -3,7 +3,7 @@
 #
 #   bash gpu/check.sh stage    copy the bundle parts carried in .gpu-bundle/ to the staging folder
 #   bash gpu/check.sh setup    stage, verify every part and file (sha256), install the wheels, place data
-#   bash gpu/check.sh tests    the GPU tests (pytest -m gpu) and the benchmarks, timed
+#   bash gpu/check.sh tests    the GPU tests (pytest -m gpu), TF32 against FP32, the benchmarks, timed
 #   bash gpu/check.sh tables   MNIST Tables 3 + 4 at paper sizes (config/gpu-check.yaml), timed per job
 #   bash gpu/check.sh all      setup, tests, tables
 #
@@ -21,6 +21,11 @@ SITE=$STAGE/site
 PY=${PYTHON:-python3}
 OUT=${OUT:-$PWD/gpu-check-out}
 RECORD=$OUT/record.md
+# Time limits (seconds) sized so that the check fits one 15-minute device slot with its start-up
+# (docs/gpu-check.md, "Fitting a 15-minute slot"; tests/test_gpu_bundle.py adds them up)
+TESTS_BUDGET=${ARELBO_GPU_TESTS_BUDGET:-240}     # the tests step: GPU tests, TF32 against FP32, benchmarks
+TABLES_TIMEOUT=${ARELBO_GPU_TABLES_TIMEOUT:-210}  # the tables step's DAG
+PLAN_TIMEOUT=45                                   # the tables step's projection against what ran
 LOGS=$STAGE/logs   # each step's full output; $OUT gets record.md, costs.csv and logs.tgz (the tool returns 8 files at most)
 mkdir -p "$OUT" "$LOGS"
 
@@ -83,18 +88,36 @@ describe() {
   note "- versions: $("$PY" -c 'import sys, torch, torchvision, sklearn, snakemake, pytorch_fid, torch_fidelity; print(f"Python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), torchvision {torchvision.__version__}, scikit-learn {sklearn.__version__}, snakemake {snakemake.__version__}, pytorch-fid {pytorch_fid.__version__}, torch-fidelity {torch_fidelity.__version__}")')"
 }
 
+# What matters most runs first; each step gets at most its own limit and what is left of the step's
+# budget (TESTS_BUDGET), so that the whole check fits one device slot (docs/gpu-check.md,
+# "Fitting a 15-minute slot"). A step with under 20 s left is recorded as skipped, not started.
+TESTS_STEPS=(
+  "pytest-gpu 150 $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py"
+  "bench-tf32_precision 90 $PY benchmarks/tf32_precision.py --config config/gpu-check.yaml --epoch-images 55000"
+  "bench-frechet_distance 45 $PY benchmarks/frechet_distance.py"
+  "bench-train_throughput 45 $PY benchmarks/train_throughput.py"
+  "bench-fid_throughput 45 $PY benchmarks/fid_throughput.py"
+  "bench-section3_batched 30 $PY benchmarks/section3_batched.py"
+  "bench-second_stage_batched 30 $PY benchmarks/second_stage_batched.py"
+)
+
 tests() {
   environment
   describe
-  note "" "## GPU tests and benchmarks"
-  timed pytest-gpu "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py || true
-  note "  - $(tail -n 1 "$LOGS/pytest-gpu.log")"
-  for bench in train_throughput frechet_distance section3_batched second_stage_batched fid_throughput; do
-    timed "bench-$bench" timeout 240 "$PY" "benchmarks/$bench.py" || true
+  note "" "## GPU tests and benchmarks (budget $TESTS_BUDGET s)"
+  local deadline=$((SECONDS + TESTS_BUDGET)) step label limit left cmd
+  for step in "${TESTS_STEPS[@]}"; do
+    read -r label limit cmd <<< "$step"
+    left=$((deadline - SECONDS))
+    if (( left < 20 )); then note "- $label: skipped (the step's budget is spent)"; continue; fi
+    (( limit < left )) || limit=$left
+    # shellcheck disable=SC2086 # the command's words split on purpose
+    timed "$label" timeout "$limit" $cmd || true
   done
   note "" '```'
-  for bench in train_throughput frechet_distance section3_batched second_stage_batched fid_throughput; do
-    note "== benchmarks/$bench.py" "$(tail -n 12 "$LOGS/bench-$bench.log")"
+  for step in "${TESTS_STEPS[@]}"; do
+    read -r label _ <<< "$step"
+    [[ -f $LOGS/$label.log ]] && note "== $label" "$(grep -v Warning "$LOGS/$label.log" | tail -n 14)"
   done
   note '```'
   tar -czf "$OUT/logs.tgz" -C "$STAGE" logs
@@ -104,7 +127,7 @@ tables() {
   environment
   note "" "## MNIST Tables 3 + 4 at paper sizes (config/gpu-check.yaml), profiles/gpu-workstation"
   local targets=(results/gpu-check/table3.tex results/gpu-check/table4.tex)
-  timed snakemake timeout "${ARELBO_GPU_TABLES_TIMEOUT:-470}" "$PY" -m snakemake --profile profiles/gpu-workstation \
+  timed snakemake timeout "$TABLES_TIMEOUT" "$PY" -m snakemake --profile profiles/gpu-workstation \
     --configfile config/gpu-check.yaml -- "${targets[@]}" || true
   "$PY" -m arelbo costs --logs logs/gpu-check --out "$OUT/costs.csv" > "$LOGS/costs.txt" 2>&1 || true
   note "" "Measured per stage and per Table 3/4 row (arelbo costs; every job's row in costs.csv):" '```' "$(cat "$LOGS/costs.txt")" '```'
@@ -114,7 +137,7 @@ tables() {
   "$PY" -m arelbo claims --results results/gpu-check --no-write > "$LOGS/claims.txt" 2>&1 || true
   note "" "Claims (reduced config):" '```' "$(tail -n 40 "$LOGS/claims.txt")" '```'
   # the projection of this kind checked against what just ran: per rule, planned and measured seconds
-  timeout 60 "$PY" -m arelbo plan --config config/gpu-check.yaml --device "${ARELBO_DEVICE_KIND:-nvidia-h200}" \
+  timeout "$PLAN_TIMEOUT" "$PY" -m arelbo plan --config config/gpu-check.yaml --device "${ARELBO_DEVICE_KIND:-nvidia-h200}" \
     --cores "$(nproc)" --against logs > "$LOGS/plan.txt" 2>&1 || true
   note "" "Projected against measured (arelbo plan --against logs):" '```' "$(tail -n 40 "$LOGS/plan.txt")" '```'
   tar -czf "$OUT/logs.tgz" -C "$STAGE" logs -C "$PWD" logs/gpu-check 2>/dev/null || true

@@ -103,3 +103,16 @@ def test_a_broken_estimator_is_named_with_what_breaks(monkeypatch):
     )
     with pytest.raises(AssertionError, match="the same seed gave different samples"):
         check_estimator("unseeded", n=100)
+
+
+def test_a_model_registered_tf32_safe_that_is_not_fails_with_the_fix(monkeypatch):
+    """check_model holds a `tf32_safe` registration to the evidence: Diag-D AR-ELBO's objective
+    registered as TF32-tolerant is refused, with the entry to change named."""
+    diag_d = registry.MODELS["diag_d_arelbo"]
+    monkeypatch.setitem(
+        registry.MODELS,
+        "claims_tf32",
+        registry.ModelEntry(**{**diag_d.__dict__, "id": "claims_tf32", "tf32_safe": True}),
+    )
+    with pytest.raises(AssertionError, match=r"claims_tf32.*tf32_safe=True.*cosine.*tf32_safe=False"):
+        check_model("claims_tf32", datasets=("mnist",), batch_size=2)

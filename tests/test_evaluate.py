@@ -222,6 +222,48 @@ def test_fid_refuses_reference_statistics_of_another_size(tmp_path, ci_config):
     assert not (tmp_path / "fid.json").exists()
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [{"device": "cuda", "precision": "tf32"}, {"device": "cpu", "precision": "tf32"}, {}],
+    ids=["another-device", "another-precision", "unrecorded"],
+)
+def test_fid_refuses_reference_features_of_another_arithmetic(tmp_path, ci_config, stored):
+    """The FID job compares its Inception features with the reference's only when both were computed
+    on the same device type in the same arithmetic (a GPU's TF32 features against a CPU's FP32
+    statistics would be a biased FID); a reference that does not say how it was computed (an older
+    arelbo's) is refused too, each with the fix named, before Inception runs."""
+    from arelbo.core import layout
+    from arelbo.stages.data import DataError
+
+    reference = tmp_path / "ref.npz"
+    np.savez(
+        reference,
+        mu=np.zeros(2048),
+        sigma=np.eye(2048),
+        features=np.zeros((ci_config.fid.reference_count, 2048), np.float32),
+        n=np.int64(ci_config.fid.reference_count),
+        **{k: np.array(v) for k, v in stored.items()},
+    )
+    samples = tmp_path / "s.npz"
+    np.savez(samples, images=np.zeros((4, 1, 28, 28), np.uint8))
+    there = f"{stored.get('device', 'unrecorded')} in {stored.get('precision', 'unrecorded')}"
+    with pytest.raises(
+        DataError, match=rf"ref\.npz holds features computed on {there}, this job's are computed on cpu in fp32.*delete"
+    ):
+        evaluate.fid(
+            ci_config,
+            "mnist",
+            "vae",
+            0,
+            "prior",
+            samples,
+            reference,
+            layout.inception_weights(ci_config.resources),
+            tmp_path / "fid.json",
+        )
+    assert not (tmp_path / "fid.json").exists()
+
+
 @pytest.mark.slow
 def test_one_job_per_model_writes_what_the_per_cell_jobs_write(tmp_path, ci_config, model_files):
     """fid.batched's `sample_and_score` (samplers of one model in one process, Inception built once)

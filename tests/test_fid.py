@@ -235,7 +235,7 @@ def test_inception_features_rejects_non_uint8(inception):
 
 
 @pytest.mark.slow
-def test_reference_stats_cache(tmp_path, inception, fid_weights):
+def test_reference_stats_cache(tmp_path, inception, fid_weights, monkeypatch):
     calls = {"n": 0}
     pool = _rand_grey(5, seed=2)
 
@@ -272,6 +272,14 @@ def test_reference_stats_cache(tmp_path, inception, fid_weights):
     fifth = reference_stats(cache, images_fn, count=3, weights_path=other_weights, **kw)
     assert calls["n"] == 3
     np.testing.assert_array_equal(fifth["mu"], fourth["mu"])
+    assert (fifth["device"], fifth["precision"]) == ("cpu", "fp32")
+
+    # features of another arithmetic (a GPU's TF32 run) are another reference: recomputed, not reused
+    import arelbo.metrics.fid as fid_module
+
+    monkeypatch.setattr(fid_module, "inception_arithmetic", lambda device: {"device": "cpu", "precision": "tf32"})
+    sixth = reference_stats(cache, images_fn, count=3, weights_path=other_weights, **kw)
+    assert calls["n"] == 4 and sixth["precision"] == "tf32"
 
     with pytest.raises(ValueError):
         reference_stats(tmp_path / "big.npz", images_fn, count=6, weights_path=fid_weights, **kw)

@@ -242,6 +242,85 @@ def test_a_gpu_kind_not_measured_is_projected_and_says_so():
     assert wall_seconds(result, 16) >= result["device_busy_seconds"]  # jobs share idle time, not arithmetic
 
 
+def test_each_training_is_costed_at_the_precision_it_runs_at_on_the_gpu():
+    """The paper's CelebA trainings are bound by arithmetic: a TF32-tolerant model costs its flops at
+    the row's TF32 rate, Diag-D AR-ELBO (IEEE FP32 by the policy) at the FP32 rate, and `precision:
+    fp32` (TF32 off for every model) prices every model at the FP32 rate — what turning TF32 off costs."""
+    import dataclasses
+
+    from arelbo.planning import projection
+    from arelbo.stages.train import model_hparams
+
+    cfg = load_config(check_folders=False)
+    row = device_costs("nvidia-h100")
+    rates = row["achieved_tflops"]
+    assert rates["fp32"] < rates["tf32"] < rates["bf16"]
+
+    def device_seconds(config, model):
+        job = job_cost(config, row, "train", {"dataset": "celeba", "model": model, "seed": "0"})
+        return job.device_seconds
+
+    def flop_seconds(model, precision):
+        settings = cfg.train.celeba
+        count = projection.train_step(
+            "celeba",
+            model,
+            settings.batch_size,
+            settings.lr,
+            tuple(sorted(model_hparams(cfg, model, "celeba").items())),
+        )
+        return count.flops / (rates[precision] * 1e12)
+
+    strict = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, celeba=dataclasses.replace(cfg.train.celeba, precision="fp32"))
+    )
+    assert cfg.train.celeba.precision == "tf32"
+    vae_tf32, vae_fp32 = device_seconds(cfg, "vae"), device_seconds(strict, "vae")
+    # per step: launches' floor + flops at the rate; the arithmetic dominates a CelebA step
+    assert vae_fp32 / vae_tf32 == pytest.approx(flop_seconds("vae", "fp32") / flop_seconds("vae", "tf32"), rel=0.05)
+    assert vae_fp32 / vae_tf32 > 2.5
+    assert device_seconds(cfg, "diag_d_arelbo") == pytest.approx(device_seconds(strict, "diag_d_arelbo"))
+
+
+def test_what_the_docs_say_turning_tf32_off_costs_is_what_the_plan_says():
+    """docs/design.md's job-hours and wall times of the paper's trainings at `tf32` and at `fp32` on
+    the projected H100 (16 cores), and README's ratio, are the plan's of today."""
+    import dataclasses
+    import re
+
+    from arelbo.planning.plan import wall_seconds
+
+    cfg = load_config(check_folders=False)
+    strict = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(
+            cfg.train,
+            mnist=dataclasses.replace(cfg.train.mnist, precision="fp32"),
+            celeba=dataclasses.replace(cfg.train.celeba, precision="fp32"),
+        ),
+    )
+    jobs = planned_jobs([])
+    results = {name: plan(c, "nvidia-h100", jobs) for name, c in (("tf32", cfg), ("fp32", strict))}
+    train_hours = {name: r["rules"]["train"]["seconds"] / 3600 for name, r in results.items()}
+    wall_hours = {name: wall_seconds(r, 16) / 3600 for name, r in results.items()}
+    design = (REPO / "docs" / "design.md").read_text()
+    policy = " ".join(design[design.index("**The price.**") :].split("**Records.**")[0].split())
+    said = re.search(r"take ([\d.]+) job-hours at the default `tf32` and ([\d.]+) with `precision: fp32`", policy)
+    assert said, policy
+    assert (float(said.group(1)), float(said.group(2))) == (
+        round(train_hours["tf32"], 1),
+        round(train_hours["fp32"], 1),
+    )
+    walls = re.search(r"from ≈ ([\d.]+) h to ≈ ([\d.]+) h", policy)
+    assert (float(walls.group(1)), float(walls.group(2))) == (
+        round(wall_hours["tf32"], 1),
+        round(wall_hours["fp32"], 1),
+    )
+    readme = " ".join((REPO / "README.md").read_text().split())
+    ratio = re.search(r"the paper's trainings then take about ([\d.]+)× as long", readme)
+    assert float(ratio.group(1)) == round(train_hours["fp32"] / train_hours["tf32"], 1)
+
+
 def test_the_paper_config_plans_on_a_gpu_kind():
     """The command a user runs before submitting the paper to one GPU."""
     out = subprocess.run(

@@ -81,7 +81,9 @@ class TrainSettings:
     lr: float
     epochs: int
     batch_size: int
-    precision: str = "fp32"  # "bf16": the Table 3/4 nets' trunks under bfloat16 autocast (nets.VAE)
+    # the fastest arithmetic a training may use (arelbo.core.precision.PRECISIONS): each model trains
+    # at the fastest it tolerates; tf32 changes nothing on the CPU
+    precision: str = "tf32"
 
 
 @dataclass(frozen=True)
@@ -300,13 +302,15 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_schema() -> dict:
-    """The config schema with arelbo.core.registry's id lists and hyper-parameters filled in (the
-    plugins loaded so far included)."""
+    """The config schema with arelbo.core.registry's id lists and hyper-parameters, and the
+    precisions of arelbo.core.precision, filled in (the plugins loaded so far included)."""
     from arelbo.core import registry
+    from arelbo.core.precision import PRECISIONS
 
     with open(SCHEMA_PATH) as f:
         schema = yaml.safe_load(f)
     definitions = schema["definitions"]
+    definitions["model_train_settings"]["properties"]["precision"]["enum"] = list(PRECISIONS)
     definitions["dataset_id"]["enum"] = list(registry.DATASETS)
     definitions["model_id"]["enum"] = list(registry.model_ids())
     definitions["estimator_id"]["enum"] = list(registry.estimator_ids())

@@ -56,6 +56,9 @@ class ModelEntry:
     hparams_schema: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     estimates_sigma_x: bool = False  # Sigma_x is learned or estimated (not fixed to I or absent)
     bf16_safe: bool = True  # whether train.<dataset>.precision: bf16 applies (nets.VAE)
+    # whether it may train with TF32 convolutions on CUDA (train.<dataset>.precision: tf32 or bf16;
+    # arelbo.models.precision); arelbo.testing.check_model holds a True to the evidence
+    tf32_safe: bool = True
     validation_needs_grad: bool = False  # the objective differentiates inside (RAE-GP's penalty)
     paper: bool = False  # a row of the paper's tables (False: "not in the paper")
     source: str = "arelbo"  # the module that registered it
@@ -137,7 +140,7 @@ def add_model(entry: ModelEntry) -> ModelEntry:
     unknown = set(entry.defaults) - set(DATASETS)
     if unknown:
         problems.append(f"defaults for unknown datasets {sorted(unknown)} (known: {', '.join(DATASETS)})")
-    for name in ("stochastic", "has_prior", "bf16_safe"):
+    for name in ("stochastic", "has_prior", "bf16_safe", "tf32_safe"):
         if not isinstance(getattr(entry, name), bool):
             problems.append(f"{name} must be True or False, not {getattr(entry, name)!r}")
     if not entry.label:
@@ -230,8 +233,10 @@ def _builtins() -> None:
         ModelEntry(
             "iso_d_arelbo", "Iso-D w/ AR-ELBO", o + "ar_elbo", True, None, True, eps, objective_kwargs=ar("iso_d")
         ),
-        # Not in bf16: its per-pixel ½·ln((x−μ)² + ε) has the gradient (μ−x)/((x−μ)² + ε), which bf16's
-        # rounding of μ turns around where residuals are small (gradient cosine vs FP32 ~0.2, measured).
+        # Not in bf16 nor TF32: its per-pixel ½·ln((x−μ)² + ε) has the gradient (μ−x)/((x−μ)² + ε), which
+        # a rounding of μ turns around where residuals are small. Gradient cosine against IEEE FP32 on
+        # MNIST batches: ~0.2 with a bf16 trunk, 0.88 and 0.99 with TF32 convolutions (simulated; every
+        # other model ≥ 0.999) — docs/engineering-notes.md, "Precision measurements".
         ModelEntry(
             "diag_d_arelbo",
             "Diag-D w/ AR-ELBO",
@@ -242,6 +247,7 @@ def _builtins() -> None:
             eps,
             objective_kwargs=ar("diag_d"),
             bf16_safe=False,
+            tf32_safe=False,
         ),
     )
     for row in rows:

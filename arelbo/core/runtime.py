@@ -131,8 +131,16 @@ def device_info(device) -> dict:
 
     import torch
 
+    from arelbo.core.precision import current_precision
+
     device = torch.device(device)
-    info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda, "host": platform.node()}
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "host": platform.node(),
+        "precision": current_precision(device.type),  # the FP32 arithmetic the record was computed in
+    }
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         info["device"] = f"cuda:{index}"

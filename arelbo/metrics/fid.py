@@ -158,6 +158,19 @@ def frechet_distance_to_features(
     return float(diff @ diff + np.trace(sigma) + np.trace(sigma_ref) - 2.0 * tr_covmean)
 
 
+# What a cached reference must match to be reused: its images, the Inception weights, and where and
+# in which arithmetic the features were computed (a CPU's FP32 and a GPU's TF32 features differ).
+REFERENCE_KEY = ("dataset", "split", "n", "weights", "device", "precision")
+
+
+def inception_arithmetic(device: torch.device) -> dict[str, str]:
+    """The device type and FP32 arithmetic Inception features computed now on `device` come from:
+    part of the reference cache's key, and checked by the FID job against its own."""
+    from arelbo.core.precision import current_precision
+
+    return {"device": device.type, "precision": current_precision(device.type)}
+
+
 def weights_fingerprint(weights_path: str | os.PathLike) -> str:
     """Short sha256 of the Inception weights file, used as a cache key."""
     return file_digest(weights_path, "sha256")[:FINGERPRINT_CHARS]
@@ -168,12 +181,8 @@ def _load_cached(cache_path: Path, key: dict[str, Any]) -> dict[str, Any] | None
         return None
     try:
         with np.load(cache_path, allow_pickle=False) as z:
-            stored = {
-                "dataset": str(z["dataset"]),
-                "split": str(z["split"]),
-                "n": int(z["n"]),
-                "weights": str(z["weights"]),
-            }
+            stored = {name: str(z[name]) if name in z.files else None for name in REFERENCE_KEY}
+            stored["n"] = int(z["n"])
             if stored != key:
                 log.info("FID reference cache %s is stale (%s != %s); recomputing", cache_path, stored, key)
                 return None
@@ -201,12 +210,13 @@ def reference_stats(
 ) -> dict[str, Any]:
     """Inception statistics of a reference image set, cached in an ``.npz``.
 
-    The cache at ``cache_path`` is used when its stored (dataset, split, n, weights fingerprint)
-    equal the requested ones; otherwise ``images_fn()`` is called (uint8 images; the first
-    ``count`` are used, all of them when ``count`` is None — the paper's "whole test split"), the
-    statistics computed and the cache rewritten atomically.
+    The cache at ``cache_path`` is used when its stored REFERENCE_KEY (dataset, split, n, weights
+    fingerprint, the device type and precision of the features) equals this call's; otherwise
+    ``images_fn()`` is called (uint8 images; the first ``count`` are used, all of them when ``count``
+    is None — the paper's "whole test split"), the statistics computed and the cache rewritten
+    atomically.
     The pool3 features themselves are cached too (float32, ``features``): KID compares feature sets.
-    Returns ``{"mu", "sigma", "features", "n", "dataset", "split", "weights"}``.
+    Returns ``{"mu", "sigma", "features"}`` and the REFERENCE_KEY fields.
     """
     from arelbo.metrics.inception_weights import build_inception
 
@@ -215,7 +225,14 @@ def reference_stats(
     if count is None:
         images = images_fn()  # a memory-mapped split: cheap next to Inception; gives n for the cache key
         count = int(images.shape[0])
-    key = {"dataset": str(dataset), "split": str(split), "n": int(count), "weights": weights_fingerprint(weights_path)}
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    key = {
+        "dataset": str(dataset),
+        "split": str(split),
+        "n": int(count),
+        "weights": weights_fingerprint(weights_path),
+        **inception_arithmetic(dev),
+    }
     cached = _load_cached(cache_path, key)
     if cached is not None:
         return cached
@@ -229,7 +246,7 @@ def reference_stats(
         raise ValueError(f"{dataset}/{split}: FID reference statistics need at least 2 images, got {count}")
     if model is None:
         model = build_inception(weights_path)
-    feats = inception_features(images, model, batch_size=batch_size, device=device, progress=progress)
+    feats = inception_features(images, model, batch_size=batch_size, device=dev, progress=progress)
     mu, sigma = feature_stats(feats)
 
     with atomic_path(cache_path, suffix=".npz") as tmp:
@@ -240,9 +257,7 @@ def reference_stats(
                 sigma=sigma,
                 features=feats.astype(np.float32),
                 n=np.int64(key["n"]),
-                dataset=np.array(key["dataset"]),
-                split=np.array(key["split"]),
-                weights=np.array(key["weights"]),
+                **{name: np.array(key[name]) for name in REFERENCE_KEY if name != "n"},
             )
     return {"mu": mu, "sigma": sigma, "features": feats.astype(np.float32), **key}
 

@@ -90,12 +90,12 @@ class _Work:
         if not self.projected:
             per = _per(self.costs, "train_image_s", ds)
             return None if per is None else per * images
-        from arelbo.core.registry import MODELS
         from arelbo.planning import projection
-        from arelbo.stages.train import model_hparams
+        from arelbo.stages.train import model_hparams, model_precision
 
         settings = getattr(self.cfg.train, ds)
-        precision = settings.precision if MODELS[model].bf16_safe else "fp32"
+        # a projected kind is a GPU: each model at the precision it trains at there
+        precision = model_precision(self.cfg, ds, model, "cuda")
         count = projection.train_step(
             ds, model, settings.batch_size, settings.lr, tuple(sorted(model_hparams(self.cfg, model, ds).items()))
         )

@@ -312,11 +312,27 @@ def fid(
             "them); delete the file and re-run to recompute it"
         )
     from arelbo.core.provenance import provenance
-    from arelbo.metrics.fid import fid_bootstrap, frechet_distance_to_features, inception_features
+    from arelbo.metrics.fid import (
+        REFERENCE_KEY,
+        fid_bootstrap,
+        frechet_distance_to_features,
+        inception_arithmetic,
+        inception_features,
+    )
     from arelbo.metrics.kid import kid
 
-    images = np.load(samples)["images"]
     device = pick_device(cfg.device)
+    here = inception_arithmetic(device)
+    there = {name: str(ref[name]) if name in ref.files else "unrecorded" for name in here}
+    if there != here:
+        from arelbo.stages.data import DataError
+
+        raise DataError(
+            f"{reference} holds features computed on {there['device']} in {there['precision']}, this job's "
+            f"are computed on {here['device']} in {here['precision']}: an FID compares features of one "
+            f"arithmetic ({', '.join(REFERENCE_KEY)} must match); delete the file and re-run to recompute it"
+        )
+    images = np.load(samples)["images"]
     if inception is None:
         inception = build_inception(weights)
     inception = inception.to(device)

@@ -25,6 +25,7 @@ import torch
 
 from arelbo.core import layout
 from arelbo.core.config import CheckpointPolicy
+from arelbo.core.precision import PRECISIONS
 from arelbo.core.runtime import atomic_path, atomic_write_text, seed_everything
 from arelbo.models.training import (  # noqa: F401 - TrainingDiverged, run_epoch: part of this stage's API
     Batches,
@@ -59,7 +60,8 @@ class TrainSpec:
     # weights (Appendix D: "Adam, 1e-3, 200 epochs"); Table 3 models use both mechanisms.
     lr_plateau: bool = True
     keep: str = "best_val"  # or "last"
-    precision: str = "fp32"  # or "bf16" (nets.VAE.trunk_dtype): part of the resume key, it changes the arithmetic
+    # arelbo.models.precision.PRECISIONS: part of the resume key, it changes the arithmetic
+    precision: str = "fp32"
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -229,7 +231,16 @@ def _remove_resume_state(ckpt_path: Path, where: str) -> None:
         log.info("%s: outputs written; removed the resume state %s", where, ckpt_path)
 
 
-def fit(
+def fit(net: torch.nn.Module, spec: TrainSpec, *args, **kwargs) -> Path:
+    """Train `net` at `spec.precision` (arelbo.models.precision: the TF32 switches are set for the
+    training and restored after it); see `_fit` for the rest."""
+    from arelbo.core.precision import arithmetic
+
+    with arithmetic(spec.precision):
+        return _fit(net, spec, *args, **kwargs)
+
+
+def _fit(
     net: torch.nn.Module,
     spec: TrainSpec,
     train_images: torch.Tensor,
@@ -357,7 +368,19 @@ def fit(
     return model_file
 
 
-def fit_batched(
+def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], *args, **kwargs) -> list[Path]:
+    """`_fit_batched` at the models' common precision (fp32 or tf32: the TF32 switches are set for
+    the training and restored after it)."""
+    from arelbo.core.precision import arithmetic
+
+    precisions = {spec.precision for spec in specs}
+    if len(precisions) != 1 or precisions & {"bf16"}:
+        raise ValueError(f"batched models train at one precision, fp32 or tf32; these ask for {sorted(precisions)}")
+    with arithmetic(specs[0].precision):
+        return _fit_batched(models, specs, *args, **kwargs)
+
+
+def _fit_batched(
     models: list[torch.nn.Module],
     specs: list[TrainSpec],
     per_model: torch.Tensor,
@@ -519,6 +542,21 @@ def model_hparams(cfg, model_id: str, dataset: str) -> dict:
     return MODELS[model_id].hparams(dataset, overrides)
 
 
+def model_precision(cfg, dataset: str, model_id: str, device) -> str:
+    """The precision `model_id` trains at on `device` under `cfg` (arelbo.core.precision)."""
+    from arelbo.core.precision import training_precision
+    from arelbo.models.objectives import MODELS
+
+    entry = MODELS[model_id]
+    return training_precision(
+        getattr(cfg.train, dataset).precision,
+        bf16_safe=entry.bf16_safe,
+        tf32_safe=entry.tf32_safe,
+        device_type=torch.device(device).type,
+        deterministic=cfg.cuda_deterministic,
+    )
+
+
 def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, progress: bool = True) -> Path:
     from arelbo.core.config import ConfigError, train_batch_problems
     from arelbo.core.runtime import pick_device
@@ -534,14 +572,18 @@ def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, p
     if problems:
         raise ConfigError(f"invalid config {cfg.name!r}:\n" + "\n".join(problems))
     hparams = model_hparams(cfg, model_id, dataset)
-    precision = settings.precision
-    if precision == "bf16" and not MODELS[model_id].trains_in_bf16:
+    device = pick_device(cfg.device)
+    precision = model_precision(cfg, dataset, model_id, device)
+    tf32_available = device.type == "cuda" and not cfg.cuda_deterministic
+    if PRECISIONS.index(precision) < PRECISIONS.index(settings.precision) and (
+        settings.precision == "bf16" or tf32_available
+    ):
         log.info(
-            "%s trains in fp32, not bf16: the precision policy keeps its per-pixel AR-ELBO in FP32 "
-            '(docs/design.md, "Precision policy")',
+            '%s trains in %s, not %s: the precision policy keeps it there (docs/design.md, "Precision policy")',
             model_id,
+            precision,
+            settings.precision,
         )
-        precision = "fp32"
     spec = TrainSpec(
         model_id=model_id,
         dataset=dataset,
@@ -556,7 +598,6 @@ def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, p
     )
     seed_everything(seed)  # network initialisation
     net = build_net(model_id, dataset)
-    device = pick_device(cfg.device)
     return fit(
         net,
         spec,
