@@ -183,3 +183,42 @@ def test_paper_config_mnist_dry_run_plans_without_celeba(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "celeba" not in result.stdout.split("Job stats:")[0].lower()
+
+
+def test_the_gpu_overlay_is_the_paper_on_cuda_in_the_gpu_job_layouts(tmp_path):
+    """config/gpu.yaml changes the device to `cuda` (a job that cannot use the GPU stops) and the job
+    layouts (batched Section 3, FID, second stages), nothing that changes a result; after the MNIST
+    overlay in one `--configfile`, as README shows, the dry run plans the batched rules for MNIST only."""
+    from arelbo.core.config import load_config
+
+    paper = load_config(check_folders=False)
+    gpu = load_config(REPO / "config" / "gpu.yaml", check_folders=False)
+    assert gpu.device == "cuda"
+    assert gpu.section3.batched and gpu.fid.batched and gpu.second_stage.batched
+    layout_keys = {"device": None, "section3": "batched", "fid": "batched", "second_stage": "batched"}
+
+    def without_layout(raw):
+        raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items() if k != "device"}
+        for key, field in layout_keys.items():
+            if field:
+                raw[key].pop(field, None)
+        return raw
+
+    assert without_layout(gpu.raw) == without_layout(paper.raw)
+    result = snakemake(
+        "-n",
+        "--cores",
+        "8",
+        "--configfile",
+        str(REPO / "config" / "paper-mnist.yaml"),
+        str(REPO / "config" / "gpu.yaml"),
+        "--config",
+        f"outdir={tmp_path}/out",
+        f"logdir={tmp_path}/logs",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    planned = result.stdout.split("Job stats:")[-1]
+    assert "celeba" not in result.stdout.split("Job stats:")[0].lower()
+    assert "sample_and_score_mnist_with_prior" in planned and "section3_train_table5" in planned, planned
+    assert "fit_second_stages_mnist" in planned, planned
