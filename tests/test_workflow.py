@@ -428,3 +428,29 @@ def test_gpu_workstation_profile_shares_the_card_and_keeps_cpu_jobs_off_it(tmp_p
     for rule in ("encode", "sample", "metric_fid", "fit_second_stage", "section3_train", "section3_criteria"):
         assert by_rule[(rule, False)] == {1}, rule
     assert by_rule[("fit_estimator", False)] == {0} and by_rule[("table", False)] == {0}
+
+
+def test_gpu_workstation_profile_runs_its_jobs_with_device_cuda(tmp_path):
+    """The profile's `config: [device=cuda]`: its jobs read a resolved config with `device: cuda`, so a
+    job that cannot use the GPU stops instead of running the GPU workload on the CPU. (Settings given
+    by `--configfile` keep it; a command-line `--config` list would replace it, as the profile says.)"""
+    import yaml
+
+    out = tmp_path / "out"
+    overlay = tmp_path / "where.yaml"
+    overlay.write_text(yaml.safe_dump({"outdir": str(out), "logdir": str(tmp_path / "logs"), "models": ["vae"]}))
+    result = snakemake(f"{out}/table3.tex", "-n", "--profile", "profiles/gpu-workstation", "--configfile", str(overlay))
+    assert result.returncode == 0, result.stderr[-3000:]
+    resolved = [yaml.safe_load(p.read_text()) for p in (out / "configs").glob("*.yaml")]
+    assert resolved and {c["device"] for c in resolved} == {"cuda"}, resolved
+    # what the profile warns of: a command-line --config list replaces the profile's
+    assert (
+        "a `--config` on\n# the command line replaces the profile's `config` list"
+        in (REPO / "profiles" / "gpu-workstation" / "config.yaml").read_text()
+    )
+    other = tmp_path / "other"
+    result = snakemake(
+        f"{other}/table3.tex", "-n", "--profile", "profiles/gpu-workstation", "--config", f"outdir={other}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {yaml.safe_load(p.read_text())["device"] for p in (other / "configs").glob("*.yaml")} == {"auto"}
