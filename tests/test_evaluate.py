@@ -188,7 +188,14 @@ def test_fid_record_against_the_cached_reference(tmp_path, ci_config, model_file
     assert record["metric"] == "fid_interp_mid" and record["table"] == 4
     assert np.isfinite(record["value"]) and record["value"] > 0
     assert record["n_samples"] == cfg.fid.n_samples and record["n_reference"] == cfg.fid.reference_count
-    assert record["uncertainty"] > 0 and "bootstrap" in record["uncertainty_method"]
+    assert record["uncertainty"] > 0 and record["uncertainty_method"].startswith("delta method")
+    # the record's standard error is the delta method's on the same features (the paper config's default)
+    from arelbo.metrics.fid import frechet_distance_and_standard_error, inception_features
+    from arelbo.metrics.inception_weights import build_inception
+
+    features = inception_features(images, build_inception(layout.inception_weights(cfg.resources)), progress=False)
+    value, se = frechet_distance_and_standard_error(features, np.load(reference))
+    assert record["value"] == pytest.approx(value, rel=1e-6) and record["uncertainty"] == pytest.approx(se, rel=1e-4)
     # KID of the same samples, next to it: torch-fidelity's subsets of min(1000, N_gen, N_ref)
     assert kid["metric"] == "kid_interp_mid" and kid["table"] == 4 and np.isfinite(kid["value"])
     assert kid["kid_subset_size"] == min(1000, cfg.fid.n_samples, cfg.fid.reference_count)
@@ -323,3 +330,37 @@ def test_one_job_per_model_writes_what_the_per_cell_jobs_write(tmp_path, ci_conf
             assert one["metric"] == other["metric"] and one["n_samples"] == other["n_samples"]
             assert one["value"] == pytest.approx(other["value"], rel=1e-9)
             assert one["uncertainty"] == pytest.approx(other["uncertainty"], rel=1e-9)
+
+
+@pytest.mark.parametrize("uncertainty", ["delta", "bootstrap", "none"])
+def test_each_fid_uncertainty_method_is_used_and_named(ci_config, uncertainty):
+    """fid.uncertainty picks the estimate and the record names it: the delta method's standard
+    error, the bootstrap's std over fid.bootstrap_resamples resampled FIDs (the same resamples for the
+    same stream), or none (NaN); the FID itself is the same in all three."""
+    import dataclasses
+
+    from arelbo.metrics.fid import feature_stats, fid_bootstrap, frechet_distance_and_standard_error
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 16)) * np.linspace(0.5, 2, 16)
+    ref = dict(zip(("mu", "sigma"), feature_stats(rng.normal(size=(200, 16)) + 0.3)))
+    fid_cfg = dataclasses.replace(ci_config.fid, uncertainty=uncertainty, bootstrap_resamples=50)
+    value, spread, method = evaluate.fid_with_uncertainty(fid_cfg, features, ref, stream=7, device="cpu")
+    expected_value, delta_se = frechet_distance_and_standard_error(features, ref)
+    assert value == pytest.approx(expected_value, rel=1e-7)
+    if uncertainty == "delta":
+        assert spread == delta_se and method.startswith("delta method")
+    elif uncertainty == "bootstrap":
+        assert spread == pytest.approx(np.std(fid_bootstrap(features, ref, resamples=50, seed=7), ddof=1))
+        assert method == "bootstrap over generated images (50 resamples)"
+    else:
+        assert np.isnan(spread) and method.startswith("none")
+
+
+def test_a_bootstrap_without_resamples_is_refused_before_any_work(tmp_path):
+    from arelbo.core.config import ConfigError, load_config
+
+    overlay = tmp_path / "fid.yaml"
+    overlay.write_text("fid: {uncertainty: bootstrap, bootstrap_resamples: 1}\n")
+    with pytest.raises(ConfigError, match=r"fid.bootstrap_resamples: 1 cannot give a standard deviation.*delta"):
+        load_config("config/ci.yaml", str(overlay), check_folders=False)

@@ -149,8 +149,9 @@ def test_a_batched_evaluation_job_costs_its_samplers_with_one_start_up():
     n = cfg.fid.n_samples
     with_prior = job_cost(cfg, costs, "sample_and_score_mnist_with_prior", {"dataset": "mnist", "model": "vae"})
     without = job_cost(cfg, costs, "sample_and_score_mnist_without_prior", {"dataset": "mnist", "model": "ae"})
-    bootstrap = cfg.fid.bootstrap_resamples * costs["bootstrap_resample_s"] * (n / 2048) ** 3  # N×N at N < 2049
-    per_sampler = (costs["decode_image_s"]["mnist"] + costs["inception_image_s"]) * n + bootstrap
+    assert cfg.fid.uncertainty == "delta"
+    delta = costs["delta_se_s"] * (n / 2048) ** 3  # N×N at N < 2049
+    per_sampler = (costs["decode_image_s"]["mnist"] + costs["inception_image_s"]) * n + delta
     # MNIST's samplers: prior, 2ndVAE, GMM-10 and the two interpolations; no prior for the AE
     assert with_prior.seconds == pytest.approx(costs["job_startup_s"] + costs["fid_fixed_s"] + 5 * per_sampler)
     assert without.seconds == pytest.approx(with_prior.seconds - per_sampler) and with_prior.gpu
@@ -172,21 +173,23 @@ def test_a_batched_second_stage_job_costs_every_model_with_one_start_up():
 # ---------------------------------------------------------------------------- FID bootstrap, GPU projections
 
 
-def test_the_fid_bootstrap_is_costed_per_resample():
-    """fid.bootstrap_resamples resamples per FID, each a 2048×2048 eigenproblem at N >= 2049: the
-    paper's 1,000 are most of an FID job's cost, and the plan must count them."""
+def test_each_fids_uncertainty_is_costed_as_its_method_computes_it():
+    """The paper's N = 10,000: the delta method adds one pass (`delta_se_s`) to the FID; the bootstrap
+    costs fid.bootstrap_resamples resamples, each a 2048×2048 eigenproblem — what made it most of an
+    FID job's cost; `none` adds nothing."""
     from dataclasses import replace
 
-    cfg = load_config(check_folders=False)  # the paper: N = 10,000, 1,000 resamples
+    cfg = load_config(check_folders=False)  # the paper: N = 10,000, the delta method
     costs = device_costs("cpu-2core")
-    with_bootstrap = job_cost(cfg, costs, "metric_fid", {"dataset": "mnist", "model": "vae"}).seconds
-    without = job_cost(
-        replace(cfg, fid=replace(cfg.fid, bootstrap_resamples=0)),
-        costs,
-        "metric_fid",
-        {"dataset": "mnist", "model": "vae"},
-    ).seconds
-    assert with_bootstrap - without == pytest.approx(1000 * costs["bootstrap_resample_s"])
+
+    def seconds(uncertainty: str) -> float:
+        config = replace(cfg, fid=replace(cfg.fid, uncertainty=uncertainty))
+        return job_cost(config, costs, "metric_fid", {"dataset": "mnist", "model": "vae"}).seconds
+
+    assert cfg.fid.uncertainty == "delta" and cfg.fid.bootstrap_resamples == 1000
+    assert seconds("delta") - seconds("none") == pytest.approx(costs["delta_se_s"])
+    assert seconds("bootstrap") - seconds("none") == pytest.approx(1000 * costs["bootstrap_resample_s"])
+    assert seconds("bootstrap") - seconds("delta") > 300 * costs["delta_se_s"]
 
 
 def test_the_op_counter_counts_launches_not_views():

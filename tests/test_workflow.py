@@ -454,3 +454,34 @@ def test_gpu_workstation_profile_runs_its_jobs_with_device_cuda(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert {yaml.safe_load(p.read_text())["device"] for p in (other / "configs").glob("*.yaml")} == {"auto"}
+
+
+@pytest.mark.slow
+def test_on_a_small_run_the_fid_uncertainty_decides_no_claim(run):
+    """Below 2,049 generated images FID orderings are decided on KID, so the FIDs' standard errors
+    enter no verdict: the run's claims are the same with them as recorded (the delta method, which
+    every FID record names), three times larger (what the bootstrap gives at N ≪ D) or a third."""
+    import numpy as np
+
+    from arelbo.reporting import claims as C
+
+    results = run.out / "results"
+    tidy = C.read_tidy(results)
+    fid_rows = [frame[frame["metric"].str.startswith("fid")] for frame in tidy.values()]
+    methods = {m for rows in fid_rows for m in rows["uncertainty_method"]}
+    assert len(methods) == 1 and next(iter(methods)).startswith("delta method"), methods
+    assert all((rows["n_samples"] < 2049).all() for rows in fid_rows)
+    recorded = C.judge(tidy)[["id", "verdict", "evidence"]]
+
+    def scaled(factor: float) -> dict:
+        return {
+            n: frame.assign(
+                uncertainty=np.where(
+                    frame["metric"].str.startswith("fid"), frame["uncertainty"] * factor, frame["uncertainty"]
+                )
+            )
+            for n, frame in tidy.items()
+        }
+
+    for factor in (3.0, 1 / 3):
+        assert C.judge(scaled(factor))[["id", "verdict", "evidence"]].equals(recorded), factor

@@ -70,6 +70,7 @@ class FidConfig:
     reference_count: int | None
     n_samples: int
     batch_size: int
+    uncertainty: str  # FID_UNCERTAINTIES: how each FID's within-run standard error is estimated
     bootstrap_resamples: int
     # Sample and score every sampler of one model in one job instead of one job per cell: the same
     # files, a scheduling choice (docs/design.md, "One evaluation job per model").
@@ -516,6 +517,11 @@ def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> 
     raw = _with_effective_hparams(raw)
     cfg = _build(Config, raw)
     problems = _section3_problems(cfg.section3) + [f"  {p}" for p in _known_size_problems(cfg)]
+    if cfg.fid.uncertainty == "bootstrap" and cfg.fid.bootstrap_resamples < 2:
+        problems.append(
+            f"  - fid.bootstrap_resamples: {cfg.fid.bootstrap_resamples} cannot give a standard deviation; "
+            "set at least 2, or fid.uncertainty: delta (one eigendecomposition) or none"
+        )
     if problems:
         raise ConfigError(
             f"invalid {source} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n" + "\n".join(problems)

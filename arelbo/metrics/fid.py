@@ -158,6 +158,63 @@ def frechet_distance_to_features(
     return float(diff @ diff + np.trace(sigma) + np.trace(sigma_ref) - 2.0 * tr_covmean)
 
 
+def frechet_distance_and_standard_error(
+    features: np.ndarray, ref: StatsLike, *, device: str | torch.device | None = None
+) -> tuple[float, float]:
+    """The Fréchet distance of ``features`` (N×D) to ``ref`` — the same number as
+    `frechet_distance_to_features` — and its delta-method standard error (docs/design.md, "FID's
+    uncertainty"), from one pass in float64 on ``device``.
+
+    FID is a smooth function of the generated features' mean μ and covariance Σ. Its influence
+    function at a feature vector x is
+        IF(x) = 2(μ − μ_r)ᵀ(x − μ) + (x − μ)ᵀG(x − μ) − tr(GΣ),   G = I − S M^(−1/2) S,
+    with S = Σ_r^(1/2) and M = SΣS (d tr √M / dΣ = ½ S M^(−1/2) S), and the standard error is
+    std(IF(xᵢ))/√N over the N features — the infinitesimal jackknife, exact to first order in 1/N.
+    The constant −tr(GΣ) does not change the spread and is not computed.
+
+    N − 1 ≥ D: with Σ_r = VΛVᵀ and F = V√Λ, S M^(−1/2) S = F M'^(−1/2) Fᵀ for the similar
+    M' = FᵀΣF = UθUᵀ, whose eigenvalues the distance needs anyway; the quadratic forms are
+    ‖y‖² − ‖θ^(−1/4) Uᵀ Fᵀ y‖² (y = x − μ): one N×D by D×D product.
+
+    N − 1 < D: M is singular, but the sample's own points keep Σ in the span of the centred features
+    (reweighting them, as the jackknife and the bootstrap do, never leaves it), where M is regular.
+    With A = Yᵀ/√(N−1) and K = AᵀΣ_rA (N×N, the non-zero spectrum of M), the quadratic form of xᵢ is
+    (N−1)·[(AᵀA)ᵢᵢ − (K^(1/2))ᵢᵢ]: one N×N eigenproblem, as in `frechet_distance_to_features`.
+
+    In both, directions with eigenvalue ≈ 0 (1e-12 of the largest) carry no spread of the features
+    and are left out.
+    """
+    x = torch.as_tensor(np.asarray(features, dtype=np.float64), device=device or "cpu")
+    n, dim = x.shape
+    if n < 3:
+        raise ValueError(f"a standard error of FID needs at least 3 feature vectors, got {n}")
+    mu_ref, sigma_ref = (torch.as_tensor(np.asarray(a, dtype=np.float64), device=x.device) for a in _as_mu_sigma(ref))
+    mu = x.mean(0)
+    y = x - mu
+    offset = mu - mu_ref
+    squared_norms = (y * y).sum(1)
+    if n - 1 >= dim:
+        sigma = y.T @ y / (n - 1)
+        evals, evecs = torch.linalg.eigh((sigma_ref + sigma_ref.T) / 2.0)
+        f = evecs * evals.clamp_min(0.0).sqrt()  # Σ_r = F Fᵀ
+        inner = f.T @ sigma @ f
+        theta, u = torch.linalg.eigh((inner + inner.T) / 2.0)
+        theta = theta.clamp_min(0.0)
+        keep = theta > theta.max() * 1e-12
+        projected = y @ ((f @ u[:, keep]) * theta[keep].pow(-0.25))  # rows θ^(−1/4) Uᵀ Fᵀ y
+        quadratic = squared_norms - (projected * projected).sum(1)
+    else:
+        k = y @ sigma_ref @ y.T / (n - 1)  # N×N
+        theta, w = torch.linalg.eigh((k + k.T) / 2.0)
+        theta = theta.clamp_min(0.0)
+        keep = theta > theta.max() * 1e-12
+        root_diagonal = (w[:, keep] ** 2 * theta[keep].sqrt()).sum(1)  # (K^(1/2))ᵢᵢ
+        quadratic = squared_norms - (n - 1) * root_diagonal
+    distance = offset @ offset + squared_norms.sum() / (n - 1) + torch.trace(sigma_ref) - 2.0 * theta.sqrt().sum()
+    influence = 2.0 * (y @ offset) + quadratic  # IF(xᵢ) up to the constant −tr(GΣ)
+    return float(distance), float(influence.std() / np.sqrt(n))
+
+
 # What a cached reference must match to be reused: its images, the Inception weights, and where and
 # in which arithmetic the features were computed (a CPU's FP32 and a GPU's TF32 features differ).
 REFERENCE_KEY = ("dataset", "split", "n", "weights", "device", "precision")

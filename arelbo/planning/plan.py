@@ -136,12 +136,16 @@ class _Work:
         return self._steps(projection.inception_step(self.cfg.fid.batch_size, ds), images)
 
     def frechet(self, n: int) -> float:
-        """The Fréchet distance of one FID and its bootstrap resamples (fid.bootstrap_resamples)."""
-        full = self.costs["bootstrap_resample_s"]
-        per_resample = full if n > 2048 else full * (n / 2048) ** 3  # an N×N eigenproblem below 2049
-        seconds = (
-            self.costs["frechet_full_rank_s"] if n > 2048 else 0.0
-        ) + self.cfg.fid.bootstrap_resamples * per_resample
+        """The Fréchet distance of one FID and its standard error as fid.uncertainty says: the delta
+        method's pass, or fid.bootstrap_resamples resamples. Below N = 2049 both work on N×N
+        matrices (their cost scales as (N/2048)³), and the distance itself is counted in fid_fixed_s."""
+        small = 1.0 if n > 2048 else (n / 2048) ** 3
+        seconds = self.costs["frechet_full_rank_s"] if n > 2048 else 0.0
+        method = self.cfg.fid.uncertainty
+        if method == "delta":
+            seconds += self.costs["delta_se_s"] * small
+        elif method == "bootstrap":
+            seconds += self.cfg.fid.bootstrap_resamples * self.costs["bootstrap_resample_s"] * small
         if self.projected:
             self.busy += seconds  # float64 eigensolvers on the job's device
         return seconds

@@ -14,7 +14,7 @@ Every claim gets one verdict:
 Statistics (docs/design.md §8, "Claims"):
 - a comparison "a < factor·b" uses Welch's one-sided t-test on the seed-level values when both sides
   have ≥ 2 seeds; otherwise a one-sided z-test on the means with their within-run standard deviations
-  (FID: bootstrap over generated images; KID: std over its subsets; MSE, KL, σx²: standard error over
+  (FID: its delta-method standard error, or a bootstrap's; KID: std over its subsets; MSE, KL, σx²: standard error over
   images; a side with ≥ 2 seeds uses std/√n). No uncertainty estimate → INCONCLUSIVE.
 - the p-values of one claim's comparisons are Holm-corrected (each direction separately);
 - a trend is Spearman's ρ between the grid key and the metric over every (grid point, seed) value, its

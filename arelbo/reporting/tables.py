@@ -42,10 +42,12 @@ FLOAT_KEYS = ("log10_sigma_x2", "log10_sigma_z2")
 KEY_COLUMNS = ("dataset", "model", "encoding", *FLOAT_KEYS)
 BASE_COLUMNS = ("table", "dataset", "seed", "metric", "value", "config", "commit")
 TIDY_COLUMNS = ("table", *KEY_COLUMNS, "seed", "metric", "value", "config", "commit")
-# Kept when the records have them: the value's within-run uncertainty (a std: FID bootstrap, KID
-# subsets, standard error over images), the sizes it was measured on, and its provenance.
+# Kept when the records have them: the value's within-run uncertainty (a std: FID delta method, KID
+# subsets, standard error over images) and how it was estimated, the sizes it was measured on, and its
+# provenance (the arithmetic included).
 EXTRA_COLUMNS = (
     "uncertainty",
+    "uncertainty_method",
     "n_samples",
     "n_reference",
     "kid_subset_size",
@@ -58,6 +60,7 @@ EXTRA_COLUMNS = (
     "device_name",
     "torch",
     "cuda",
+    "precision",
 )
 KID_SCALE = 1e3  # KID is shown ×10³, as is customary
 DASH = "–"

@@ -278,6 +278,21 @@ def expected_reference_count(cfg, dataset: str) -> int:
     return int(json.loads(meta.read_text())["shapes"][cfg.fid.reference_split][0])
 
 
+def fid_with_uncertainty(fid_cfg, features: np.ndarray, stats: dict, stream: int, device) -> tuple[float, float, str]:
+    """(FID, its within-run standard error, how that was estimated) as `fid.uncertainty` says
+    (docs/design.md, "FID's uncertainty"); the bootstrap resamples are drawn from `stream`."""
+    from arelbo.metrics.fid import fid_bootstrap, frechet_distance_and_standard_error, frechet_distance_to_features
+
+    if fid_cfg.uncertainty == "delta":
+        value, spread = frechet_distance_and_standard_error(features, stats, device=device)
+        return value, spread, "delta method (influence function of the generated features' mean and covariance)"
+    value = frechet_distance_to_features(features, stats, device=device)
+    if fid_cfg.uncertainty == "bootstrap":
+        boots = fid_bootstrap(features, stats, resamples=fid_cfg.bootstrap_resamples, seed=stream, device=device)
+        return value, float(np.std(boots, ddof=1)), f"bootstrap over generated images ({len(boots)} resamples)"
+    return value, float("nan"), "none (fid.uncertainty: none)"
+
+
 def fid(
     cfg,
     dataset: str,
@@ -314,8 +329,6 @@ def fid(
     from arelbo.core.provenance import provenance
     from arelbo.metrics.fid import (
         REFERENCE_KEY,
-        fid_bootstrap,
-        frechet_distance_to_features,
         inception_arithmetic,
         inception_features,
     )
@@ -338,12 +351,8 @@ def fid(
     inception = inception.to(device)
     features = inception_features(images, inception, batch_size=cfg.fid.batch_size, device=device, progress=False)
     stats = {"mu": ref["mu"], "sigma": ref["sigma"]}
-    value = frechet_distance_to_features(features, stats, device=device)
     stream = sampler_seed(seed, sampler)
-    spread = float("nan")
-    if cfg.fid.bootstrap_resamples > 0:
-        boots = fid_bootstrap(features, stats, resamples=cfg.fid.bootstrap_resamples, seed=stream, device=device)
-        spread = float(np.std(boots, ddof=1))
+    value, spread, method = fid_with_uncertainty(cfg.fid, features, stats, stream, device)
     kid_mean, kid_std, subset = kid(features.astype(np.float32), ref["features"], seed=stream)
     sizes = {"n_samples": len(images), "n_reference": int(ref["n"])}
     prov = provenance(cfg, dataset, device)
@@ -359,7 +368,7 @@ def fid(
                 value,
                 provenance=prov,
                 uncertainty=spread,
-                uncertainty_method=f"bootstrap over generated images ({cfg.fid.bootstrap_resamples} resamples)",
+                uncertainty_method=method,
                 **sizes,
             ),
             _record(
