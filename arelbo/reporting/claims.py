@@ -14,18 +14,24 @@ Every claim gets one verdict:
 Statistics (docs/design.md §8, "Claims"):
 - a comparison "a < factor·b" uses Welch's one-sided t-test on the seed-level values when both sides
   have ≥ 2 seeds; otherwise a one-sided z-test on the means with their within-run standard deviations
-  (FID: its delta-method standard error, or a bootstrap's; KID: std over its subsets; MSE, KL, σx²: standard error over
-  images; a side with ≥ 2 seeds uses std/√n). No uncertainty estimate → INCONCLUSIVE.
+  (FID: its delta-method standard error, or a bootstrap's; KID: std over its subsets; MSE, KL, σx²:
+  standard error over images; a side with ≥ 2 seeds uses std/√n). No uncertainty estimate → INCONCLUSIVE.
 - the p-values of one claim's comparisons are Holm-corrected (each direction separately);
 - a trend is Spearman's ρ between the grid key and the metric over every (grid point, seed) value, its
   one-sided p-value from an exact permutation test (all orderings when there are at most 8 values, else
   9,999 seeded random permutations);
 - FID columns are decided on FID only when N_gen and N_ref both exceed the 2,048 Inception features,
   else on KID of the same samples (FID's bias at small N differs between models).
+
+Convergence (docs/design.md, "Convergence"): every verdict names the trainings its evidence rests on
+that had not converged (`convergence`). In a reduced config a FAIL resting on one is INCONCLUSIVE ("not
+converged: …"): a run too short to tell never reads as the paper being wrong. A PASS keeps its
+verdict, and under the paper's protocol (not reduced) every verdict stands as measured, flagged.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +63,18 @@ CLAIMS_COLUMNS = (
     "n_seeds",
     "metrics_used",
     "provenance",
+    "convergence",
 )
+# The tidy rows a claim's judgement reads (_side, judge_trend), collected while it is judged, for the
+# convergence of the trainings behind them.
+_EVIDENCE: contextvars.ContextVar[list | None] = contextvars.ContextVar("evidence", default=None)
+
+
+def _read(rows: pd.DataFrame) -> pd.DataFrame:
+    collected = _EVIDENCE.get()
+    if collected is not None:
+        collected.append(rows)
+    return rows
 
 
 class ClaimsError(ArelboError, ValueError):
@@ -265,7 +282,7 @@ def _matches(rows: pd.DataFrame, where: dict | None) -> pd.DataFrame:
 
 
 def _side(rows: pd.DataFrame, label: str) -> Side:
-    rows = rows.dropna(subset=["value"]).sort_values("seed")
+    rows = _read(rows.dropna(subset=["value"]).sort_values("seed"))
     within = rows["uncertainty"].to_numpy(float) if "uncertainty" in rows else np.full(len(rows), np.nan)
 
     def first(column):
@@ -317,6 +334,7 @@ class Verdict:
     n_seeds: str = ""
     metrics_used: str = ""
     provenance: str = ""
+    convergence: str = ""  # the unconverged trainings its evidence rests on ("" when none)
     extra: dict = field(default_factory=dict)
 
     def row(self) -> dict:
@@ -564,7 +582,7 @@ def judge_trend(claim: dict, tidy: dict[int, pd.DataFrame], alpha: float) -> Ver
     rows = tidy.get(table)
     if rows is None:
         return _base(claim, verdict=NOT_RUN, evidence=f"Table {table} was not built by this run")
-    cells = _matches(rows[rows["metric"] == claim["metric"]], claim.get("where")).dropna(subset=["value"])
+    cells = _read(_matches(rows[rows["metric"] == claim["metric"]], claim.get("where")).dropna(subset=["value"]))
     points = cells[claim["x"]].nunique() if len(cells) else 0
     if points < 2:
         return _base(
@@ -707,15 +725,58 @@ def judge(tidy: dict[int, pd.DataFrame], claims: dict | None = None, *, reduced:
     out = []
     for claim in [*claims.get("claims", []), *value_claims(claims)]:
         kind = claim["kind"]
-        if kind == "value":
-            out.append(judge_value(claim, tidy, reduced))
-        elif kind == "threshold":
-            out.append(judge_threshold(claim, tidy, alpha))
-        elif kind == "ordering":
-            out.append(judge_ordering(claim, tidy, groups, alpha))
-        else:
-            out.append(judge_trend(claim, tidy, alpha))
+        collected: list[pd.DataFrame] = []
+        token = _EVIDENCE.set(collected)
+        try:
+            if kind == "value":
+                verdict = judge_value(claim, tidy, reduced)
+            elif kind == "threshold":
+                verdict = judge_threshold(claim, tidy, alpha)
+            elif kind == "ordering":
+                verdict = judge_ordering(claim, tidy, groups, alpha)
+            else:
+                verdict = judge_trend(claim, tidy, alpha)
+        finally:
+            _EVIDENCE.reset(token)
+        out.append(_with_convergence(verdict, collected, reduced=bool(reduced)))
     return pd.DataFrame([v.row() for v in out], columns=list(CLAIMS_COLUMNS))
+
+
+def _training_label(row) -> str:
+    """The training a tidy row's value comes from: a model of Table 3/4, or a Section 3 grid point."""
+    keys = [f"{k} {row[k]}" for k in ("encoding", "log10_sigma_x2", "log10_sigma_z2") if k in row and pd.notna(row[k])]
+    what = ", ".join(keys) if keys else f"{row['dataset']} {row['model']}"
+    return f"{what} (seed {row['seed']})"
+
+
+def unconverged_trainings(rows: list[pd.DataFrame]) -> list[str]:
+    """'<training>: <why>' for every training behind these rows that had not converged (rows
+    without the convergence fields — records of an older arelbo — count as converged)."""
+    notes: dict[str, str] = {}
+    for frame in rows:
+        if "converged" not in frame or not len(frame):
+            continue
+        flags = frame["converged"].map(lambda v: str(v).lower() in ("false", "0"))
+        for _, row in frame[flags].iterrows():
+            notes.setdefault(_training_label(row), str(row.get("convergence", "") or "not converged"))
+    return [f"{label}: {why}" for label, why in notes.items()]
+
+
+def _with_convergence(verdict: Verdict, rows: list[pd.DataFrame], *, reduced: bool) -> Verdict:
+    unconverged = unconverged_trainings(rows)
+    if not unconverged:
+        return verdict
+    verdict.convergence = "not converged: " + " | ".join(unconverged)
+    if reduced and verdict.verdict == FAIL:
+        # a reduced run too short to tell: the measured FAIL is kept in the evidence, not as the verdict
+        verdict.evidence = f"not converged ({len(unconverged)} of its trainings), measured FAIL; {verdict.evidence}"
+        verdict.verdict = INCONCLUSIVE
+    return verdict
+
+
+def _convergence_mark(convergence: str) -> str:
+    count = convergence.count(" | ") + 1 if convergence else 0
+    return f" [{count} training{'s' * (count != 1)} not converged]" if count else ""
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -742,7 +803,8 @@ def summary_text(verdicts: pd.DataFrame, *, title: str = "Claims") -> str:
         + ", ".join(f"{n} {v}" for v, n in counts["value"].items() if n)
     ]
     for row in verdicts[~verdicts["id"].str.contains(":")].itertuples():
-        lines.append(f"  {row.verdict:<12} {row.id}: {row.evidence.split('; ')[0]}")
+        mark = _convergence_mark(getattr(row, "convergence", "") or "")
+        lines.append(f"  {row.verdict:<12} {row.id}: {row.evidence.split('; ')[0]}{mark}")
     return "\n".join(lines)
 
 
@@ -790,7 +852,8 @@ def claims_to_latex(verdicts: pd.DataFrame, *, config_name: str = "", notes: tup
         f"Verdicts on the paper's claims (config: {tex_escape(config_name)}). PASS: the claimed ordering or "
         "trend is significant (one-sided, $\\alpha = 0.05$, Holm within a claim) or a value is within its "
         "tolerance; FAIL: the reverse is significant or the value is outside; INCONCLUSIVE: the evidence "
-        "does not separate the sides; NOT RUN: no data in this run. " + " ".join(tex_text(n) for n in notes)
+        "does not separate the sides, or (reduced configs) a FAIL rests on trainings that had not converged; "
+        "NOT RUN: no data in this run. " + " ".join(tex_text(n) for n in notes)
     )
     lines = [
         r"\begin{table}[htbp]",
@@ -805,7 +868,14 @@ def claims_to_latex(verdicts: pd.DataFrame, *, config_name: str = "", notes: tup
     ]
     for row in text.itertuples():
         lines.append(
-            " & ".join([tex_text(row.id), tex_text(row.claim), row.verdict, tex_text(row.evidence.split("; ")[0])])
+            " & ".join(
+                [
+                    tex_text(row.id),
+                    tex_text(row.claim),
+                    row.verdict,
+                    tex_text(row.evidence.split("; ")[0] + _convergence_mark(getattr(row, "convergence", "") or "")),
+                ]
+            )
             + r" \\"
         )
     lines += [

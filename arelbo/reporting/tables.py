@@ -48,6 +48,11 @@ TIDY_COLUMNS = ("table", *KEY_COLUMNS, "seed", "metric", "value", "config", "com
 EXTRA_COLUMNS = (
     "uncertainty",
     "uncertainty_method",
+    "converged",
+    "convergence",
+    "epochs_trained",
+    "objective_change",
+    "kl_collapsed",
     "n_samples",
     "n_reference",
     "kid_subset_size",

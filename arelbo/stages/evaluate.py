@@ -173,9 +173,14 @@ def sample(
 
 def _record(cfg, dataset, model, seed, metric, value, *, provenance: dict, uncertainty=float("nan"), **extra) -> dict:
     """One tidy record: the cell's keys, its value, the value's within-run uncertainty (a standard
-    deviation: FID bootstrap, KID subsets, standard error over images; NaN when unknown), the sizes
-    it was measured on and its provenance (arelbo.core.provenance)."""
+    deviation: FID delta method or bootstrap, KID subsets, standard error over images; NaN when
+    unknown), the sizes it was measured on, whether the model had converged (its training log,
+    arelbo.models.convergence) and its provenance (arelbo.core.provenance)."""
+    from arelbo.core import layout
+    from arelbo.models.convergence import diagnose_log
+
     table = 4 if metric.startswith(("fid_interp", "kid_interp")) else 3
+    diagnosis = diagnose_log(layout.train_log(cfg.outdir, dataset, model, seed))
     return {
         "table": table,
         "dataset": dataset,
@@ -186,6 +191,7 @@ def _record(cfg, dataset, model, seed, metric, value, *, provenance: dict, uncer
         "uncertainty": float(uncertainty),
         "config": cfg.name,
         "reduced": bool(cfg.reduced),
+        **(diagnosis.record_fields() if diagnosis is not None else {}),  # the trained model's convergence
         **extra,
         **provenance,
     }

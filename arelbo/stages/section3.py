@@ -281,8 +281,10 @@ def criteria(
 
 def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
     """The tidy records (one per metric) of a grid point's criteria on the training set."""
+    from arelbo.core import layout
     from arelbo.core.provenance import provenance
     from arelbo.core.runtime import pick_device
+    from arelbo.models.convergence import diagnose_log
 
     device = pick_device(cfg.device)
     model, meta = load_point_model(model_file, device)
@@ -292,6 +294,8 @@ def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
         model, images, seed=seed, device=device, mi_batch_size=cfg.section3.mi_batch_size, uncertainty=uncertainty
     )
     point, prov = model.point, provenance(cfg, "mnist", device)
+    diagnosis = diagnose_log(Path(model_file).parent / layout.TRAIN_LOG)
+    convergence = diagnosis.record_fields() if diagnosis is not None else {}
     return [
         {
             "table": point.table,
@@ -304,6 +308,7 @@ def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
             "n_images": len(images),
             "config": cfg.name,
             "reduced": bool(cfg.reduced),
+            **convergence,
             **prov,
         }
         for metric, value in values.items()
