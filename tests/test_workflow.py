@@ -467,11 +467,11 @@ def test_on_a_small_run_the_fid_uncertainty_decides_no_claim(run):
 
     results = run.out / "results"
     tidy = C.read_tidy(results)
-    fid_rows = [frame[frame["metric"].str.startswith("fid")] for frame in tidy.values()]
+    fid_rows = [tidy[n][tidy[n]["metric"].str.startswith("fid")] for n in (3, 4)]  # Tables 1, 5: no FID
     methods = {m for rows in fid_rows for m in rows["uncertainty_method"]}
     assert len(methods) == 1 and next(iter(methods)).startswith("delta method"), methods
     assert all((rows["n_samples"] < 2049).all() for rows in fid_rows)
-    recorded = C.judge(tidy)[["id", "verdict", "evidence"]]
+    recorded = C.judge(tidy)[["id", "verdict"]]  # evidence quotes the ± it was given, verdicts must not move
 
     def scaled(factor: float) -> dict:
         return {
@@ -484,7 +484,7 @@ def test_on_a_small_run_the_fid_uncertainty_decides_no_claim(run):
         }
 
     for factor in (3.0, 1 / 3):
-        assert C.judge(scaled(factor))[["id", "verdict", "evidence"]].equals(recorded), factor
+        assert C.judge(scaled(factor))[["id", "verdict"]].equals(recorded), factor
 
 
 @pytest.mark.slow
