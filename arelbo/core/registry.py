@@ -57,7 +57,7 @@ class ModelEntry:
     estimates_sigma_x: bool = False  # Sigma_x is learned or estimated (not fixed to I or absent)
     bf16_safe: bool = True  # whether train.<dataset>.precision: bf16 applies (nets.VAE)
     # whether it may train with TF32 convolutions on CUDA (train.<dataset>.precision: tf32 or bf16;
-    # arelbo.models.precision); arelbo.testing.check_model holds a True to the evidence
+    # arelbo.core.precision); arelbo.testing.check_model holds a True to the evidence
     tf32_safe: bool = True
     validation_needs_grad: bool = False  # the objective differentiates inside (RAE-GP's penalty)
     paper: bool = False  # a row of the paper's tables (False: "not in the paper")

@@ -60,7 +60,7 @@ class TrainSpec:
     # weights (Appendix D: "Adam, 1e-3, 200 epochs"); Table 3 models use both mechanisms.
     lr_plateau: bool = True
     keep: str = "best_val"  # or "last"
-    # arelbo.models.precision.PRECISIONS: part of the resume key, it changes the arithmetic
+    # arelbo.core.precision.PRECISIONS: part of the resume key, it changes the arithmetic
     precision: str = "fp32"
 
 
@@ -232,7 +232,7 @@ def _remove_resume_state(ckpt_path: Path, where: str) -> None:
 
 
 def fit(net: torch.nn.Module, spec: TrainSpec, *args, **kwargs) -> Path:
-    """Train `net` at `spec.precision` (arelbo.models.precision: the TF32 switches are set for the
+    """Train `net` at `spec.precision` (arelbo.core.precision: the TF32 switches are set for the
     training and restored after it); see `_fit` for the rest."""
     from arelbo.core.precision import arithmetic
 
