@@ -393,9 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p):
-        p.add_argument(
-            "--config", action="append", metavar="FILE", help="YAML overlay(s) merged over config/config.yaml, in order"
-        )
+        _add_config_options(p)
         return p
 
     def with_training_args(p, folder: str):
@@ -581,13 +579,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """`--configfile A B ...` (Snakemake's spelling, so one command line works in both tools) and
+    `--config A --config B`: every file lands in `args.config`, merged over config/config.yaml in the
+    order given."""
+    group = parser.add_argument_group("configuration")
+    group.add_argument(
+        "--configfile",
+        dest="config",
+        action="extend",
+        nargs="+",
+        metavar="FILE",
+        help="YAML overlay(s) merged over config/config.yaml, in order (as snakemake --configfile A B)",
+    )
+    group.add_argument(
+        "--config", dest="config", action="append", metavar="FILE", help="one overlay; may be repeated, in order"
+    )
+
+
 def _preload_plugins(argv: list[str] | None) -> None:
-    """Register the plugins the command's --config files name (and installed entry points) before
+    """Register the plugins the command's config files name (and installed entry points) before
     the parser is built, so a plugin's ids are valid choices; a config error surfaces later, when
     the command loads its config."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", action="append", default=[])
+    _add_config_options(pre)
     known, _ = pre.parse_known_args(argv)
+    known.config = known.config or []
     from arelbo.core.config import DEFAULT_CONFIG, ConfigError, deep_merge, load_config_plugins, read_yaml
 
     try:

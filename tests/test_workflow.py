@@ -506,3 +506,36 @@ def test_a_short_runs_records_say_its_trainings_had_not_converged_and_no_claim_f
     flagged = verdicts[verdicts["convergence"] != ""]
     assert len(flagged) and (flagged["verdict"] != C.FAIL).all()
     assert flagged["convergence"].str.startswith("not converged: ").all()
+
+
+def test_two_overlays_merge_alike_in_arelbo_the_plan_and_a_dry_run(tmp_path):
+    # `--configfile A B` is one spelling for every tool: `arelbo config`, `arelbo plan` (whose DAG
+    # Snakemake's API builds) and `snakemake` itself must all parse the same merged config
+    import yaml
+
+    from arelbo.core import layout
+    from arelbo.planning.dag import workflow_dag
+
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    second = tmp_path / "second.yaml"
+    second.write_text(f"estimators: [prior]\noutdir: {out}\nlogdir: {logs}\n")
+    files = ["config/quick.yaml", str(second)]
+    shown = subprocess.run(
+        [sys.executable, "-m", "arelbo", "config", "--configfile", *files], cwd=REPO, capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    merged = yaml.safe_load(shown.stdout)
+    assert (merged["name"], merged["estimators"], merged["outdir"]) == ("quick", ["prior"], str(out))
+
+    def without_folders(text):
+        return {k: v for k, v in yaml.safe_load(text).items() if k not in ("outdir", "logdir")}
+
+    dag = workflow_dag(files)
+    assert without_folders(dag.config) == without_folders(shown.stdout)
+    assert {job.wildcards.get("estimator") for job in dag.jobs} <= {None, "prior", "2ndvae"} - {"2ndvae"}
+
+    # the dry run's jobs read the content-addressed file of exactly that config, and it writes nothing
+    result = snakemake("-n", "-p", "--cores", "1", "--configfile", *files, "--", str(layout.user_config(out)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(layout.resolved_config(out, shown.stdout)) in result.stdout
+    assert not out.exists() and not logs.exists()

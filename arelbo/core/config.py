@@ -570,4 +570,21 @@ def load_config(
 
 
 def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.raw, sort_keys=False)
+    """The merged config as YAML, its keys in config/config.yaml's order (keys it lacks, e.g. a
+    plugin's, after them in their own order): the same settings give the same text, whichever order
+    the overlays were merged in (`snakemake --configfile A B` puts the overlays' keys first), so the
+    content-addressed file the jobs read (arelbo.core.layout.resolved_config) is one per config."""
+    return yaml.safe_dump(_in_base_order(cfg.raw, _base_key_order()), sort_keys=False)
+
+
+@functools.cache
+def _base_key_order() -> dict:
+    return read_yaml(DEFAULT_CONFIG)
+
+
+def _in_base_order(tree, order):
+    if not isinstance(tree, dict):
+        return tree
+    order = order if isinstance(order, dict) else {}
+    keys = [k for k in order if k in tree] + [k for k in tree if k not in order]
+    return {k: _in_base_order(tree[k], order.get(k)) for k in keys}

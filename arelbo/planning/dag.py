@@ -1,12 +1,12 @@
 """The workflow's jobs and rules for a config, read from Snakemake's Python API (no text parsing).
 
 `python -m arelbo.planning.dag [--config-entry KEY=VALUE ...] [CONFIG_FILE ...]` builds the DAG of the
-Snakefile for the config files (merged in order over config/config.yaml, as repeated `--configfile`
-overlays are) and prints it as JSON on stdout: every job of the whole DAG as on a fresh machine (every
+Snakefile for the config files (merged in order over config/config.yaml, as `snakemake --configfile A B`
+merges them) and prints it as JSON on stdout: every job of the whole DAG as on a fresh machine (every
 job forced, as `--forceall` does; `outdir` and `logdir` in a temporary folder) with its rule,
 wildcards, benchmark file relative to the log folder and resources that matter to a plan, in the order
-Snakemake could run them; and every rule the workflow defines for that config, with the same
-resources. `--rules-only` parses the workflow and prints the rules alone.
+Snakemake could run them; the merged config the workflow parsed; and every rule the workflow defines
+for that config, with the same resources. `--rules-only` parses the workflow and prints the rules alone.
 
 The callers here (`workflow_dag`, `workflow_rules`) run it in a subprocess: Snakemake's global state
 (logging, working directory, the parsed workflow) stays out of the caller's process.
@@ -50,6 +50,7 @@ class PlannedJob(NamedTuple):
 class WorkflowDag(NamedTuple):
     jobs: list[PlannedJob]
     rules: dict[str, dict[str, int | None]]  # every rule the workflow defines for the config: PLAN_RESOURCES
+    config: str  # the merged config the workflow parsed (as `arelbo config` prints it; outdir/logdir the DAG's)
 
 
 def _command(config_files: Sequence[str | Path], extra: Sequence[str], rules_only: bool = False) -> list[str]:
@@ -74,7 +75,7 @@ def workflow_dag(
     subprocess. Raises RuntimeError with the end of Snakemake's message when the workflow fails."""
     out = subprocess.run(_command(config_files, extra), cwd=repo or REPO_ROOT, capture_output=True, text=True)
     data = _result(out)
-    return WorkflowDag([PlannedJob(**job) for job in data["jobs"]], data["rules"])
+    return WorkflowDag([PlannedJob(**job) for job in data["jobs"]], data["rules"], data["config"])
 
 
 def workflow_rules(
@@ -171,7 +172,9 @@ def _build(config_files: Sequence[str], entries: Sequence[str], workdir: Path, r
         except Exception as error:
             api.print_exception(error)
             raise SystemExit(1) from None
-    return {"jobs": jobs, "rules": rules}
+    from arelbo.core.config import dump_config
+
+    return {"jobs": jobs, "rules": rules, "config": dump_config(workflow.globals["CFG"])}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

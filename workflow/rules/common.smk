@@ -26,17 +26,20 @@ CELL_LOG = ("{dataset}", "{model}", layout.seed_folder("{seed}"))
 ARELBO = f"{sys.executable} -m arelbo"
 
 # The merged, validated config every job reads, content-addressed: <outdir>/configs/<sha256>.yaml.
-# Writing it while the workflow is parsed (also for a dry run, or a run Snakemake then refuses with
-# a LockException) can never change what another invocation's jobs read: another config is another
-# file. Which settings each output depends on is recorded per rule (`tracked` below), so Snakemake
-# re-runs exactly the jobs whose settings changed. <outdir>/config.yaml, the user-facing copy, is
-# written by a rule (`resolved_config`), i.e. only by a run that holds the workflow's lock.
+# It is written when a run starts (`onstart`: after the workflow's lock is taken, never for a dry run,
+# `--report` or a cluster job's re-parse, which finds it on the shared file system). Another config is
+# another file, so a run can never change what another invocation's jobs read. Which settings each
+# output depends on is recorded per rule (`tracked` below), so Snakemake re-runs exactly the jobs whose
+# settings changed. <outdir>/config.yaml, the user-facing copy, is written by a rule (`resolved_config`).
 _resolved = dump_config(CFG)
 CONFIG_FILE = layout.resolved_config(OUT, _resolved)
-if not CONFIG_FILE.is_file():
-    from arelbo.core.runtime import atomic_write_text
 
-    atomic_write_text(CONFIG_FILE, _resolved)
+
+onstart:
+    if not CONFIG_FILE.is_file():
+        from arelbo.core.runtime import atomic_write_text
+
+        atomic_write_text(CONFIG_FILE, _resolved)
 
 
 def _lookup(tree, dotted):

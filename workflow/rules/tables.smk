@@ -8,16 +8,18 @@ localrules:
 
 
 rule resolved_config:
-    # The user-facing copy of the merged config, written only by a run that holds the lock (the
-    # content-addressed file it copies is what the jobs read).
-    input:
-        CONFIG_FILE,
+    # The user-facing copy of the merged config, written only by a run that holds the lock. It copies
+    # the content-addressed file the jobs read, which the run writes when it starts (common.smk's
+    # `onstart`), so it is not an input a dry run would miss; its name is a param instead, so a
+    # changed config re-runs this rule.
     output:
         layout.user_config(OUT),
     log:
         layout.job_log(LOGS, "resolved_config"),
+    params:
+        resolved=CONFIG_FILE,
     shell:
-        "cp {input} {output} 2> {log}"
+        "cp {params.resolved:q} {output:q} 2> {log:q}"
 
 
 rule table:
