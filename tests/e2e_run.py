@@ -48,6 +48,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SLURM_PROFILE = "profiles/slurm-ci"
 PARTITION = "ci"  # profiles/slurm-ci: default-resources slurm_partition=ci
+# .ci/slurm/start.sh's second partition: run_on_slurm sends the GPU rules there (config `cluster`)
+GPU_PARTITION = f"{PARTITION}-gpu"
 TIMEOUT = int(os.environ.get("ARELBO_E2E_RUN_TIMEOUT", "1500"))
 EXAMPLE_PLUGIN = REPO / "examples" / "arelbo-example-plugin"
 NAME = "paper-sizes"  # the run's config name: its logs are under <logdir>/paper-sizes
@@ -106,16 +108,21 @@ def slurm_unavailable() -> str | None:
     except ImportError:
         return "snakemake-executor-plugin-slurm is not installed (pip install '.[slurm]')"
     try:
-        states = _run("sinfo", "-h", "-p", PARTITION, "-o", "%t")
+        states = _run("sinfo", "-h", "-p", f"{PARTITION},{GPU_PARTITION}", "-o", "%P %t")
     except subprocess.TimeoutExpired:
         return "`sinfo` timed out (slurmctld not answering)"
     if states.returncode != 0:
         return f"`sinfo` failed: {states.stderr.strip() or states.stdout.strip()} (start it: .ci/slurm/start.sh)"
-    usable = [s for s in states.stdout.split() if s.rstrip("*~#") in ("idle", "mix", "mixed", "alloc", "allocated")]
-    if not usable:
+    usable = {
+        partition.rstrip("*")
+        for partition, state in (line.split() for line in states.stdout.splitlines() if line.strip())
+        if state.rstrip("*~#") in ("idle", "mix", "mixed", "alloc", "allocated")
+    }
+    missing = [p for p in (PARTITION, GPU_PARTITION) if p not in usable]
+    if missing:
         return (
-            f"no usable node in SLURM partition {PARTITION!r} (sinfo states: {states.stdout.split() or 'none'}; "
-            "start one: .ci/slurm/start.sh)"
+            f"no usable node in SLURM partition(s) {missing} (sinfo: {states.stdout.split() or 'none'}; "
+            "start them: .ci/slurm/start.sh)"
         )
     return None
 
@@ -222,11 +229,15 @@ def run_batched(out: Path) -> E2eRun:
 
 def run_on_slurm(out: Path) -> E2eRun:
     """config/ci.yaml's MNIST Table 3 for two models (a VAE with a prior, an AE without) scored on the
-    prior and the second stage, through SLURM: 10 jobs submitted with `sbatch` (trainings,
+    prior, the second stage and GMM-10, through SLURM: 12 jobs submitted with `sbatch` (trainings,
     encodings, MSEs, the dataset's batched second stage, one sample-and-score job per model, the FID
-    reference) and the local ones; a watcher cancels the first running training once."""
+    reference on GPU_PARTITION; the two GMM fits on PARTITION) and the local ones; a watcher cancels
+    the first running training once."""
     mnist_only = out / "mnist-table3.yaml"
-    mnist_only.write_text("datasets: [mnist]\nmodels: [vae, ae]\nestimators: [prior, 2ndvae]\n")
+    mnist_only.write_text(
+        "datasets: [mnist]\nmodels: [vae, ae]\nestimators: [prior, 2ndvae, gmm10]\n"
+        f"cluster: {{gpu_partition: {GPU_PARTITION}, cpu_partition: {PARTITION}}}\n"
+    )
     configfiles = [REPO / "config" / "ci.yaml", mnist_only]
     return _run_workflow(out, configfiles, [str(out / "results" / "table3.tex")], slurm=True)
 

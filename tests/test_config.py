@@ -121,3 +121,24 @@ def test_environment_yml_has_the_same_dependencies_as_pyproject():
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
     assert set(pip) - {"-e ."} == wanted
+
+
+def test_outside_a_clone_arelbo_says_it_runs_from_one(tmp_path, monkeypatch, capsys):
+    """A wheel install has no config/ nor workflow/ (arelbo.core.layout.REPO_ROOT finds them beside
+    the package): the error says that arelbo runs from a clone, where it looked, and what to do."""
+    from arelbo import cli
+    from arelbo.core import config
+
+    missing = tmp_path / "config" / "config.yaml"
+    monkeypatch.setattr(config, "DEFAULT_CONFIG", missing)
+    with pytest.raises(ConfigError, match="runs from a clone of its repository") as error:
+        load_config()
+    assert str(missing) in str(error.value) and "make provision" in str(error.value)
+    assert cli.main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("arelbo config: error: arelbo runs from a clone") and str(missing) in err
+    monkeypatch.undo()
+    monkeypatch.setattr(config, "SCHEMA_PATH", tmp_path / "workflow" / "schemas" / "config.schema.yaml")
+    with pytest.raises(ConfigError, match="runs from a clone") as error:
+        config.load_schema()
+    assert str(tmp_path / "workflow" / "schemas" / "config.schema.yaml") in str(error.value)

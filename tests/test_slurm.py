@@ -5,7 +5,7 @@ Needs a SLURM the current user can submit to, with the `ci` partition of `.ci/sl
 except under CI=true, where it fails: CI must not skip it silently.
 
 The run is config/ci.yaml's MNIST Table 3 of two models in the batched job layout (tests/e2e_run.py,
-`run_on_slurm`): ten jobs go through `sbatch`, the rest are local rules. Until 2026-12-07 this test
+`run_on_slurm`): twelve jobs go through `sbatch`, the rest are local rules. Until 2026-12-07 this test
 ran config/ci.yaml's whole DAG (54 jobs) through SLURM; what it checks is the submission, the retry
 and the outputs, not the rules' work, which the suite's local end-to-end runs check. What this test
 checks of its run:
@@ -13,6 +13,9 @@ checks of its run:
   log per submission under the run's --slurm-logdir, and slurmctld's job-completion records),
 - the run survives a killed job: a watcher `scancel`s the first running `train` job once; SLURM
   reports it CANCELLED, Snakemake re-submits it (`retries` in the profile) and the run completes,
+- each job went to the partition of its kind: the config's `cluster.gpu_partition` for the rules
+  whose jobs run on the config's device, `cluster.cpu_partition` for the GMM fits (two partitions of
+  one node, set in the run's overlay; no per-rule list in the profile),
 - the table it was asked for exists, with a number in every cell.
 
     .venv/bin/python -m pytest -m slurm -s tests/test_slurm.py
@@ -27,7 +30,7 @@ import re
 from pathlib import Path
 
 import pytest
-from e2e_run import SLURM_PROFILE, _run, slurm_unavailable
+from e2e_run import GPU_PARTITION, PARTITION, SLURM_PROFILE, _run, slurm_unavailable
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
@@ -41,8 +44,9 @@ def slurm():
         pytest.skip(f"SLURM not available: {reason}")
 
 
-def jobcomp_records(run_name: str) -> dict[str, str] | None:
-    """{SLURM job id: JobState} of this run from slurmctld's jobcomp/filetxt log (None: no such log)."""
+def jobcomp_records(run_name: str) -> dict[str, dict[str, str]] | None:
+    """{SLURM job id: its fields (JobState, Partition, ...)} of this run from slurmctld's
+    jobcomp/filetxt log (None: no such log)."""
     config = _run("scontrol", "show", "config").stdout
     kind = re.search(r"^JobCompType\s*=\s*(\S+)", config, re.M)
     loc = re.search(r"^JobCompLoc\s*=\s*(\S+)", config, re.M)
@@ -52,7 +56,7 @@ def jobcomp_records(run_name: str) -> dict[str, str] | None:
     for line in Path(loc.group(1)).read_text(errors="replace").splitlines():
         fields = dict(re.findall(r"(\w+)=(\S*)", line))
         if fields.get("Name") == run_name:
-            records[fields["JobId"]] = fields.get("JobState", "")
+            records[fields["JobId"]] = fields
     return records
 
 
@@ -124,9 +128,24 @@ def test_the_workflow_runs_on_slurm_and_survives_a_killed_job(slurm_run):
             sorted(set(slurm_ids) - set(records))[:10],
             sorted(set(records) - set(slurm_ids))[:10],
         )
-        assert records[killer.killed] == "CANCELLED"
-        others = {i: s for i, s in records.items() if i != killer.killed and s != "COMPLETED"}
+        assert records[killer.killed]["JobState"] == "CANCELLED"
+        others = {i: r["JobState"] for i, r in records.items() if i != killer.killed and r["JobState"] != "COMPLETED"}
         assert not others, others
+    elif os.environ.get("CI", "").lower() == "true":
+        pytest.fail("CI's SLURM (.ci/slurm) writes a jobcomp/filetxt log; none was found", pytrace=False)
+
+    # --- each job in its kind's partition (the rule from its SLURM log's folder, rule_<rule>/...) ----
+    if records is not None:
+        rule_of = {
+            log.stem: log.relative_to(slurm_logs).parts[0].removeprefix("rule_") for log in slurm_logs.rglob("*.log")
+        }
+        partitions: dict[str, set[str]] = {}
+        for slurm_id, rule in rule_of.items():
+            partitions.setdefault(rule, set()).add(records[slurm_id]["Partition"])
+        cpu_rules = {"fit_estimator"}
+        assert cpu_rules <= set(partitions), sorted(partitions)
+        expected = {rule: {PARTITION if rule in cpu_rules else GPU_PARTITION} for rule in partitions}
+        assert partitions == expected, partitions
 
     # --- the table asked for exists, every cell filled ---------------------------------------------
     import pandas as pd
@@ -137,6 +156,6 @@ def test_the_workflow_runs_on_slurm_and_survives_a_killed_job(slurm_run):
     assert list(table3.index) == ["vae", "ae"], table3
     for column, cells in table3.drop(columns="label").items():
         for model, cell in cells.items():
-            # "–": the AE has no prior; GMM-10, a column of the paper's table, is not run here
-            undefined = (model == "ae" and "_prior" in column) or "_gmm10" in column
+            # "–": the AE has no prior
+            undefined = model == "ae" and "_prior" in column
             assert (cell == "–") if undefined else (cell not in ("", "–")), (column, model, cell)

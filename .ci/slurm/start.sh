@@ -13,7 +13,7 @@
 #   ARELBO_SLURM_GPUS       fake GPUs on the node (default: as many as CPUs, so that CPUs, not the
 #                           fake GPUs, limit how many jobs run at once)
 #   ARELBO_SLURM_PARTITION  partition name (default ci, which profiles/slurm-ci and
-#                           tests/test_slurm.py expect)
+#                           tests/test_slurm.py expect); a second one, <name>-gpu, on the same node
 #   ARELBO_SLURM_FORCE=1    overwrite a slurm.conf that this script did not write
 #   ARELBO_SLURM_TIMEOUT    seconds to wait for the node to become idle (default 90)
 set -euo pipefail
@@ -153,4 +153,4 @@ while :; do
     fi
     sleep 0.5
 done
-say "node $host $state ($node_hw, gpu:$GPUS, partition $PARTITION); config $CONF_DIR/slurm.conf, logs $LOG"
+say "node $host $state ($node_hw, gpu:$GPUS, partitions $PARTITION, $PARTITION-gpu); config $CONF_DIR/slurm.conf, logs $LOG"

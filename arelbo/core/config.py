@@ -26,6 +26,20 @@ class ConfigError(ArelboError, ValueError):
     """Raised with every problem of a config at once, each naming the key and the fix."""
 
 
+def clone_file(path: Path) -> Path:
+    """`path`, a file of the clone arelbo runs from (config/, workflow/). A wheel install has
+    neither (they are the workflow's, not the package's), so a command that reads them says so
+    here instead of failing later on a missing file."""
+    if not path.is_file():
+        raise ConfigError(
+            f"arelbo runs from a clone of its repository (the Snakefile, workflow/ and config/ live "
+            f"there): {path} not found. This arelbo is imported from {Path(__file__).resolve().parents[1]}; "
+            "clone the repository, run `make provision` in it (an editable install into its .venv) and "
+            "run arelbo from there."
+        )
+    return path
+
+
 # ---------------------------------------------------------------------------- typed view
 # One home per default (docs/design.md §10): every setting config/config.yaml holds has its value there
 # and no default here; a dataclass default exists only for a setting config.yaml does not hold.
@@ -177,6 +191,13 @@ class Section3Config:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    # SLURM partitions; "" = the cluster's default (workflow/rules/common.smk, `partition`)
+    gpu_partition: str
+    cpu_partition: str
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     outdir: str
@@ -196,6 +217,7 @@ class Config:
     device: str
     cuda_deterministic: bool
     keep_checkpoints: bool
+    cluster: ClusterConfig
     plugins: tuple[str, ...] = ()  # modules registering models and estimators (arelbo.core.registry)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -308,7 +330,7 @@ def load_schema() -> dict:
     from arelbo.core import registry
     from arelbo.core.precision import PRECISIONS
 
-    with open(SCHEMA_PATH) as f:
+    with open(clone_file(SCHEMA_PATH)) as f:
         schema = yaml.safe_load(f)
     definitions = schema["definitions"]
     definitions["model_train_settings"]["properties"]["precision"]["enum"] = list(PRECISIONS)
@@ -558,7 +580,7 @@ def load_config(
     *paths: str | Path, overrides: dict | None = None, with_defaults: bool = True, check_folders: bool = True
 ) -> Config:
     """config/config.yaml (the paper's settings) merged with each file of `paths`, then `overrides`."""
-    raw: dict[str, Any] = read_yaml(DEFAULT_CONFIG) if with_defaults else {}
+    raw: dict[str, Any] = read_yaml(clone_file(DEFAULT_CONFIG)) if with_defaults else {}
     for p in paths:
         if with_defaults and Path(p).resolve() == DEFAULT_CONFIG.resolve():
             continue

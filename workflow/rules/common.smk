@@ -110,6 +110,15 @@ wildcard_constraints:
 GPU_SLOTS = 4
 
 
+def partition(kind):
+    """A rule's SLURM partition from the config's two settings (`cluster.gpu_partition` for the rules
+    whose jobs run on the config's device, `cluster.cpu_partition` for the other submitted rules),
+    as the resource the SLURM executor reads. Empty: no resource at all, so the profile's
+    default-resources or the cluster's default partition apply."""
+    name = {"gpu": CFG.cluster.gpu_partition, "cpu": CFG.cluster.cpu_partition}[kind]
+    return {"slurm_partition": name} if name else {}
+
+
 def gpu_slots(whole_card_for_celeba=False):
     return lambda wc: GPU_SLOTS if whole_card_for_celeba and getattr(wc, "dataset", "") == "celeba" else 1
 

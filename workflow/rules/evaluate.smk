@@ -17,6 +17,7 @@ rule encode:
         layout.job_benchmark(LOGS, "encode", *CELL_LOG)
     threads: 2
     resources:
+        **partition("gpu"),
         mem_mb=8000,
         runtime=30,
         gpu=1,
@@ -40,6 +41,7 @@ rule fit_estimator:
         layout.job_benchmark(LOGS, "estimators", *CELL_LOG, "{pkl_estimator}")
     threads: 2
     resources:
+        **partition("cpu"),
         mem_mb=8000,
         runtime=lambda wc: estimator_runtime(wc.dataset, wc.pkl_estimator),
     shell:
@@ -68,6 +70,7 @@ if CFG.second_stage.batched:
                 layout.job_benchmark(LOGS, "estimators", _dataset, "batched", layout.seed_folder("{seed}"), "2ndvae")
             threads: 2
             resources:
+                **partition("gpu"),
                 mem_mb=8000,
                 runtime=240,
                 gpu=1,
@@ -92,6 +95,7 @@ else:
             layout.job_benchmark(LOGS, "estimators", *CELL_LOG, "2ndvae")
         threads: 2
         resources:
+            **partition("gpu"),
             mem_mb=8000,
             runtime=240,
             gpu=1,
@@ -153,6 +157,7 @@ if CFG.fid.batched:
                     model=_alternatives(_models),
                 threads: 2
                 resources:
+                    **partition("gpu"),
                     mem_mb=8000,
                     runtime=60 * len(_samplers),
                     gpu=1,
@@ -188,6 +193,7 @@ else:
             layout.job_benchmark(LOGS, "samples", *CELL_LOG, "{sampler}")
         threads: 1
         resources:
+            **partition("gpu"),
             mem_mb=8000,
             runtime=30,
             gpu=1,
@@ -212,6 +218,7 @@ else:
             layout.job_benchmark(LOGS, "metrics", *CELL_LOG, "fid_{sampler}")
         threads: 2
         resources:
+            **partition("gpu"),
             mem_mb=8000,
             runtime=60,
             gpu=1,
@@ -236,6 +243,7 @@ rule metric_mse:
         layout.job_benchmark(LOGS, "metrics", *CELL_LOG, "mse")
     threads: 2
     resources:
+        **partition("gpu"),
         mem_mb=8000,
         runtime=30,
         gpu=1,

@@ -50,6 +50,7 @@ rule prepare_dataset:
         layout.job_benchmark(LOGS, "prepare_dataset_{tag}")
     threads: 4
     resources:
+        **partition("cpu"),
         mem_mb=8000,
         runtime=120,
     params:
@@ -72,6 +73,7 @@ rule fid_reference:
         layout.job_benchmark(LOGS, "fid_reference_{tag}-{split}-n{n}")
     threads: 2
     resources:
+        **partition("gpu"),
         mem_mb=8000,
         runtime=90,
         gpu=1,

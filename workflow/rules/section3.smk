@@ -33,6 +33,7 @@ if CFG.section3.batched:
                 )
             threads: 2
             resources:
+                **partition("gpu"),
                 mem_mb=16000,
                 runtime=720,
                 gpu=1,
@@ -63,6 +64,7 @@ else:
             layout.job_benchmark(LOGS, *POINT_LOG, "train")
         threads: 2
         resources:
+            **partition("gpu"),
             mem_mb=8000,
             runtime=360,
             gpu=1,
@@ -89,6 +91,7 @@ rule section3_criteria:
         layout.job_benchmark(LOGS, *POINT_LOG, "criteria")
     threads: 2
     resources:
+        **partition("gpu"),
         mem_mb=8000,
         runtime=60,
         gpu=1,
@@ -119,6 +122,7 @@ rule figure:
         number="[123]",
     threads: 2
     resources:
+        **partition("gpu"),
         mem_mb=8000,
         runtime=30,
         gpu=1,  # decodes and encodes with the grid points' networks on the config's device

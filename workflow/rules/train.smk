@@ -13,6 +13,7 @@ rule train:
         layout.job_benchmark(LOGS, "train", *CELL_LOG)
     threads: 2
     resources:
+        **partition("gpu"),
         mem_mb=lambda wc: 8000 if wc.dataset == "mnist" else 32000,
         runtime=lambda wc: 240 if wc.dataset == "mnist" else 1440,
         gpu=1,
