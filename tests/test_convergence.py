@@ -175,3 +175,36 @@ def test_the_trainer_writes_the_log_the_diagnostics_read(tmp_path):
     d = diagnose_log(tmp_path / "train_log.csv")
     assert d is not None and d.epochs == 5 and math.isfinite(d.objective_change)
     assert diagnose_log(tmp_path / "nope.csv") is None
+
+
+@pytest.mark.parametrize("epochs", [2, 12])
+def test_the_second_stage_fit_is_diagnosed_in_the_records_of_its_sampler(tmp_path, ci_config, epochs):
+    """The 2nd-VAE sampler's FID/KID rest on two trainings: the model's and its second stage's. A
+    real second-stage fit (arelbo.models.estimators) saved where the workflow puts it: its records
+    carry the second stage's diagnostics, converged only if both are; other samplers' do not."""
+    import torch
+
+    from arelbo.core import layout
+    from arelbo.core.config import SecondStageSettings
+    from arelbo.models.estimators import fit_second_stage, save_estimator
+    from arelbo.stages import evaluate
+
+    cfg = dataclasses.replace(ci_config, outdir=str(tmp_path))
+    _write_log(layout.train_log(cfg.outdir, "mnist", "vae", 0), log_rows([100, 50, 40, 39.9, 39.85, 39.8]))
+    mu = torch.randn(256, 4, generator=torch.Generator().manual_seed(0))
+    settings = SecondStageSettings(epochs=epochs, lr=1e-3, batch_size=64, lr_halve_every=100, hidden=16, depth=1)
+    est = fit_second_stage(mu, None, seed=0, settings=settings, device=torch.device("cpu"), progress=False)
+    save_estimator(est, layout.estimator_path(cfg.outdir, "mnist", "vae", 0, "2ndvae"))
+    expected = diagnose(est.fit_log, objective_column="loss")
+
+    def record(metric):
+        return evaluate._record(cfg, "mnist", "vae", 0, metric, 1.0, provenance={"commit": "c0"})
+
+    fid, prior = record("fid_2ndvae"), record("fid_prior")
+    assert prior["converged"] and "second_stage_converged" not in prior
+    assert fid["second_stage_epochs"] == epochs and fid["second_stage_converged"] == expected.converged
+    assert fid["converged"] == expected.converged  # the first stage has settled: the second decides
+    if epochs == 2:
+        assert not fid["converged"] and fid["convergence"] == "second stage: 2 epochs: too few to tell (needs 4)"
+    tidy = check_tidy(pd.DataFrame([fid, prior]))
+    assert tidy.loc[tidy["metric"] == "fid_2ndvae", "second_stage_epochs"].item() == epochs

@@ -118,9 +118,10 @@ def test_gmm_fit_and_sampling_are_seeded_and_round_trip(mixture, tmp_path):
     np.testing.assert_array_equal(est.means, fit_estimator("gmm10", points, None, seed=3).means)
     loaded = assert_seeded(est, tmp_path, "gmm10.pkl")
     np.testing.assert_array_equal(loaded.covariances, est.covariances)
-    with open(tmp_path / "gmm10.pkl", "rb") as f:
-        payload = pickle.load(f)  # plain parameters, no sklearn object
-    assert {type(v) for v in (payload["weights"], payload["means"], payload["covariances"])} == {np.ndarray}
+    # plain parameters, no sklearn object, readable without pickle's code execution
+    payload = torch.load(tmp_path / "gmm10.pkl", weights_only=True)
+    assert {type(v) for v in (payload["weights"], payload["means"], payload["covariances"])} == {torch.Tensor}
+    assert payload["means"].dtype == torch.float64 and type(loaded.means) is np.ndarray
 
 
 def test_gmm_with_fewer_points_than_components_says_what_to_change():
@@ -287,9 +288,14 @@ def test_batched_second_stages_name_the_diverging_model(encoder_outputs):
 
 
 def test_load_rejects_foreign_files(tmp_path):
-    path = tmp_path / "other.pkl"
-    path.write_bytes(pickle.dumps({"weights": 1}))
-    with pytest.raises(ValueError, match="not an estimator file"):
+    from arelbo.core.safeload import UnreadableFile
+
+    path = tmp_path / "other.pt"
+    torch.save({"weights": 1}, path)
+    with pytest.raises(UnreadableFile, match="not an estimator file"):
+        load_estimator(path)
+    path.write_bytes(pickle.dumps({"weights": 1}))  # an older arelbo's format: refused, never unpickled
+    with pytest.raises(UnreadableFile, match="is a pickle .* delete it and re-run"):
         load_estimator(path)
 
 

@@ -3,8 +3,9 @@
 A record's provenance is the code (git commit and whether the working tree had uncommitted changes),
 the settings (a hash of the merged config), the data (a hash of the dataset cache's meta file, which
 names the verified raw files and the array shapes) and the machine (device, torch and CUDA versions,
-from `runtime.device_info`). Tables and claims built from records of more than one commit or config
-hash say so in their captions (`mixed_provenance`).
+from `runtime.device_info`, the torch thread count included). Tables and claims built from records of
+more than one commit or config hash, or of models trained with different thread counts, say so in their
+captions (`mixed_provenance`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,18 @@ from arelbo.core.layout import REPO_ROOT
 
 HASH_CHARS = 16
 # Columns a tidy row may carry besides its value; tables and claims pass them through.
-PROVENANCE_COLUMNS = ("commit", "dirty", "config_hash", "data_hash", "device", "device_name", "torch", "cuda")
+PROVENANCE_COLUMNS = (
+    "commit",
+    "dirty",
+    "config_hash",
+    "data_hash",
+    "device",
+    "device_name",
+    "torch",
+    "cuda",
+    "threads",
+    "train_threads",
+)
 
 
 def _git(*args: str) -> str | None:
@@ -79,6 +91,12 @@ def mixed_provenance(frame) -> list[str]:
             values = sorted({str(v) for v in frame[column].dropna()})
             if len(values) > 1:
                 notes.append(f"built from records of {len(values)} {what} ({', '.join(values)})")
+    if "train_threads" in frame:
+        # the thread count changes how CPU sums are split, hence a trained model's last bits and every
+        # number computed from it (docs/reliability.md, "What changes the numbers")
+        counts = sorted({str(v) for v in frame["train_threads"].dropna()})
+        if len(counts) > 1:
+            notes.append(f"its models were trained with different torch thread counts ({', '.join(counts)})")
     if "dirty" in frame and frame["dirty"].map(lambda v: str(v).lower() == "true").any():
         notes.append("some records come from a working tree with uncommitted changes")
     return notes

@@ -140,6 +140,9 @@ def device_info(device) -> dict:
         "cuda": torch.version.cuda,
         "host": platform.node(),
         "precision": current_precision(device.type),  # the FP32 arithmetic the record was computed in
+        # torch's intra-op CPU threads: they change how CPU sums are split, hence the last bits of a
+        # result (a GPU job still runs its CPU-side steps with them)
+        "threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
@@ -151,7 +154,6 @@ def device_info(device) -> dict:
         info["tf32_conv"] = bool(torch.backends.cudnn.allow_tf32)
     else:
         info["device_name"] = platform.processor() or platform.machine()
-        info["threads"] = torch.get_num_threads()
     return info
 
 
@@ -159,7 +161,7 @@ def describe_device(info: dict) -> str:
     if "cudnn" in info:
         extra = (
             f", cuDNN {info['cudnn']}, driver {info['driver']}, deterministic={info['deterministic']}, "
-            f"TF32 convolutions={info['tf32_conv']}"
+            f"TF32 convolutions={info['tf32_conv']}, {info.get('threads')} CPU threads"
         )
     else:
         extra = f", {info.get('threads')} threads"
@@ -230,6 +232,22 @@ def _out_of_space(exc: BaseException, folder: Path) -> bool:
     return False
 
 
+def _temp_prefix(final: Path) -> str:
+    """How `atomic_path`'s temporaries beside `final` are named: `.<name>.<random><suffix>`."""
+    return f".{final.name}."
+
+
+def remove_stray_temporaries(final: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries `atomic_path` left beside `final` when its process was killed (SIGKILL,
+    a power cut) before it could remove them; returns what was deleted. Only for a file that a single
+    job writes (a training's checkpoint): another process's write in progress would look the same."""
+    final = Path(final)
+    strays = sorted(final.parent.glob(_temp_prefix(final) + "*")) if final.parent.is_dir() else []
+    for stray in strays:
+        stray.unlink(missing_ok=True)
+    return strays
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.
@@ -240,9 +258,12 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or final.suffix or ".tmp", dir=final.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=_temp_prefix(final), suffix=suffix or final.suffix or ".tmp", dir=final.parent
+        )
     except OSError as exc:
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        # ENOTDIR: a file where a folder of the path should be
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR):
             raise NotWritable(final, exc) from exc
         if _out_of_space(exc, final.parent if final.parent.exists() else Path(".")):
             raise OutOfSpace(final, exc) from exc
@@ -283,6 +304,16 @@ def atomic_write_text(final: str | os.PathLike, text: str) -> None:
 def atomic_write_bytes(final: str | os.PathLike, data: bytes) -> None:
     with atomic_path(final) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_torch_save(final: str | os.PathLike, obj) -> None:
+    """torch.save `obj` to `final` atomically, in bytes that depend on `obj` alone. torch names the
+    folder inside its zip archive after the file name it is given (here a random temporary's), but
+    "archive" when given an open file: saved through one, equal objects give byte-identical files."""
+    import torch
+
+    with atomic_path(final) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:

@@ -234,20 +234,26 @@ def weights_fingerprint(weights_path: str | os.PathLike) -> str:
 
 
 def _load_cached(cache_path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    from arelbo.core.safeload import UnreadableFile, load_npz
+
     if not cache_path.exists():
         return None
     try:
-        with np.load(cache_path, allow_pickle=False) as z:
-            stored = {name: str(z[name]) if name in z.files else None for name in REFERENCE_KEY}
-            stored["n"] = int(z["n"])
-            if stored != key:
-                log.info("FID reference cache %s is stale (%s != %s); recomputing", cache_path, stored, key)
-                return None
-            if "features" not in z.files or z["features"].shape != (key["n"], z["mu"].shape[0]):
-                log.info("FID reference cache %s has no reference features (KID needs them); recomputing", cache_path)
-                return None
-            return {"mu": z["mu"].copy(), "sigma": z["sigma"].copy(), "features": z["features"].copy(), **stored}
-    except Exception as exc:  # noqa: BLE001 - unreadable cache: recompute
+        # read in full without pickle: a cut, damaged or planted cache is recomputed, never trusted
+        z = load_npz(cache_path, "recomputing it")
+        stored = {name: str(z[name]) if name in z else None for name in REFERENCE_KEY}
+        stored["n"] = int(z["n"])
+        if stored != key:
+            log.info("FID reference cache %s is stale (%s != %s); recomputing", cache_path, stored, key)
+            return None
+        if "features" not in z or z["features"].shape != (key["n"], z["mu"].shape[0]):
+            log.info("FID reference cache %s has no reference features (KID needs them); recomputing", cache_path)
+            return None
+        return {"mu": z["mu"], "sigma": z["sigma"], "features": z["features"], **stored}
+    except UnreadableFile as exc:
+        log.warning("FID reference cache %s", exc)
+        return None
+    except Exception as exc:  # noqa: BLE001 - an .npz of other arrays: not our cache, recompute
         log.warning("could not read FID reference cache %s (%s); recomputing", cache_path, exc)
         return None
 
@@ -293,7 +299,10 @@ def reference_stats(
     cached = _load_cached(cache_path, key)
     if cached is not None:
         return cached
+    from arelbo.core.runtime import ensure_writable
 
+    # a new shared file: a read-only `resources` is said now, not after the Inception pass
+    ensure_writable(cache_path.parent)
     if images is None:
         images = images_fn()
     if images.shape[0] < count:

@@ -288,8 +288,25 @@ def _try_download_original(dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> b
         return False
 
 
+def _weights_fix(path: Path) -> str:
+    return f"delete {path} and run `arelbo provision inception` (or `make provision`) to provision it again"
+
+
+def _load_weights(path: Path) -> dict:
+    """The state dict in a weights file, read without running code (weights_only: tensors only);
+    WeightsError naming the file and the fix for a truncated, corrupt or unsafe one."""
+    from arelbo.core.safeload import UnreadableFile, load_torch
+
+    try:
+        return load_torch(path, fix=_weights_fix(path))
+    except UnreadableFile as exc:
+        raise WeightsError(
+            f"Inception weights {path} cannot be loaded: it {exc.problem}; {_weights_fix(path)}"
+        ) from None
+
+
 def _sanity_load(path: Path) -> None:
-    state = torch.load(path, map_location="cpu")
+    state = _load_weights(path)
     if not isinstance(state, dict) or "Mixed_7c.branch_pool.conv.weight" not in state:
         raise ValueError(f"{path} does not look like pytorch-fid Inception weights")
 
@@ -318,7 +335,7 @@ def verify_weights(path: str | os.PathLike) -> Path:
     neither (put there by hand) is loaded and checked once, then its digest is recorded. A truncated
     or altered file raises WeightsError naming the file and the fix."""
     path = Path(path)
-    fix = f"delete {path} and run `arelbo provision inception` (or `make provision`) to provision it again"
+    fix = _weights_fix(path)
     if not path.is_file():
         raise WeightsError(f"Inception weights {path} not found; run `arelbo provision inception`")
     digest = file_digest(path)
@@ -334,6 +351,8 @@ def verify_weights(path: str | os.PathLike) -> Path:
         )
     try:
         _sanity_load(path)
+    except WeightsError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure to load means an unusable file
         raise WeightsError(
             f"Inception weights {path} cannot be loaded ({type(exc).__name__}: "
@@ -408,7 +427,7 @@ def build_inception(
     weights_path = verify_weights(weights_path)  # verified where used: never load a truncated file
 
     def _local(*_args, **_kwargs):
-        return torch.load(weights_path, map_location="cpu")
+        return _load_weights(weights_path)
 
     with mock.patch.object(pfi, "load_state_dict_from_url", _local):
         model = pfi.InceptionV3(

@@ -70,10 +70,13 @@ def _column(rows: list[dict], name: str) -> list[float]:
     return values
 
 
-def diagnose(rows: list[dict]) -> Convergence:
-    """The diagnostics of a training log's rows (train_log.csv: epoch, lr, val_loss, val_kl, …)."""
+def diagnose(
+    rows: list[dict], objective_column: str = "val_loss", objective_name: str = "validation objective"
+) -> Convergence:
+    """The diagnostics of a training log's rows (train_log.csv: epoch, lr, val_loss, val_kl, …;
+    `objective_column` names another log's objective, called `objective_name` in the reasons)."""
     epochs = len(rows)
-    objective = _column(rows, "val_loss")
+    objective = _column(rows, objective_column)
     lrs = _column(rows, "lr")
     kl_values = _column(rows, "val_kl")
     sigma_z2 = _column(rows, "val_sigma_z2")
@@ -86,7 +89,7 @@ def diagnose(rows: list[dict]) -> Convergence:
     else:
         if not objective_change <= OBJECTIVE_TOLERANCE:
             reasons.append(
-                f"validation objective still moving ({100 * objective_change:.1f} % over the last {WINDOW} epochs)"
+                f"{objective_name} still moving ({100 * objective_change:.1f} % over the last {WINDOW} epochs)"
             )
         if sigma_z2 and not sigma_z2_change <= SIGMA_Z2_TOLERANCE:
             reasons.append(f"σz² still moving ({100 * sigma_z2_change:.0f} % over the last {WINDOW} epochs)")
@@ -109,3 +112,25 @@ def diagnose_log(path: str | Path) -> Convergence | None:
         return None
     with path.open(newline="") as f:
         return diagnose(list(csv.DictReader(f)))
+
+
+def diagnose_second_stage(fit_log: list[dict]) -> Convergence:
+    """A second-stage VAE's fit (its estimator file's `fit_log`: one row per epoch, `loss` the
+    epoch's mean training objective on fresh draws of u; it has no validation split), judged by the
+    same rule as a first-stage training."""
+    return diagnose(fit_log, objective_column="loss", objective_name="second stage's training objective")
+
+
+def with_second_stage(fields: dict, second: Convergence) -> dict:
+    """A record's convergence fields (`Convergence.record_fields` of the trained model) when the record
+    also rests on the model's second stage (the 2nd-VAE sampler's FID and KID): converged only if both
+    are, the reasons of both, and the second stage's own diagnostics beside them."""
+    notes = [fields.get("convergence") or "", *(f"second stage: {r}" for r in second.reasons)]
+    return {
+        **fields,
+        "converged": bool(fields.get("converged", True)) and second.converged,
+        "convergence": "; ".join(n for n in notes if n),
+        "second_stage_converged": second.converged,
+        "second_stage_epochs": second.epochs,
+        "second_stage_objective_change": second.objective_change,
+    }

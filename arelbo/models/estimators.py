@@ -5,17 +5,21 @@ components, and Dai & Wipf's second-stage VAE.
 Every estimator draws its samples from a generator seeded only by the `seed` given to `sample`,
 so the same (estimator, n, seed) gives the same latents, also after a save/load round trip.
 
-On disk (one format per kind; the caller picks the file name):
-  prior, gmm*: a pickle of a plain dict {"format", "id", "d_z", ...numpy parameters} — no sklearn
-               object, so a file stays loadable across sklearn versions;
-  2ndvae:      torch.save of {"format", "id", "d_z", "settings", "state_dict", "fit_log"} (plain
-               types only, so it loads with weights_only=True).
+On disk (every kind, plugins' included; the caller picks the file name): torch.save of a plain dict
+{"format", "id", "d_z", ...the estimator's payload}, read back with weights_only=True, so loading a file
+never runs code (arelbo.core.safeload). The payload's top-level numpy arrays (the GMMs' parameters) are
+stored as tensors and listed under NUMPY_KEYS, and come back as numpy arrays; numpy scalars are stored
+as Python numbers. No sklearn object is stored, so a file stays loadable across sklearn versions:
+  prior:  {"format", "id", "d_z"};
+  gmm*:   + "weights", "means", "covariances" (float64 arrays), "converged", "n_iter";
+  2ndvae: + "settings", "state_dict", "fit_log".
+Older arelbo pickled the prior and the GMMs; a pickle can run code when loaded, so such a file is
+refused with the fix (delete it and re-run to refit), told apart from the current format by content.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,13 +29,17 @@ import torch
 from torch import nn
 
 from arelbo.core.config import SecondStageSettings, paper_config
-from arelbo.core.runtime import atomic_path, pick_device, seed_everything
+from arelbo.core.runtime import pick_device, seed_everything
 from arelbo.models.training import Batches, StackedModels, epoch_generator, run_epoch
 
 log = logging.getLogger(__name__)
 
 GMM_COMPONENTS = {"gmm10": 10, "gmm100": 100}
 FORMAT = "arelbo-estimator/1"
+# The payload keys whose numpy arrays a file stores as tensors (weights_only reads no numpy array).
+NUMPY_KEYS = "numpy_keys"
+# What an estimator file that cannot be read needs: the fit job runs again.
+REFIT = "delete it and re-run to fit the estimator again"
 
 
 class Estimator:
@@ -385,29 +393,62 @@ def fit_estimator(
     return est
 
 
+def _storable(est: Estimator) -> dict:
+    """The dict a file holds: the payload with its numpy arrays as tensors (listed under NUMPY_KEYS)
+    and numpy scalars as Python numbers, checked to load back with weights_only=True — a payload
+    with an object that only pickle could store is refused here, when it is written, not when read."""
+    import io
+
+    stored, numpy_keys = {"format": FORMAT, "id": est.id, "d_z": int(est.d_z)}, []
+    for key, value in est.payload().items():
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise TypeError(f"estimator {est.id!r}: payload {key!r} is an object array; store numbers")
+            value, numpy_keys = torch.from_numpy(np.ascontiguousarray(value)), [*numpy_keys, key]
+        elif isinstance(value, np.generic):
+            value = value.item()
+        stored[key] = value
+    if numpy_keys:
+        stored[NUMPY_KEYS] = numpy_keys
+    buffer = io.BytesIO()
+    torch.save(stored, buffer)
+    try:
+        torch.load(io.BytesIO(buffer.getvalue()), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever weights_only refuses
+        raise TypeError(
+            f"estimator {est.id!r}: its payload() holds something a data-only load refuses ({exc}); "
+            "return tensors, numpy arrays, str, int, float, bool and lists/dicts of them"
+        ) from None
+    return stored
+
+
 def save_estimator(est: Estimator, path: str | Path) -> None:
-    payload = {"format": FORMAT, "id": est.id, "d_z": est.d_z, **est.payload()}
-    with atomic_path(path) as tmp:
-        if isinstance(est, SecondStageEstimator):
-            torch.save(payload, tmp)
-        else:
-            with open(tmp, "wb") as f:
-                pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    from arelbo.core.runtime import atomic_torch_save
+
+    atomic_torch_save(path, _storable(est))
 
 
 def load_estimator(path: str | Path, device=None) -> Estimator:
-    """The estimator saved at `path` (either format, told apart by content), rebuilt by its
-    registered load function; a 2nd VAE goes to `device` (default CPU)."""
+    """The estimator saved at `path`, rebuilt by its registered load function; a 2nd VAE goes to
+    `device` (default CPU). Read without running code; a pickle (an older arelbo's prior or GMM), a
+    truncated or corrupt file raises UnreadableFile naming it and the fix."""
+    from arelbo.core.safeload import UnreadableFile, load_torch
+
     path = Path(path)
     with open(path, "rb") as f:
         is_pickle = f.read(1) == b"\x80"  # a pickle protocol ≥ 2 opcode; torch.save writes a zip file
     if is_pickle:
-        with open(path, "rb") as f:
-            payload = pickle.load(f)
-    else:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        raise UnreadableFile(
+            path,
+            "is a pickle (how an older arelbo stored the prior and the GMMs); a pickle can run code "
+            "when loaded, so arelbo no longer reads one",
+            REFIT,
+        )
+    payload = load_torch(path, REFIT)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an estimator file written by arelbo.models.estimators ({FORMAT})")
+        raise UnreadableFile(path, f"is not an estimator file written by arelbo.models.estimators ({FORMAT})", REFIT)
+    for key in payload.pop(NUMPY_KEYS, []):
+        payload[key] = payload[key].numpy()
     try:
         entry = _entry(payload["id"])
     except ValueError as error:

@@ -31,18 +31,30 @@ class Batches:
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
 
-    def epoch(self, generator: torch.Generator | None):
+    def epoch(self, generator: torch.Generator | None, first_step: int = 0):
+        """The pass's batches in the generator's order, from batch `first_step` on (a resumed pass
+        draws the whole order, then skips the batches it already trained on)."""
         n = len(self.images)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         order = order.to(self.images.device)
         to_float = self.images.dtype == torch.uint8
-        for start in range(0, n, self.batch_size):
+        for start in range(first_step * self.batch_size, n, self.batch_size):
             batch = self.images[order[start : start + self.batch_size]]
             yield batch.float().div_(255.0) if to_float else batch
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+class EpochStopped(Exception):
+    """`run_epoch` was asked to stop between two training steps. `state` (plain tensors and ints) is
+    what `run_epoch(resume=state)` needs to finish the pass as if it had not stopped: the steps done
+    and their per-step losses and terms."""
+
+    def __init__(self, state: dict):
+        super().__init__(f"stopped after step {state['steps']} of the pass")
+        self.state = state
 
 
 # How many steps may pass between two host-side checks of the losses: one .item() sync per check
@@ -90,8 +102,15 @@ def run_epoch(
     epoch: int = 0,
     progress: bool = False,
     names: list[str] | None = None,
+    stop: Callable[[], bool] | None = None,
+    resume: dict | None = None,
 ) -> dict[str, float]:
     """One pass; returns the batch-averaged loss and terms. Trains when an optimizer is given.
+
+    A training pass raises EpochStopped after the first step at which `stop()` is true (never after
+    its last step: the pass is then complete); `resume`, an EpochStopped's state, continues that pass
+    at the next step with the losses of the steps already done, so that the result equals an
+    uninterrupted pass's (the caller restores the weights, optimiser and RNG state of the stop).
 
     The per-step loss and terms are written into preallocated device tensors (no host sync per
     step); their finiteness is checked every FINITE_CHECK_EVERY steps and at the end of the pass.
@@ -108,15 +127,22 @@ def run_epoch(
     losses = torch.empty((n_steps, *shape), dtype=torch.float64, device=device)
     terms_per_step: dict[str, torch.Tensor] = {}
     steps = 0
+    if resume is not None:
+        steps = int(resume["steps"])
+        losses[:steps] = resume["losses"].to(device)
+        for name, done in resume["terms"].items():  # in their order: it is the order of the result
+            terms_per_step[name] = torch.zeros((n_steps, *shape), dtype=torch.float64, device=device)
+            terms_per_step[name][:steps] = done.to(device)
     bar = tqdm(
-        batches.epoch(generator),
+        batches.epoch(generator, steps),
         total=n_steps,
+        initial=steps,
         disable=not progress,
         leave=False,
         desc=f"{where} epoch {epoch}",
         unit="batch",
     )
-    for step, x in enumerate(bar):
+    for step, x in enumerate(bar, start=steps):
         loss, terms = loss_fn(net, x)
         losses[step] = loss.detach().reshape(*shape, -1).mean(-1)
         for name, value in terms.items():
@@ -131,6 +157,14 @@ def run_epoch(
         steps += 1
         if steps % FINITE_CHECK_EVERY == 0:
             _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training, names=names)
+        if training and stop is not None and steps < n_steps and stop():
+            raise EpochStopped(
+                {
+                    "steps": steps,
+                    "losses": losses[:steps].cpu(),
+                    "terms": {name: value[:steps].cpu() for name, value in terms_per_step.items()},
+                }
+            )
     _raise_if_diverged(losses, terms_per_step, steps, where=where, epoch=epoch, training=training, names=names)
     count = max(steps, 1)
     means = torch.stack([losses[:steps].sum(0), *(v[:steps].sum(0) for v in terms_per_step.values())]) / count

@@ -125,7 +125,7 @@ def load_claims(path: str | Path | None = None) -> dict:
 
 def read_tidy(results: str | Path) -> dict[int, pd.DataFrame]:
     """{table number: tidy rows} of the tables a results folder has (tables/table{n}_tidy.csv)."""
-    from arelbo.reporting.tables import check_tidy
+    from arelbo.reporting.tables import read_tidy_csv
 
     results = Path(results)
     if not results.is_dir():
@@ -137,7 +137,7 @@ def read_tidy(results: str | Path) -> dict[int, pd.DataFrame]:
         path = results / "tables" / f"table{n}_tidy.csv"
         if path.is_file():
             try:
-                out[n] = check_tidy(pd.read_csv(path))
+                out[n] = read_tidy_csv(path)  # whole and complete, or a ClaimsError: never judged cut
             except ValueError as exc:
                 raise ClaimsError(f"{path}: {exc}") from exc
     if not out:
@@ -382,7 +382,9 @@ def _one_cell(claim: dict, tidy: dict[int, pd.DataFrame]) -> tuple[pd.DataFrame,
     return cell, side, None
 
 
-def judge_value(claim: dict, tidy: dict[int, pd.DataFrame], reduced: bool | None) -> Verdict:
+def judge_value(claim: dict, tidy: dict[int, pd.DataFrame], reduced: bool | None, because: str = "") -> Verdict:
+    """A value claim (within tolerance of the paper's number), judged only under the paper's protocol;
+    `because`: why the run is reduced (the settings below the paper's), said in a NOT RUN's evidence."""
     cell, side, not_run = _one_cell(claim, tidy)
     if not_run:
         return not_run
@@ -400,7 +402,8 @@ def judge_value(claim: dict, tidy: dict[int, pd.DataFrame], reduced: bool | None
             verdict=NOT_RUN,
             datasets=datasets,
             n_seeds=str(len(side.values)),
-            evidence=f"reduced config: {side.text()} is not comparable with the paper's {claim['paper']:g}",
+            evidence=f"reduced config{f' ({because})' if because else ''}: {side.text()} is not comparable "
+            f"with the paper's {claim['paper']:g}",
         )
     paper, tol, ours = float(claim["paper"]), float(claim["tolerance"]), side.mean
     if paper == 0:
@@ -700,6 +703,17 @@ def is_reduced(tidy: dict[int, pd.DataFrame]) -> bool | None:
     return True in values  # any reduced record makes the run's values incomparable
 
 
+def reduced_reasons(tidy: dict[int, pd.DataFrame]) -> str:
+    """Why the records say the run is reduced: their `reduced_because` values (records of an older
+    arelbo have none)."""
+    reasons: dict[str, None] = {}
+    for rows in tidy.values():
+        if "reduced_because" in rows:
+            for text in rows["reduced_because"].dropna():
+                reasons.update(dict.fromkeys(r for r in str(text).split("; ") if r))
+    return "; ".join(reasons)
+
+
 def _with_plugin_models(claims: dict, tidy: dict[int, pd.DataFrame]) -> dict[str, list[str]]:
     """The claims file's model groups, the `every_other_model` ones extended by the plugin models
     (arelbo.core.registry entries not in the paper) that the run's Tables 3/4 have rows for."""
@@ -721,6 +735,7 @@ def judge(tidy: dict[int, pd.DataFrame], claims: dict | None = None, *, reduced:
     claims = load_claims() if claims is None else claims
     alpha = float(claims.get("alpha", 0.05))
     groups = _with_plugin_models(claims, tidy)
+    because = reduced_reasons(tidy) if reduced is None else "--comparable reduced" if reduced else ""
     reduced = is_reduced(tidy) if reduced is None else reduced
     out = []
     for claim in [*claims.get("claims", []), *value_claims(claims)]:
@@ -729,7 +744,7 @@ def judge(tidy: dict[int, pd.DataFrame], claims: dict | None = None, *, reduced:
         token = _EVIDENCE.set(collected)
         try:
             if kind == "value":
-                verdict = judge_value(claim, tidy, reduced)
+                verdict = judge_value(claim, tidy, reduced, because)
             elif kind == "threshold":
                 verdict = judge_threshold(claim, tidy, alpha)
             elif kind == "ordering":

@@ -22,7 +22,6 @@ its mean's precision: two decimals next to a two-decimal mean, scientific next t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,11 +52,15 @@ EXTRA_COLUMNS = (
     "epochs_trained",
     "objective_change",
     "kl_collapsed",
+    "second_stage_converged",  # the 2nd-VAE sampler's rows: its second stage's own diagnostics
+    "second_stage_epochs",
+    "second_stage_objective_change",
     "n_samples",
     "n_reference",
     "kid_subset_size",
     "n_images",
     "reduced",
+    "reduced_because",  # the settings below the paper's (arelbo.core.config.reduced_because)
     "dirty",
     "config_hash",
     "data_hash",
@@ -66,6 +69,8 @@ EXTRA_COLUMNS = (
     "torch",
     "cuda",
     "precision",
+    "threads",  # torch's CPU threads of the job that computed the value
+    "train_threads",  # ... and of the training of its model
 )
 KID_SCALE = 1e3  # KID is shown ×10³, as is customary
 DASH = "–"
@@ -325,6 +330,71 @@ def _check_table(part: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
         example = part.loc[duplicated, [*spec.keys, "seed", "metric"]].iloc[0].to_dict()
         fail(f"{int(duplicated.sum())} rows share their key, seed and metric, e.g. {example}")
     return spec.sort(part, "seed", "metric")
+
+
+# What a tidy CSV that is cut or incomplete needs: the table job writes it again from the records.
+REBUILD_TABLE = "delete it and re-run the table job to write it again"
+
+
+def check_complete(tidy: pd.DataFrame) -> None:
+    """ValueError naming the first missing cells when `tidy` (check_tidy's output) lacks rows that its
+    own rows imply. What is expected is derived from the table itself, not from a config, so that any
+    run's table can be checked: within a column block (a dataset of Tables 3/4, an encoding of Table 1,
+    Table 5 whole), every row of the table (a model, a σ²) must have, for every seed the block has,
+    (a) every displayed metric (TableSpec.columns) that any row of the block has, except the cells the
+    paper leaves undefined; (b) the KID twin of each such FID when the block has that KID at all (one
+    job writes both); (c) the same metrics under every seed (a metric outside the displayed columns,
+    such as Table 3's σx² of only the Σx-estimating models, may be absent from a row, but then from
+    all its seeds). A file cut at a row boundary drops the last (row, seed)'s trailing metrics, which
+    (a)-(c) see unless whole rows of the table went with them."""
+    problems: list[str] = []
+    for n, part in tidy.groupby("table"):
+        spec = TABLE_SPECS[int(n)]
+        block_keys = list(dict.fromkeys(k for k in ("dataset", spec.group) if k))
+        for block, rows in part.groupby(block_keys):
+            block = dict(zip(block_keys, block))
+            present = set(rows["metric"])
+            displayed = [m for m in spec.columns.get(block.get(spec.group), ()) if m in present]
+            required = displayed + [kid_of(m) for m in displayed if kid_of(m) in present and m.startswith("fid_")]
+            seeds = sorted(rows["seed"].unique())
+            have = rows.groupby([spec.row, "seed"])["metric"].agg(set)
+            for row in rows[spec.row].unique():
+                wanted = {m for m in required if (row, m) not in spec.undefined}
+                wanted = {m for m in wanted if not (m.startswith("kid_") and (row, "fid_" + m[4:]) in spec.undefined)}
+                anywhere = set().union(*(have.get((row, s), set()) for s in seeds))
+                for seed in seeds:
+                    lacking = sorted((wanted | anywhere) - have.get((row, seed), set()))
+                    if lacking:
+                        where = ", ".join(f"{k} {v}" for k, v in block.items())
+                        problems.append(f"Table {n} ({where}), {spec.row} {row}, seed {seed}: no {', '.join(lacking)}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(f"incomplete: {'; '.join(problems[:3])}{more}; {REBUILD_TABLE}")
+
+
+def read_tidy_csv(path: str | Path) -> pd.DataFrame:
+    """A tidy table CSV (write_table_outputs' `tidy`), validated by check_tidy and checked whole before
+    anything uses it: ValueError naming what is wrong when a row is cut (fewer fields than the header,
+    or a last line without its newline: the writer ends every row with one) or rows are missing
+    (check_complete). pandas alone would read a cut row with empty trailing fields."""
+    import csv
+    import io
+
+    text = Path(path).read_bytes().decode("utf-8")
+    records = list(csv.reader(io.StringIO(text)))
+    if not records:
+        raise ValueError(f"empty; {REBUILD_TABLE}")
+    cut = [i for i, fields in enumerate(records[1:], 1) if len(fields) != len(records[0])]
+    if cut:
+        raise ValueError(
+            f"row {cut[0]} has {len(records[cut[0]])} of the header's {len(records[0])} fields: the file is "
+            f"truncated; {REBUILD_TABLE}"
+        )
+    if not text.endswith("\n"):
+        raise ValueError(f"the last row has no final newline: the file is truncated; {REBUILD_TABLE}")
+    tidy = check_tidy(pd.read_csv(io.StringIO(text)))
+    check_complete(tidy)
+    return tidy
 
 
 def tidy_from_records(records: list[dict]) -> pd.DataFrame:
@@ -692,9 +762,11 @@ def write_table_outputs(
 def assemble_table(cfg, table: int, metric_files: list[Path], outdir: Path) -> dict:
     """The `table` job: every metric record of one table, read from its JSON files, written as the
     table's outputs (no torch: the job starts without it)."""
+    from arelbo.core.safeload import load_json
+
     records = []
     for path in metric_files:  # one record per file (Tables 3, 4) or a list (a Section 3 grid point)
-        data = json.loads(Path(path).read_text())
+        data = load_json(path, "delete it and re-run to compute the metric again")  # a cut record: one clear error
         records += data if isinstance(data, list) else [data]
     tidy = tidy_from_records(records)
     return write_table_outputs(

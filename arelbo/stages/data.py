@@ -199,7 +199,7 @@ def _cache_complete(meta_path: Path, meta: dict) -> bool:
         if not path.is_file():
             return False
         try:
-            shape = list(np.load(path, mmap_mode="r").shape)
+            shape = list(np.load(path, mmap_mode="r", allow_pickle=False).shape)
         except (ValueError, OSError):
             return False
         if shape != meta.get("shapes", {}).get(split):
@@ -254,7 +254,7 @@ def load_split(dataset: str, split: str, cfg, limit: int | None | str = "config"
     recorded = _read_meta(meta) if meta.is_file() else {}
     if recorded.get("source") != _source_key(dataset, cfg) or not _cache_complete(meta, recorded):
         prepare_dataset(dataset, cfg)
-    array = np.load(meta.parent / f"{split}.npy", mmap_mode="r")
+    array = np.load(meta.parent / f"{split}.npy", mmap_mode="r", allow_pickle=False)
     if limit == "config":
         limit = getattr(getattr(cfg.data, dataset).limit, split)
     if limit is not None:

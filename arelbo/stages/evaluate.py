@@ -16,6 +16,11 @@ from arelbo.core.registry import INTERPOLATION_SAMPLERS
 from arelbo.core.runtime import atomic_path, atomic_write_text, pick_device
 
 DECODE_BATCH = 500
+# What an intermediate file of a results folder (latents, samples) that cannot be read needs: the job
+# that wrote it runs again.
+REBUILD = "delete it and re-run to rebuild it"
+# ... and an FID reference in resources/: the fid-reference job (arelbo fid-reference) computes it again.
+REBUILD_REFERENCE = "delete it and re-run (the fid-reference job computes it again)"
 
 
 def sampler_seed(seed: int, sampler: str) -> int:
@@ -58,7 +63,9 @@ def encode(cfg, dataset: str, model_file: Path, out: Path) -> Path:
 
 
 def _training_latents(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    data = np.load(path)
+    from arelbo.core.safeload import load_npz
+
+    data = load_npz(path, REBUILD)
     return (
         torch.from_numpy(data["train_mu"]),
         torch.from_numpy(data["train_logvar"]) if "train_logvar" in data else None,
@@ -158,7 +165,9 @@ def sample(
     n, stream = cfg.fid.n_samples, sampler_seed(seed, sampler)
     extra = {}
     if sampler in INTERPOLATION_SAMPLERS:
-        mu_test = torch.from_numpy(np.load(latents)["test_mu"])
+        from arelbo.core.safeload import load_npz
+
+        mu_test = torch.from_numpy(load_npz(latents, REBUILD)["test_mu"])
         interp = interpolation_latents(mu_test, n, sampler.removeprefix("interp_"), stream)
         z, extra = interp.latents, {"pairs": interp.pairs.numpy(), "t": np.asarray(interp.t)}
     else:
@@ -175,12 +184,22 @@ def _record(cfg, dataset, model, seed, metric, value, *, provenance: dict, uncer
     """One tidy record: the cell's keys, its value, the value's within-run uncertainty (a standard
     deviation: FID delta method or bootstrap, KID subsets, standard error over images; NaN when
     unknown), the sizes it was measured on, whether the model had converged (its training log,
-    arelbo.models.convergence) and its provenance (arelbo.core.provenance)."""
+    arelbo.models.convergence), the torch thread count its training ran with (`train_threads`, from
+    its log; the record's own count is the provenance's `threads`) and its provenance
+    (arelbo.core.provenance)."""
     from arelbo.core import layout
     from arelbo.models.convergence import diagnose_log
+    from arelbo.stages.train import training_threads
 
     table = 4 if metric.startswith(("fid_interp", "kid_interp")) else 3
-    diagnosis = diagnose_log(layout.train_log(cfg.outdir, dataset, model, seed))
+    train_log = layout.train_log(cfg.outdir, dataset, model, seed)
+    diagnosis = diagnose_log(train_log)
+    convergence = diagnosis.record_fields() if diagnosis is not None else {}
+    second = _estimator_convergence(cfg, dataset, model, seed, metric)
+    if second is not None:  # a sampler whose estimator is itself a training (the 2nd VAE)
+        from arelbo.models.convergence import with_second_stage
+
+        convergence = with_second_stage(convergence, second)
     return {
         "table": table,
         "dataset": dataset,
@@ -191,10 +210,32 @@ def _record(cfg, dataset, model, seed, metric, value, *, provenance: dict, uncer
         "uncertainty": float(uncertainty),
         "config": cfg.name,
         "reduced": bool(cfg.reduced),
-        **(diagnosis.record_fields() if diagnosis is not None else {}),  # the trained model's convergence
+        "reduced_because": "; ".join(cfg.reduced_because),
+        **convergence,  # the trained model's (and its second stage's, for the 2nd-VAE sampler)
+        "train_threads": training_threads(train_log),
         **extra,
         **provenance,
     }
+
+
+def _estimator_convergence(cfg, dataset, model, seed, metric: str):
+    """The convergence of the estimator a sampler's FID/KID rests on, when that estimator was itself
+    trained epoch by epoch (its file's `fit_log` has a `loss` per epoch: the 2nd VAE); None for
+    other metrics, closed-form or EM estimators (prior, GMMs) and interpolations."""
+    from arelbo.core import layout
+    from arelbo.core.safeload import load_torch
+    from arelbo.models.convergence import diagnose_second_stage
+
+    kind, _, sampler = metric.partition("_")
+    if kind not in ("fid", "kid") or not sampler or sampler.startswith("interp"):
+        return None
+    path = layout.estimator_path(cfg.outdir, dataset, model, seed, sampler)
+    if not path.is_file():
+        return None
+    fit_log = load_torch(path, fix=REBUILD).get("fit_log") or []
+    if not fit_log or "loss" not in fit_log[0]:
+        return None
+    return diagnose_second_stage(fit_log)
 
 
 def _write_records(out: Path, records: list[dict]) -> None:
@@ -314,9 +355,10 @@ def fid(
 ) -> Path:
     """FID and KID records of one sampler's images; `inception` (pytorch-fid's network built from
     `weights`) is passed by a job that scores several samplers, which then builds it once."""
+    from arelbo.core.safeload import load_npz
     from arelbo.metrics.inception_weights import build_inception
 
-    ref = np.load(reference)
+    ref = load_npz(reference, REBUILD_REFERENCE)  # in full, without pickle: a cut or unsafe file stops here
     expected = expected_reference_count(cfg, dataset)
     if int(ref["n"]) != expected:
         from arelbo.stages.data import DataError
@@ -325,7 +367,7 @@ def fid(
             f"{reference} holds statistics of {int(ref['n'])} reference images, but config "
             f"{cfg.name!r} asks for {expected}; delete the file and re-run to recompute it"
         )
-    if "features" not in ref.files:
+    if "features" not in ref:
         from arelbo.stages.data import DataError
 
         raise DataError(
@@ -342,7 +384,7 @@ def fid(
 
     device = pick_device(cfg.device)
     here = inception_arithmetic(device)
-    there = {name: str(ref[name]) if name in ref.files else "unrecorded" for name in here}
+    there = {name: str(ref[name]) if name in ref else "unrecorded" for name in here}
     if there != here:
         from arelbo.stages.data import DataError
 
@@ -351,7 +393,7 @@ def fid(
             f"are computed on {here['device']} in {here['precision']}: an FID compares features of one "
             f"arithmetic ({', '.join(REFERENCE_KEY)} must match); delete the file and re-run to recompute it"
         )
-    images = np.load(samples)["images"]
+    images = load_npz(samples, REBUILD)["images"]
     if inception is None:
         inception = build_inception(weights)
     inception = inception.to(device)

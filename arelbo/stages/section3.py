@@ -209,7 +209,9 @@ def train_points_batched(
 
 
 def load_point_model(model_file: Path, device=None) -> tuple[Section3Model, dict]:
-    meta = torch.load(model_file, map_location="cpu", weights_only=False)
+    from arelbo.stages.train import load_model_meta
+
+    meta = load_model_meta(model_file)  # without running code; a clear error for a cut or unsafe file
     model = Section3Model(GridPoint.parse(meta["point"]), meta["latent_dim"])
     model.load_state_dict(meta["state_dict"])
     model.eval()
@@ -285,6 +287,7 @@ def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
     from arelbo.core.provenance import provenance
     from arelbo.core.runtime import pick_device
     from arelbo.models.convergence import diagnose_log
+    from arelbo.stages.train import training_threads
 
     device = pick_device(cfg.device)
     model, meta = load_point_model(model_file, device)
@@ -294,7 +297,8 @@ def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
         model, images, seed=seed, device=device, mi_batch_size=cfg.section3.mi_batch_size, uncertainty=uncertainty
     )
     point, prov = model.point, provenance(cfg, "mnist", device)
-    diagnosis = diagnose_log(Path(model_file).parent / layout.TRAIN_LOG)
+    train_log = Path(model_file).parent / layout.TRAIN_LOG
+    diagnosis = diagnose_log(train_log)
     convergence = diagnosis.record_fields() if diagnosis is not None else {}
     return [
         {
@@ -308,7 +312,9 @@ def criteria_records(cfg, model_file: Path, seed: int) -> list[dict]:
             "n_images": len(images),
             "config": cfg.name,
             "reduced": bool(cfg.reduced),
+            "reduced_because": "; ".join(cfg.reduced_because),
             **convergence,
+            "train_threads": training_threads(train_log),  # the record's own count: prov's `threads`
             **prov,
         }
         for metric, value in values.items()

@@ -6,16 +6,20 @@ Determinism: the shuffling of epoch e comes from a generator seeded with (seed, 
 reparameterisation noise from the global torch RNG whose state is saved in every checkpoint, so a
 killed run restarted from its last checkpoint ends with the same weights as an uninterrupted one
 (on CPU). Validation uses its own fixed noise (fork_rng) so that epochs are compared fairly and the
-training noise stream is not disturbed.
+training noise stream is not disturbed. SIGTERM and SIGINT stop a training between two steps with a
+checkpoint of the steps done (`stop_on_signals`, `TrainingStopped`): nothing is lost but that step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,9 +30,10 @@ import torch
 from arelbo.core import layout
 from arelbo.core.config import CheckpointPolicy
 from arelbo.core.precision import PRECISIONS
-from arelbo.core.runtime import atomic_path, atomic_write_text, seed_everything
+from arelbo.core.runtime import atomic_torch_save, atomic_write_text, remove_stray_temporaries, seed_everything
 from arelbo.models.training import (  # noqa: F401 - TrainingDiverged, run_epoch: part of this stage's API
     Batches,
+    EpochStopped,
     StackedModels,
     TrainingDiverged,
     epoch_generator,
@@ -112,8 +117,31 @@ class SignSymmetricPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint with every tensor on the CPU, whichever device wrote it: the network and
     optimiser states are then copied onto the training device by load_state_dict (Adam's `step`
-    counters stay on the CPU, where Adam keeps them), and the RNG states stay CPU ByteTensors."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    counters stay on the CPU, where Adam keeps them), and the RNG states stay CPU ByteTensors.
+    Read without running code (arelbo.core.safeload: tensors and plain values only, which is all a
+    checkpoint holds); UnreadableFile for a truncated, corrupt or unsafe one."""
+    from arelbo.core.safeload import UnreadableFile, load_torch
+
+    fix = "delete it to train afresh"  # what _matching_checkpoint does with it
+    ckpt = load_torch(path, fix=fix)
+    if not isinstance(ckpt, dict):
+        raise UnreadableFile(path, "is not a training checkpoint (no dict inside)", fix)
+    return ckpt
+
+
+# What a model.pt that cannot be read needs: its training is simply run again.
+MODEL_FIX = "delete it and re-run to train the model again"
+
+
+def load_model_meta(model_file: Path) -> dict:
+    """The dict of a model.pt (`_write_model`: state dict, spec, metadata), read without running code;
+    UnreadableFile naming the file and MODEL_FIX for a truncated, corrupt or unsafe one."""
+    from arelbo.core.safeload import UnreadableFile, load_torch
+
+    meta = load_torch(model_file, fix=MODEL_FIX)
+    if not isinstance(meta, dict) or "state_dict" not in meta:
+        raise UnreadableFile(model_file, "is not a model.pt written by arelbo (no state_dict)", MODEL_FIX)
+    return meta
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -165,11 +193,7 @@ class CheckpointWriter:
         self.wait()
         snapshot = _cpu_snapshot(state)
 
-        def save():
-            with atomic_path(path) as tmp:
-                torch.save(snapshot, tmp)
-
-        self._pending = self._pool.submit(save)
+        self._pending = self._pool.submit(atomic_torch_save, path, snapshot)
 
     def wait(self) -> None:
         if self._pending is not None:
@@ -183,12 +207,116 @@ class CheckpointWriter:
             self._pool.shutdown(wait=True)
 
 
+# The signals that stop a training at its next step with a checkpoint: SIGTERM is what SLURM sends at
+# a time limit or preemption and what Snakemake sends its jobs when it is stopped; SIGINT is Ctrl-C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class TrainingStopped(SystemExit):
+    """A training stopped by a signal after writing its checkpoint. Its exit status is 128 + the
+    signal's number (143 for SIGTERM, 130 for SIGINT), what a shell reports for a process that signal
+    killed: non-zero, so Snakemake counts the job as failed and runs it again under --retries (and a
+    SLURM requeue runs it again), and the run resumes from the checkpoint. Exit 0 would claim a
+    finished training without its model.pt."""
+
+    def __init__(self, signum: int, where: str, checkpoint: Path):
+        super().__init__(128 + signum)
+        self.signum, self.where, self.checkpoint = signum, where, checkpoint
+
+
+class StopRequest:
+    """Whether a stop signal has arrived (call it); `signum` is the first that did."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """A StopRequest set by STOP_SIGNALS while the block runs; the previous handlers afterwards.
+    The handler only records the signal (the training checks it between steps); a second signal is
+    ignored as well, so that Ctrl-C followed by Snakemake's SIGTERM still ends with a checkpoint.
+    Off the main thread, where Python cannot handle signals, the request is never set."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum, frame):
+        if request.signum is None:
+            request.signum = signum
+
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+    try:
+        yield request
+    finally:
+        for signum, before in previous.items():
+            # None: a handler installed outside Python, which cannot be put back; the default then
+            signal.signal(signum, before if before is not None else signal.SIG_DFL)
+
+
+def _stop(writer: CheckpointWriter, path: Path, state: dict, signum: int, where: str) -> TrainingStopped:
+    """Write the resume state now (after any write in flight) and return the exception that ends the job."""
+    writer.write(path, state)
+    writer.wait()
+    name = signal.Signals(signum).name
+    epoch = state["epoch"] + (1 if "partial" in state else 0)
+    step = f", step {int(state['partial']['steps'])}" if "partial" in state else ""
+    log.warning(
+        "%s: %s received: stopped in epoch %d%s and wrote %s; exiting with status %d, a re-run resumes from it",
+        where,
+        name,
+        epoch,
+        step,
+        path,
+        128 + signum,
+    )
+    return TrainingStopped(signum, where, path)
+
+
+def _clean_strays(checkpoint: Path, where: str) -> None:
+    """Remove the temporaries of a checkpoint write that a SIGKILL (or a power cut) cut short."""
+    for stray in remove_stray_temporaries(checkpoint):
+        log.info("%s: removed %s, left by a checkpoint write that was killed", where, stray)
+
+
+def threads_of(rows: list[dict]) -> int | str | None:
+    """The torch thread count of a training log's epochs: one int, or "1,2" (in epoch order) when a
+    resumed run changed it; None for a log written before the column existed."""
+    counts = list(dict.fromkeys(int(r["threads"]) for r in rows if r.get("threads") not in (None, "")))
+    if not counts:
+        return None
+    return counts[0] if len(counts) == 1 else ",".join(map(str, counts))
+
+
+def training_threads(log_file: Path) -> int | str | None:
+    """`threads_of` a train_log.csv; None when there is no log."""
+    if not Path(log_file).is_file():
+        return None
+    with open(log_file, newline="") as f:
+        return threads_of(list(csv.DictReader(f)))
+
+
 def _matching_checkpoint(path: Path, spec: dict, data: str, where: str) -> dict | None:
     """The checkpoint at `path` if its settings and data equal this run's; otherwise it is deleted
     (with a log line saying why) and None is returned, so the run trains afresh."""
+    from arelbo.core.safeload import UnreadableFile
+
     if not path.is_file():
         return None
-    ckpt = load_checkpoint(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except UnreadableFile as exc:
+        # a checkpoint cut by a kill or a full disk, or one that needs an unsafe load, holds nothing
+        # to resume: without this every re-run would stop on it until it is deleted by hand
+        log.warning("%s: discarding %s: it %s; training afresh", where, path, exc.problem)
+        path.unlink()
+        return None
     if ckpt.get("spec") == spec and ckpt.get("data") == data:
         log.info("%s: resuming after epoch %d from %s", where, ckpt["epoch"], path)
         return ckpt
@@ -216,12 +344,20 @@ def _validate(
 
 
 def _write_model(
-    out_dir: Path, state: dict, spec: TrainSpec, best_epoch: int, best_val_loss: float, extra_meta: dict
+    out_dir: Path, state: dict, spec: TrainSpec, best_epoch: int, best_val_loss: float, extra_meta: dict, rows
 ) -> Path:
+    """model.pt: the weights, the settings, the epoch kept and `threads`, the torch thread count the
+    training ran with (its log's epochs: `threads_of`). Saved through `atomic_torch_save`, so equal
+    weights and metadata give byte-identical files."""
     model_file = out_dir / MODEL
-    meta = {"state_dict": state, "spec": asdict(spec), "best_epoch": best_epoch, "best_val_loss": best_val_loss}
-    with atomic_path(model_file) as tmp:
-        torch.save({**meta, **extra_meta}, tmp)
+    meta = {
+        "state_dict": state,
+        "spec": asdict(spec),
+        "best_epoch": best_epoch,
+        "best_val_loss": best_val_loss,
+        "threads": threads_of(rows),
+    }
+    atomic_torch_save(model_file, {**meta, **extra_meta})
     return model_file
 
 
@@ -261,7 +397,8 @@ def _fit(
     the training and validation images) equal this run's; otherwise it is discarded with a log line.
     Once model.pt and train_log.csv are written the checkpoint is deleted (213 MB for an MNIST
     model), unless `keep_checkpoint` — so a forced or triggered re-run trains afresh. Checkpoints are
-    written when `checkpoints` says (and after the last epoch when kept), in the background."""
+    written when `checkpoints` says (and after the last epoch when kept), in the background, and at
+    once when SIGTERM or SIGINT stops the training after its current step (TrainingStopped)."""
     from arelbo.core.runtime import ensure_writable
 
     out_dir = ensure_writable(out_dir)
@@ -283,89 +420,111 @@ def _fit(
     start_epoch = 1
 
     ckpt_path = out_dir / CHECKPOINT
+    _clean_strays(ckpt_path, where)
     data = data_fingerprint(train_images, val_images)
     ckpt = _matching_checkpoint(ckpt_path, asdict(spec), data, where)
+    partial = None  # the state of an epoch a signal stopped between two steps (run_epoch's `resume`)
     if ckpt is not None:
         net.load_state_dict(ckpt["net"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         rows, best, start_epoch = ckpt["rows"], ckpt["best"], ckpt["epoch"] + 1
         _set_rng_state(ckpt["rng"], device)
+        partial = ckpt.get("partial")
+
+    def resume_state(epoch: int, within: dict | None = None) -> dict:
+        """The checkpoint after `epoch` full epochs, plus the steps done of the next one (`within`)."""
+        state = {
+            "spec": asdict(spec),
+            "epoch": epoch,
+            "net": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rows": rows,
+            "best": best,
+            "rng": _rng_state(device),
+            "data": data,
+        }
+        return state if within is None else {**state, "partial": within}
 
     writer, last_write = CheckpointWriter(), time.monotonic()
-    try:
-        for epoch in range(start_epoch, spec.epochs + 1):
-            started = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            train_terms = run_epoch(
-                net,
-                train_batches,
-                loss_fn,
-                optimizer=optimizer,
-                generator=epoch_generator(spec.seed, epoch),
-                where=where,
-                epoch=epoch,
-                progress=progress,
-            )
-            val_terms = _validate(net, val_batches, loss_fn, seed=spec.seed, device=device, where=where, epoch=epoch)
-            if spec.lr_plateau:
-                scheduler.step(val_terms["loss"])
-            improved = val_terms["loss"] < best["val_loss"] or spec.keep == "last"
-            if improved:
-                best = {
-                    "val_loss": val_terms["loss"],
-                    "epoch": epoch,
-                    "state": {k: v.detach().clone() for k, v in net.state_dict().items()},
-                }
-            row = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
-            row.update({f"train_{k}": v for k, v in train_terms.items()})
-            row.update({f"val_{k}": v for k, v in val_terms.items()})
-            row["best"] = int(improved)
-            rows.append(row)
-            log.info(
-                "%s epoch %d/%d: train %.4f val %.4f%s (%.1fs)",
-                where,
-                epoch,
-                spec.epochs,
-                train_terms["loss"],
-                val_terms["loss"],
-                " *" if improved else "",
-                row["seconds"],
-            )
-            if checkpoints.due(epoch, last_write, time.monotonic()) or (keep_checkpoint and epoch == spec.epochs):
-                writer.write(
-                    ckpt_path,
-                    {
-                        "spec": asdict(spec),
-                        "epoch": epoch,
-                        "net": net.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rows": rows,
-                        "best": best,
-                        "rng": _rng_state(device),
-                        "data": data,
-                    },
+    with stop_on_signals() as stop:
+        try:
+            for epoch in range(start_epoch, spec.epochs + 1):
+                started = time.perf_counter()
+                lr = optimizer.param_groups[0]["lr"]
+                try:
+                    train_terms = run_epoch(
+                        net,
+                        train_batches,
+                        loss_fn,
+                        optimizer=optimizer,
+                        generator=epoch_generator(spec.seed, epoch),
+                        where=where,
+                        epoch=epoch,
+                        progress=progress,
+                        stop=stop,
+                        resume=partial if epoch == start_epoch else None,
+                    )
+                except EpochStopped as stopped:
+                    # Between two steps, not at the epoch's end: a CPU epoch can outlast SLURM's grace
+                    # period before SIGKILL. The steps' losses go with it, so the resumed epoch logs
+                    # what an uninterrupted one does.
+                    state = resume_state(epoch - 1, {"epoch": epoch, **stopped.state})
+                    raise _stop(writer, ckpt_path, state, stop.signum, where) from None
+                val_terms = _validate(
+                    net, val_batches, loss_fn, seed=spec.seed, device=device, where=where, epoch=epoch
                 )
-                last_write = time.monotonic()
-            _write_log(out_dir / LOG, rows)
-    finally:
-        writer.close()  # also on an error: the last checkpoint started is complete on disk
+                if spec.lr_plateau:
+                    scheduler.step(val_terms["loss"])
+                improved = val_terms["loss"] < best["val_loss"] or spec.keep == "last"
+                if improved:
+                    best = {
+                        "val_loss": val_terms["loss"],
+                        "epoch": epoch,
+                        "state": {k: v.detach().clone() for k, v in net.state_dict().items()},
+                    }
+                seconds = round(time.perf_counter() - started, 3)
+                row = {"epoch": epoch, "lr": lr, "seconds": seconds, "threads": torch.get_num_threads()}
+                row.update({f"train_{k}": v for k, v in train_terms.items()})
+                row.update({f"val_{k}": v for k, v in val_terms.items()})
+                row["best"] = int(improved)
+                rows.append(row)
+                log.info(
+                    "%s epoch %d/%d: train %.4f val %.4f%s (%.1fs)",
+                    where,
+                    epoch,
+                    spec.epochs,
+                    train_terms["loss"],
+                    val_terms["loss"],
+                    " *" if improved else "",
+                    row["seconds"],
+                )
+                _write_log(out_dir / LOG, rows)
+                if stop() and epoch < spec.epochs:  # after the last epoch the outputs are seconds away
+                    raise _stop(writer, ckpt_path, resume_state(epoch), stop.signum, where)
+                if checkpoints.due(epoch, last_write, time.monotonic()) or (keep_checkpoint and epoch == spec.epochs):
+                    writer.write(ckpt_path, resume_state(epoch))
+                    last_write = time.monotonic()
+        finally:
+            writer.close()  # also on an error: the last checkpoint started is complete on disk
 
-    if best["state"] is None:
-        raise RuntimeError(f"{where}: no epoch was trained (epochs={spec.epochs}); nothing to write")
-    _write_log(out_dir / LOG, rows)  # also when a finished checkpoint was resumed: no epoch left to run
-    extra = dict(extra_meta or {})
-    if dataclasses.is_dataclass(getattr(net, "config", None)):
-        extra["net_config"] = asdict(net.config)  # enough to rebuild the network (load_trained)
-    try:
-        model_file = _write_model(out_dir, best["state"], spec, best["epoch"], best["val_loss"], extra)
-    except BaseException:
-        (out_dir / LOG).unlink(missing_ok=True)  # no finished-looking log beside a model that was not written
-        raise
-    if not keep_checkpoint:
-        _remove_resume_state(ckpt_path, where)
-    return model_file
+        if best["state"] is None:
+            raise RuntimeError(f"{where}: no epoch was trained (epochs={spec.epochs}); nothing to write")
+        # A stop signal from here on is ignored (the handlers are still ours): the outputs are seconds
+        # away, and a job that writes them has finished
+        _write_log(out_dir / LOG, rows)  # also when a finished checkpoint was resumed: no epoch left to run
+        extra = dict(extra_meta or {})
+        if dataclasses.is_dataclass(getattr(net, "config", None)):
+            extra["net_config"] = asdict(net.config)  # enough to rebuild the network (load_trained)
+        try:
+            model_file = _write_model(out_dir, best["state"], spec, best["epoch"], best["val_loss"], extra, rows)
+        except BaseException:
+            (out_dir / LOG).unlink(missing_ok=True)  # no finished-looking log beside a model that was not written
+            raise
+        if not keep_checkpoint:
+            _remove_resume_state(ckpt_path, where)
+        return model_file
 
 
 def fit_batched(models: list[torch.nn.Module], specs: list[TrainSpec], *args, **kwargs) -> list[Path]:
@@ -439,84 +598,106 @@ def _fit_batched(
     data = data_fingerprint(train_images, val_images)
     rows: list[list[dict]] = [[] for _ in models]
     start_epoch = 1
+    _clean_strays(checkpoint, where)
     ckpt = _matching_checkpoint(checkpoint, key, data, where)
+    partial = None  # as in `_fit`: the steps done of an epoch a signal stopped
     if ckpt is not None:
         net.load_state_dict(ckpt["net"])
         optimizer.load_state_dict(ckpt["optimizer"])
         rows, start_epoch = ckpt["rows"], ckpt["epoch"] + 1
         _set_rng_state(ckpt["rng"], device)
+        partial = ckpt.get("partial")
+
+    def resume_state(epoch: int, within: dict | None = None) -> dict:
+        state = {
+            "spec": key,
+            "epoch": epoch,
+            "net": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rows": rows,
+            "rng": _rng_state(device),
+            "data": data,
+        }
+        return state if within is None else {**state, "partial": within}
 
     writer, last_write = CheckpointWriter(), time.monotonic()
-    try:
-        for epoch in range(start_epoch, spec0.epochs + 1):
-            started = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            train_terms = run_epoch(
-                net,
-                train_batches,
-                batched_loss,
-                optimizer=optimizer,
-                generator=epoch_generator(spec0.seed, epoch),
-                where=where,
-                epoch=epoch,
-                progress=progress,
-                names=names,
-            )
-            val_terms = _validate(
-                net, val_batches, batched_loss, seed=spec0.seed, device=device, where=where, epoch=epoch, names=names
-            )
-            seconds = round(time.perf_counter() - started, 3)
-            for k in range(k_models):
-                # `seconds` is the whole batched epoch (all K models), as `batched` says
-                row = {"epoch": epoch, "lr": lr, "seconds": seconds, "batched": k_models}
-                row.update({f"train_{name}": values[k] for name, values in train_terms.items()})
-                row.update({f"val_{name}": values[k] for name, values in val_terms.items()})
-                row["best"] = 1
-                rows[k].append(row)
-            log.info(
-                "%s epoch %d/%d: train %s (%.1fs)",
-                where,
-                epoch,
-                spec0.epochs,
-                " ".join(f"{v:.4f}" for v in train_terms["loss"]),
-                seconds,
-            )
-            if checkpoints.due(epoch, last_write, time.monotonic()) or (keep_checkpoint and epoch == spec0.epochs):
-                writer.write(
-                    checkpoint,
-                    {
-                        "spec": key,
-                        "epoch": epoch,
-                        "net": net.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "rows": rows,
-                        "rng": _rng_state(device),
-                        "data": data,
-                    },
+    with stop_on_signals() as stop:
+        try:
+            for epoch in range(start_epoch, spec0.epochs + 1):
+                started = time.perf_counter()
+                lr = optimizer.param_groups[0]["lr"]
+                try:
+                    train_terms = run_epoch(
+                        net,
+                        train_batches,
+                        batched_loss,
+                        optimizer=optimizer,
+                        generator=epoch_generator(spec0.seed, epoch),
+                        where=where,
+                        epoch=epoch,
+                        progress=progress,
+                        names=names,
+                        stop=stop,
+                        resume=partial if epoch == start_epoch else None,
+                    )
+                except EpochStopped as stopped:
+                    state = resume_state(epoch - 1, {"epoch": epoch, **stopped.state})
+                    raise _stop(writer, checkpoint, state, stop.signum, where) from None
+                val_terms = _validate(
+                    net,
+                    val_batches,
+                    batched_loss,
+                    seed=spec0.seed,
+                    device=device,
+                    where=where,
+                    epoch=epoch,
+                    names=names,
                 )
-                last_write = time.monotonic()
-    finally:
-        writer.close()
+                seconds, threads = round(time.perf_counter() - started, 3), torch.get_num_threads()
+                for k in range(k_models):
+                    # `seconds` is the whole batched epoch (all K models), as `batched` says
+                    row = {"epoch": epoch, "lr": lr, "seconds": seconds, "threads": threads, "batched": k_models}
+                    row.update({f"train_{name}": values[k] for name, values in train_terms.items()})
+                    row.update({f"val_{name}": values[k] for name, values in val_terms.items()})
+                    row["best"] = 1
+                    rows[k].append(row)
+                log.info(
+                    "%s epoch %d/%d: train %s (%.1fs)",
+                    where,
+                    epoch,
+                    spec0.epochs,
+                    " ".join(f"{v:.4f}" for v in train_terms["loss"]),
+                    seconds,
+                )
+                if stop() and epoch < spec0.epochs:
+                    raise _stop(writer, checkpoint, resume_state(epoch), stop.signum, where)
+                if checkpoints.due(epoch, last_write, time.monotonic()) or (keep_checkpoint and epoch == spec0.epochs):
+                    writer.write(checkpoint, resume_state(epoch))
+                    last_write = time.monotonic()
+        finally:
+            writer.close()
 
-    if not rows[0]:
-        raise RuntimeError(f"{where}: no epoch was trained (epochs={spec0.epochs}); nothing to write")
-    files = []
-    for k, (spec, out_dir) in enumerate(zip(specs, out_dirs)):
-        last = rows[k][-1]
-        files.append(
-            _write_model(
-                out_dir,
-                net.state_of(k),
-                spec,
-                last["epoch"],
-                last["val_loss"],
-                dict((extra_metas or [{}] * k_models)[k]),
+        # a stop signal from here on is ignored, as in `_fit`
+        if not rows[0]:
+            raise RuntimeError(f"{where}: no epoch was trained (epochs={spec0.epochs}); nothing to write")
+        files = []
+        for k, (spec, out_dir) in enumerate(zip(specs, out_dirs)):
+            last = rows[k][-1]
+            files.append(
+                _write_model(
+                    out_dir,
+                    net.state_of(k),
+                    spec,
+                    last["epoch"],
+                    last["val_loss"],
+                    dict((extra_metas or [{}] * k_models)[k]),
+                    rows[k],
+                )
             )
-        )
-        _write_log(out_dir / LOG, rows[k])  # after its model: a log is never left beside a missing model
-    if not keep_checkpoint:
-        _remove_resume_state(checkpoint, where)
-    return files
+            _write_log(out_dir / LOG, rows[k])  # after its model: a log is never left beside a missing model
+        if not keep_checkpoint:
+            _remove_resume_state(checkpoint, where)
+        return files
 
 
 # ---------------------------------------------------------------------------- the Table 3 models
@@ -617,7 +798,7 @@ def load_trained(model_file: Path, device=None):
     """(net in eval mode, metadata) from a model.pt written by `train_model`."""
     from arelbo.models.nets import VAE, NetConfig
 
-    meta = torch.load(model_file, map_location="cpu", weights_only=False)
+    meta = load_model_meta(model_file)
     net = VAE(NetConfig(**meta["net_config"]))
     net.load_state_dict(meta["state_dict"])
     net.eval()
