@@ -5,12 +5,16 @@
 #   snakemake --profile profiles/slurm results/table3.tex       # a SLURM cluster
 #
 # Nothing heavy is imported here (no torch): cluster jobs re-parse this file.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The base config beside this file, whatever the working directory (`snakemake -s <clone>/Snakefile`);
+# the paths inside configs stay relative to the working directory.
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 report: "workflow/report/workflow.rst"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from arelbo.core import layout, registry
+from arelbo.core.errors import ArelboError, UsageError
 
 log = logging.getLogger("arelbo")
 
@@ -67,7 +68,7 @@ def cmd_provision(args) -> None:
         from arelbo.stages.data import prepare_dataset
 
         if not args.dataset:
-            raise SystemExit("arelbo provision data needs --dataset mnist|celeba")
+            raise UsageError("`provision data` needs --dataset mnist|celeba")
         cfg = _load(args, check_folders=False)
         if args.dataset == "celeba" and cfg.data.celeba.synthetic_standin is not None:
             standin = cfg.data.celeba.synthetic_standin
@@ -83,7 +84,7 @@ def cmd_fixture(args) -> None:
     from arelbo.stages.provision import make_celeba_fixture
 
     if args.kind != "celeba":
-        raise SystemExit(f"unknown fixture {args.kind!r}; available: celeba")
+        raise UsageError(f"unknown fixture {args.kind!r}; available: celeba")
     root = make_celeba_fixture(Path(args.dir), args.n, seed=args.seed)
     print(f"synthetic CelebA stand-in with {args.n} images written to {root}")
 
@@ -209,7 +210,7 @@ def cmd_plot(args) -> None:
     note = f"config {cfg.name}" + (" — reduced config, not comparable with the paper" if cfg.reduced else "")
     if args.kind == "comparison":
         if args.table is None or not args.input:
-            raise SystemExit("arelbo plot comparison needs --table N --input tables/tableN_vs_paper.csv")
+            raise UsageError("`plot comparison` needs --table N --input tables/tableN_vs_paper.csv")
         path = figures.paper_comparison(
             pd.read_csv(args.input[0]), Path(args.out), caption=f"Table {args.table}: reproduced vs paper ({note})"
         )
@@ -238,13 +239,12 @@ def cmd_fit(args) -> None:
 
     cfg = _load(args)
     if len(args.latents) != len(args.out):
-        raise SystemExit(
-            f"arelbo fit: give one --out per --latents file (got {len(args.latents)} latents, {len(args.out)} outputs)"
+        raise UsageError(
+            f"give one --out per --latents file (got {len(args.latents)} latents, {len(args.out)} outputs)"
         )
     if len(args.latents) > 1 and args.estimator != "2ndvae":
-        raise SystemExit(
-            f"arelbo fit: several latents files are fitted as one batch only for 2ndvae, "
-            f"not {args.estimator}; run one fit per file"
+        raise UsageError(
+            f"several latents files are fitted as one batch only for 2ndvae, not {args.estimator}; run one fit per file"
         )
     _job_device(cfg)
     if args.estimator == "2ndvae" and len(args.latents) > 1:
@@ -359,27 +359,39 @@ def cmd_config(args) -> None:
 
 
 def cmd_plan(args) -> None:
+    from arelbo.core.layout import run_logs
+    from arelbo.planning.kinds import default_cores
     from arelbo.planning.plan import format_plan, plan, planned_jobs
 
     cfg = _load(args)
-    jobs = planned_jobs(args.config or [])
     against = None
     if args.against is not None:
-        against = Path(args.against or cfg.logdir)
-        if not against.is_dir():
-            raise SystemExit(
-                f"--against {against}: no such log folder; pass the logdir of a finished run of this config"
-            )
-    print(format_plan(plan(cfg, args.device, jobs, against=against), cores=args.cores))
+        given = Path(args.against or cfg.logdir)
+        if not given.is_dir():
+            raise UsageError(f"--against {given}: no such log folder; pass the logdir of a finished run of this config")
+        # the run's own log folder (it holds benchmarks/), or the logdir that holds it
+        against = given if (given / "benchmarks").is_dir() else run_logs(given, cfg.name, cfg.outdir)
+    jobs = planned_jobs(args.config or [])
+    cores = args.cores or default_cores(args.device)
+    print(format_plan(plan(cfg, args.device, jobs, against=against, max_threads=args.max_threads), cores=cores))
 
 
 def cmd_costs(args) -> None:
+    from arelbo.core.layout import run_logs
     from arelbo.core.runtime import atomic_write_text
     from arelbo.reporting.costs import format_costs, read_benchmarks
 
-    bench = Path(args.logs) / "benchmarks"
+    if args.logs:
+        logs = Path(args.logs)
+    else:
+        cfg = _load(args)
+        logs = run_logs(cfg.logdir, cfg.name, cfg.outdir)
+    bench = logs / "benchmarks"
     if not bench.is_dir():
-        raise SystemExit(f"no benchmark folder {bench}: pass the log folder of a run (logs/<config name>)")
+        raise UsageError(
+            f"no benchmark folder {bench}: pass the run's config (--configfile, as given to snakemake) or its "
+            "log folder (--logs <logdir>/<config name>-<hash>, the folder Snakemake's job logs name)"
+        )
     jobs = read_benchmarks(bench)
     print(format_costs(jobs))
     if args.out:
@@ -388,7 +400,14 @@ def cmd_costs(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("arelbo")
+    except PackageNotFoundError:  # imported from a clone without an install
+        installed = "not installed"
     parser = argparse.ArgumentParser(prog="arelbo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -398,73 +417,113 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_training_args(p, folder: str):
         # train and section3-train share these: both resume from a checkpoint in --out
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help="the seed of the run (the config's `seeds`; every random choice derives from it)",
+        )
         p.add_argument("--out", required=True, help=f"the {folder} folder (model.pt, train_log.csv, checkpoint.pt)")
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar (the log still says each epoch)")
         return p
 
     p = with_config(sub.add_parser("provision", help="fetch and verify data and weights"))
-    p.add_argument("what", choices=["mnist", "inception", "data", "all"])
+    p.add_argument(
+        "what",
+        choices=["mnist", "inception", "data", "all"],
+        help="what to fetch and verify (data: decode one dataset into its cache)",
+    )
     p.add_argument("--resources", help="resources folder (default: the config's, else ./resources)")
     p.add_argument("--dataset", choices=registry.DATASETS, help="with `data`: the dataset to decode and cache")
     p.add_argument("--threads", type=int, default=2, help="decoding processes for CelebA")
     p.set_defaults(func=cmd_provision)
 
     p = sub.add_parser("fixture", help="write a synthetic stand-in dataset")
-    p.add_argument("kind", choices=["celeba"])
-    p.add_argument("dir")
-    p.add_argument("--n", type=int, default=64, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("kind", choices=["celeba"], help="the dataset to imitate")
+    p.add_argument("dir", help="the folder to write the images into")
+    p.add_argument("--n", type=_positive_int, default=64, help="number of images")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
+    )
     p.set_defaults(func=cmd_fixture)
 
     p = with_config(sub.add_parser("fid-reference", help="FID reference statistics of a dataset split (cached)"))
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
     p.add_argument("--output", help="the .npz to write (default: resources/fid/…)")
     p.set_defaults(func=cmd_fid_reference)
 
     p = with_config(sub.add_parser("train", help="train one model (resumes from its checkpoint)"))
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
-    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
+    p.add_argument("--model", required=True, type=_model_id, help="a model id (arelbo/core/registry.py, or a plugin's)")
     with_training_args(p, "model")
     p.set_defaults(func=cmd_train)
 
     p = with_config(sub.add_parser("encode", help="encoder outputs of the train and test splits"))
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
-    p.add_argument("--model-file", required=True)
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
+    p.add_argument("--model-file", required=True, help="the trained model.pt")
     p.add_argument("--out", required=True, help="latents .npz")
     p.set_defaults(func=cmd_encode)
 
     p = with_config(sub.add_parser("fit", help="fit a posterior estimator on the training latents"))
-    p.add_argument("--estimator", required=True, choices=registry.estimator_ids())
+    p.add_argument(
+        "--estimator", required=True, choices=registry.estimator_ids(), help="the posterior estimator to fit"
+    )
     p.add_argument(
         "--latents",
         required=True,
         nargs="+",
         help="latents .npz; several (2ndvae only) are fitted as one vectorised job (second_stage.batched)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
+    )
     p.add_argument("--out", required=True, nargs="+", help="one estimator file per --latents file")
     p.set_defaults(func=cmd_fit)
 
     p = with_config(sub.add_parser("sample", help="decode fid.n_samples latents to uint8 images (.npz + PNG grid)"))
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
-    p.add_argument("--model-file", required=True)
-    p.add_argument("--sampler", required=True, choices=registry.sampler_ids())
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
+    p.add_argument("--model-file", required=True, help="the trained model.pt")
+    p.add_argument(
+        "--sampler",
+        required=True,
+        choices=registry.sampler_ids(),
+        help="where latents come from: an estimator or an interpolation",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
+    )
     p.add_argument("--estimator-file", help="for estimator samplers")
     p.add_argument("--latents", help="for interpolation samplers (test-set encoder means)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the samples .npz to write (a PNG grid beside it)")
     p.set_defaults(func=cmd_sample)
 
     p = with_config(sub.add_parser("metric", help="one metric of one model as a JSON record"))
-    p.add_argument("metric", choices=["mse", *(f"fid_{s}" for s in registry.sampler_ids())])
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
-    p.add_argument("--model", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "metric",
+        choices=["mse", *(f"fid_{s}" for s in registry.sampler_ids())],
+        help="the metric: mse, or the FID of one sampler",
+    )
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
+    p.add_argument("--model", required=True, type=_model_id, help="a model id (arelbo/core/registry.py, or a plugin's)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
+    )
     p.add_argument("--model-file", help="for mse")
     p.add_argument("--samples", help="for FIDs: the samples .npz")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the JSON record to write")
     p.set_defaults(func=cmd_metric)
 
     p = with_config(
@@ -474,15 +533,22 @@ def build_parser() -> argparse.ArgumentParser:
             "process (fid.batched), into the config's outdir",
         )
     )
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS)
-    p.add_argument("--model", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--samplers", required=True, nargs="+", choices=registry.sampler_ids())
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
+    p.add_argument("--model", required=True, type=_model_id, help="a model id (arelbo/core/registry.py, or a plugin's)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
+    )
+    p.add_argument(
+        "--samplers", required=True, nargs="+", choices=registry.sampler_ids(), help="the samplers to sample and score"
+    )
     p.set_defaults(func=cmd_sample_and_score)
 
     p = with_config(sub.add_parser("table", help="assemble a table from metric records"))
-    p.add_argument("--table", type=int, required=True, choices=[1, 3, 4, 5])
-    p.add_argument("--outdir", required=True)
+    p.add_argument("--table", type=int, required=True, choices=[1, 3, 4, 5], help="the paper's table number")
+    p.add_argument("--outdir", required=True, help="the folder for the table's .tex and CSVs")
     p.add_argument("metrics", nargs="+", help="metric JSON files")
     p.set_defaults(func=cmd_table)
 
@@ -525,58 +591,128 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from arelbo.core.layout import SECTION3_GROUPS
 
-    p.add_argument("--group", required=True, choices=SECTION3_GROUPS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--group", required=True, choices=SECTION3_GROUPS, help="the grid's group (one batched job)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the log still says each epoch)")
     p.set_defaults(func=cmd_section3_train_group)
 
     p = with_config(sub.add_parser("criteria", help="Section 3 criteria of a trained grid point (JSON records)"))
-    p.add_argument("--model-file", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--model-file", required=True, help="the trained model.pt")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
+    )
+    p.add_argument("--out", required=True, help="the JSON records to write")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.set_defaults(func=cmd_criteria)
 
     p = with_config(sub.add_parser("figure", help="Figure 1 (perturbed decodings) or 2/3 (t-SNE) as PNG"))
-    p.add_argument("number", type=int, choices=[1, 2, 3])
+    p.add_argument("number", type=int, choices=[1, 2, 3], help="the paper's figure number")
     p.add_argument("--models", nargs="+", required=True, help="model.pt files of the grid points shown")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
+    )
+    p.add_argument("--out", required=True, help="the PNG to write")
     p.set_defaults(func=cmd_figure)
 
     p = with_config(sub.add_parser("plot", help="report plots: paper comparison, training curves"))
-    p.add_argument("kind", choices=["comparison", "curves"])
-    p.add_argument("--table", type=int, choices=[1, 3, 4, 5])
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "kind", choices=["comparison", "curves"], help="comparison: reproduced vs paper; curves: training curves"
+    )
+    p.add_argument("--table", type=int, choices=[1, 3, 4, 5], help="with comparison: the table")
+    p.add_argument("--out", required=True, help="the PNG to write")
     p.add_argument(
         "--input", nargs="+", required=True, help="comparison: the table's vs_paper CSV; curves: train_log.csv files"
     )
     p.set_defaults(func=cmd_plot)
 
-    p = with_config(sub.add_parser("plan", help="projected cost of a config on a device kind, before running it"))
-    p.add_argument("--device", default="cpu-2core", help="a device kind of arelbo/reference/costs.yaml")
-    p.add_argument("--cores", type=int, default=2)
+    from arelbo.planning.kinds import device_kinds
+
+    kinds = device_kinds()
+    p = with_config(
+        sub.add_parser(
+            "plan",
+            help="projected cost of a config on a device kind, before running it",
+            description="Projected job-hours and wall time of a config's whole DAG on a device kind. Kinds: "
+            + "; ".join(
+                f"{kind} ({'projected' if 'projected' in row else 'measured'}"
+                + (f", {row['host_cores']} host cores" if row.get("host_cores") else "")
+                + ")"
+                for kind, row in kinds.items()
+            ),
+        )
+    )
+    p.add_argument(
+        "--device",
+        default="cpu-2core",
+        choices=list(kinds),
+        help="the device kind whose costs to use (arelbo/reference/costs.yaml; default: %(default)s)",
+    )
+    p.add_argument(
+        "--cores",
+        type=_positive_int,
+        help="cores Snakemake may use (as its --cores; default: a GPU kind's host cores, else this machine's)",
+    )
+    p.add_argument(
+        "--max-threads",
+        type=_positive_int,
+        help="threads per job, as Snakemake's --max-threads (make quick: 1); default: the rules' own",
+    )
     p.add_argument(
         "--against",
         nargs="?",
         const="",
         metavar="LOGDIR",
         help="also show each rule's measured seconds from a finished run's benchmark files "
-        "(default LOGDIR: the config's logdir)",
+        "(default LOGDIR: the config's logdir; the run's own folder in it, <name>-<hash>, works too)",
     )
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser(
-        "costs", help="measured cost of a finished run, per stage and per table row, from Snakemake's benchmark files"
+    p = with_config(
+        sub.add_parser(
+            "costs",
+            help="measured cost of a finished run, per stage and per table row, from Snakemake's benchmark files",
+        )
     )
-    p.add_argument("--logs", required=True, help="the run's log folder, logs/<config name>")
+    p.add_argument(
+        "--logs",
+        help="the run's log folder, <logdir>/<config name>-<hash> (default: the config's, arelbo.core.layout.run_logs)",
+    )
     p.add_argument("--out", help="write one row per job to this CSV")
     p.set_defaults(func=cmd_costs)
 
     p = with_config(sub.add_parser("config", help="validate and print the merged config"))
     p.set_defaults(func=cmd_config)
     return parser
+
+
+def _model_id(text: str) -> str:
+    # checked while parsing, before a command imports torch or picks its device; a plugin's ids are
+    # registered by then (_preload_plugins)
+    if text not in registry.MODELS:
+        raise argparse.ArgumentTypeError(f"unknown model {text!r}; choose one of {', '.join(registry.model_ids())}")
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number (at least 1)")
+    return value
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -614,18 +750,20 @@ def _preload_plugins(argv: list[str] | None) -> None:
         load_config_plugins(raw)
     except ConfigError as error:
         if "plugin" in str(error):
-            raise SystemExit(f"arelbo: error: {error}") from None
+            raise
 
 
 def main(argv: list[str] | None = None) -> int:
-    _preload_plugins(argv)
+    try:
+        _preload_plugins(argv)
+    except ArelboError as exc:  # a plugin that fails to load: before any command is known
+        print(f"arelbo: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from arelbo.core.errors import ArelboError
-
     try:
         args.func(args)
     except ArelboError as exc:  # a message that says what is wrong and how to fix it: no traceback

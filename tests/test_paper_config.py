@@ -109,13 +109,16 @@ def test_every_record_and_job_log_names_its_device(paper_run):
         for record in data if isinstance(data, list) else [data]:
             assert record["device"] == "cpu" and record["torch"] == torch.__version__, path
             assert "cuda" in record and record["device_name"] and record["host"], path
+    from arelbo.core.layout import run_logs
+
+    run_folder = run_logs(paper_run / "logs", NAME, paper_run / "results")
     logs = [
         p
-        for p in (paper_run / "logs" / NAME).rglob("*.log")
+        for p in run_folder.rglob("*.log")
         if p.parent.name not in ("tables", "provision") and "fid" not in p.parts[-2:-1]
     ]
     for rule in ("train", "encode", "estimators", "samples", "metrics", "sweeps"):
-        rule_logs = [p for p in logs if p.relative_to(paper_run / "logs" / NAME).parts[0] == rule]
+        rule_logs = [p for p in logs if p.relative_to(run_folder).parts[0] == rule]
         assert rule_logs, rule
         for log in rule_logs:
             assert "device: cpu" in log.read_text(), log
@@ -153,7 +156,10 @@ def test_mnist_jobs_run_while_celeba_is_not_downloaded(tmp_path, ci_config):
     assert Path(mnist_model).is_file()  # ... the MNIST half does not
     assert not Path(celeba_model).exists()
     assert "datasets=[mnist]" in result.stderr  # the workflow's warning says how to run MNIST alone
-    failed = "".join(p.read_text() for p in (tmp_path / "logs" / NAME / "provision").glob("dataset_celeba*.log"))
+    from arelbo.core.layout import run_logs
+
+    provision_logs = run_logs(tmp_path / "logs", NAME, tmp_path / "results") / "provision"
+    failed = "".join(p.read_text() for p in provision_logs.glob("dataset_celeba*.log"))
     assert "does not hold img_align_celeba/" in failed and "datasets=[mnist]" in failed
 
 

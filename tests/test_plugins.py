@@ -266,7 +266,7 @@ def test_the_example_plugin_runs_through_the_batched_layout_into_tables_1_3_4_5(
         assert table.size and not (table == "").any().any() and not (table == "–").any().any(), table
 
     # the batched layout's own jobs, each with its log and its cost row
-    logs = batched_run.out / "logs" / "ci"
+    logs = layout.run_logs(batched_run.out / "logs", "ci", batched_run.out / "results")
     assert sorted(p.stem for p in (logs / "evaluate").rglob("*.log")) == ["seed0"] * 3  # one job per model
     assert list((logs / layout.SECTION3_FOLDER).rglob(f"{layout.batched_seed_folder('0')}/train.log"))
     # read by `arelbo costs` itself (the workflow's costs job runs in the per-cell run, fixture `e2e_run`)

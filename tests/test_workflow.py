@@ -213,6 +213,7 @@ def test_the_default_target_runs_end_to_end_and_fills_every_cell(run):
     import pandas as pd
 
     from arelbo.core.config import load_config
+    from arelbo.core.layout import run_logs
 
     results = run.out / "results"
     cfg = load_config(*run.configfiles)
@@ -265,7 +266,7 @@ def test_the_default_target_runs_end_to_end_and_fills_every_cell(run):
     )
     assert (results / "claims.tex").read_text().count(r"\begin{tabular}") == 2
     # every heavy rule left a log and a benchmark, under the config's own log folder
-    logs = run.out / "logs" / cfg.name
+    logs = run_logs(run.out / "logs", cfg.name, run.out / "results")
     for rule in ("train", "sweeps", "samples", "metrics", "estimators", "encode"):
         assert list((logs / rule).rglob("*.log")), rule
     assert list((logs / "benchmarks").rglob("*.tsv"))
@@ -285,6 +286,10 @@ def test_the_default_target_runs_end_to_end_and_fills_every_cell(run):
 def test_the_plan_checked_against_the_run(run):
     """`arelbo plan --against` on a real run: every planned job that has a measured cost on the kind
     found the benchmark file the workflow wrote for it, and the run's seconds are set beside the plan's."""
+    from arelbo.core.config import load_config
+    from arelbo.core.layout import run_logs
+
+    cfg = load_config(*run.configfiles)
     out = subprocess.run(
         [
             sys.executable,
@@ -293,7 +298,8 @@ def test_the_plan_checked_against_the_run(run):
             "plan",
             *(f"--config={f}" for f in run.configfiles),
             "--against",
-            str(run.out / "logs"),
+            # the run's own log folder (its outdir is the run's, not the config files')
+            str(run_logs(run.out / "logs", cfg.name, run.out / "results")),
         ],
         cwd=REPO,
         capture_output=True,
@@ -439,10 +445,22 @@ def test_gpu_workstation_profile_runs_its_jobs_with_device_cuda(tmp_path):
     out = tmp_path / "out"
     overlay = tmp_path / "where.yaml"
     overlay.write_text(yaml.safe_dump({"outdir": str(out), "logdir": str(tmp_path / "logs"), "models": ["vae"]}))
-    result = snakemake(f"{out}/table3.tex", "-n", "--profile", "profiles/gpu-workstation", "--configfile", str(overlay))
+    result = snakemake(
+        f"{out}/table3.tex", "-n", "-p", "--profile", "profiles/gpu-workstation", "--configfile", str(overlay)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    resolved = [yaml.safe_load(p.read_text()) for p in (out / "configs").glob("*.yaml")]
-    assert resolved and {c["device"] for c in resolved} == {"cuda"}, resolved
+    # a dry run writes nothing: the jobs' shell commands name the content-addressed file they will read
+    from arelbo.core import layout
+    from arelbo.core.config import dump_config, load_config
+
+    def read_by_jobs(output):
+        return set(re.findall(r"--config '?([^' ]+/configs/\w+\.yaml)", output))
+
+    def resolved(folder, *overlays, **overrides):
+        cfg = load_config(*overlays, overrides=overrides, check_folders=False)
+        return str(layout.resolved_config(folder, dump_config(cfg)))
+
+    assert read_by_jobs(result.stdout) == {resolved(out, overlay, device="cuda")}
     # what the profile warns of: a command-line --config list replaces the profile's
     assert (
         "a `--config` on\n# the command line replaces the profile's `config` list"
@@ -450,10 +468,10 @@ def test_gpu_workstation_profile_runs_its_jobs_with_device_cuda(tmp_path):
     )
     other = tmp_path / "other"
     result = snakemake(
-        f"{other}/table3.tex", "-n", "--profile", "profiles/gpu-workstation", "--config", f"outdir={other}"
+        f"{other}/table3.tex", "-n", "-p", "--profile", "profiles/gpu-workstation", "--config", f"outdir={other}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {yaml.safe_load(p.read_text())["device"] for p in (other / "configs").glob("*.yaml")} == {"auto"}
+    assert read_by_jobs(result.stdout) == {resolved(other, outdir=str(other))}  # device: auto, the default
 
 
 @pytest.mark.slow

@@ -219,6 +219,8 @@ class Config:
     keep_checkpoints: bool
     cluster: ClusterConfig
     plugins: tuple[str, ...] = ()  # modules registering models and estimators (arelbo.core.registry)
+    # why `reduced` is true (derived by from_dict: `reduced_because`); () when the paper's protocol
+    reduced_because: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def dataset_tag(self, dataset: str) -> str:
@@ -363,11 +365,39 @@ def _describe(error) -> str:
         message = f"{error.instance!r} is not a known id; choose one of {', '.join(map(str, error.validator_value))}"
     elif error.validator == "additionalProperties":
         message = error.message + " (check the spelling of the key)"
+    elif error.validator == "not":
+        message = f"{error.instance!r} is not allowed: it holds what the key's description rules out"
     elif error.validator == "oneOf" and error.context:
         message = "; ".join(sorted({c.message for c in error.context}))
     else:
         message = error.message
+    if _typed_string(error):
+        message += f". {CONFIG_STRINGS_HINT}"
     return f"- {where}: {message}" + (f"\n    hint: {' '.join(hint.split())}" if hint else "")
+
+
+# `snakemake --config 'train={mnist: {epochs: 5}}'` hands nested values over as strings ('5'), which
+# the schema rejects in words that do not say why.
+CONFIG_STRINGS_HINT = (
+    "Snakemake's --config passes nested values as strings; put nested settings in a YAML file given with --configfile"
+)
+_JSON_TYPES = {"integer": (int,), "number": (int, float), "boolean": (bool,), "null": (type(None),)}
+
+
+def _typed_string(error) -> bool:
+    """A schema type error on a string that YAML reads as one of the wanted types ('5' for an integer)."""
+    if error.validator != "type" or not isinstance(error.instance, str):
+        return False
+    wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    try:
+        parsed = yaml.safe_load(error.instance)
+    except yaml.YAMLError:
+        return False
+    for name in wanted:
+        types = _JSON_TYPES.get(name, ())
+        if isinstance(parsed, types) and not (name != "boolean" and isinstance(parsed, bool)):
+            return True
+    return False
 
 
 def validate_dict(raw: dict, source: str = "config") -> None:
@@ -480,6 +510,69 @@ def _section3_problems(s3: Section3Config) -> list[str]:
 PATH_KEYS = ("outdir", "resources", "logdir")
 
 
+# Characters refused in a folder key or the config's name, each with why. These values reach the jobs'
+# shell commands (quoted there all the same), Snakemake's path patterns and the HTML report's scripts;
+# spaces and non-ASCII letters are fine.
+_REFUSED_IN_FOLDERS = {
+    "$": "a shell expands it",
+    "`": "a shell runs what it encloses",
+    '"': "a shell quote",
+    "'": "a shell quote",
+    "\\": "a shell escape",
+    "{": "Snakemake reads braces as a wildcard",
+    "}": "Snakemake reads braces as a wildcard",
+    "<": "the HTML report embeds paths in its <script> blocks",
+    ">": "the HTML report embeds paths in its <script> blocks",
+}
+FOLDER_VALUE_KEYS = ("name", *PATH_KEYS)
+
+
+def folder_value_problems(raw: dict) -> list[str]:
+    """What makes `name` or a folder key (as written, before normalisation) unsafe as a path: a `..`
+    component, the filesystem root, control characters (a line break ends a shell command) or a
+    character of _REFUSED_IN_FOLDERS. One line per key, naming the value and the fix."""
+    import unicodedata
+
+    problems = []
+    for key in FOLDER_VALUE_KEYS:
+        value = raw.get(key)
+        if not isinstance(value, str) or not value:
+            continue  # the schema says what a missing or non-string value should be
+        why = []
+        controls = sorted({c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")})
+        if controls:
+            why.append("control characters " + ", ".join(f"U+{ord(c):04X}" for c in controls))
+        why += [f"{c!r} ({reason})" for c, reason in _REFUSED_IN_FOLDERS.items() if c in value]
+        if ".." in value.split("/"):
+            why.append("a '..' component (it leaves the folder it names)")
+        if key == "name" and set(value) == {"."}:
+            why.append("nothing but dots (a folder reference, not a name)")
+        elif (
+            key != "name"
+            and not controls
+            and resolve_config_path(value).resolve().parent == resolve_config_path(value).resolve()
+        ):
+            why.append("the filesystem root itself (everything would be written there)")
+        if why:
+            # the value with what is refused left out, as an example of the fix
+            if key == "name":
+                allowed, example = (
+                    "letters, digits and -_.",
+                    "".join(c for c in value if c.isascii() and (c.isalnum() or c in "-_.")),
+                )
+            else:
+                allowed = "letters, digits, spaces and -_.,+@ in its folder names"
+                kept = "".join(c for c in value if c.isalnum() or c in " -_.,+@/")
+                parts = kept.split("/")
+                example = "/".join(p for i, p in enumerate(parts) if p.strip(".") or (i == 0 and not p)).strip()
+            if not example.strip("/ ."):
+                example = "mine" if key == "name" else "results"
+            problems.append(
+                f"- {key}: {value!r} holds {'; '.join(why)}. Use {allowed}, e.g. --config {key}={example!r}"
+            )
+    return problems
+
+
 def _normalise_paths(raw: dict) -> dict:
     import os
 
@@ -532,7 +625,12 @@ def load_config_plugins(raw: dict, source: str = "config") -> None:
         raise ConfigError(f"invalid {source}: {error}") from None
 
 
-def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> Config:
+def from_dict(raw: dict, source: str = "config", check_folders: bool = True, check_writable: bool = True) -> Config:
+    """The typed config. `check_writable`: outdir and logdir must be folders this user can create or
+    write (off for library calls that write nothing, e.g. `paper_config`)."""
+    unsafe = folder_value_problems(raw)
+    if unsafe:
+        raise ConfigError(f"invalid {source} ({len(unsafe)} problem{'s' * (len(unsafe) > 1)}):\n" + "\n".join(unsafe))
     raw = _normalise_paths(raw)
     load_config_plugins(raw, source)
     validate_dict(raw, source)
@@ -548,10 +646,103 @@ def from_dict(raw: dict, source: str = "config", check_folders: bool = True) -> 
         raise ConfigError(
             f"invalid {source} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n" + "\n".join(problems)
         )
-    cfg = dataclasses.replace(cfg, raw=copy.deepcopy(raw))
+    if check_writable:
+        unwritable = unwritable_folders(cfg)
+        if unwritable:
+            raise ConfigError(f"invalid {source}:\n" + "\n".join(unwritable))
+    because = reduced_because(raw)
+    # the flag can only add to what the sizes say: the paper's sizes flagged `reduced: true` stay reduced
+    raw = {**raw, "reduced": bool(cfg.reduced or because)}
+    if cfg.reduced and not because:
+        because = ["the config says `reduced: true`"]
+    cfg = dataclasses.replace(cfg, reduced=raw["reduced"], reduced_because=tuple(because), raw=copy.deepcopy(raw))
     if check_folders:
         check_paths(cfg)
     return cfg
+
+
+def unwritable_folders(cfg: Config) -> list[str]:
+    """outdir and logdir must be folders this user can write, or create: found before any work
+    (a dry run included) instead of as a stack trace from the first job or Snakemake's file scan."""
+    problems = []
+    for key in ("outdir", "logdir"):
+        why = unwritable_reason(resolve_config_path(getattr(cfg, key)))
+        if why:
+            problems.append(
+                f"- {key}: {getattr(cfg, key)} cannot be written: {why}. Point `{key}` at a folder you can "
+                "write (e.g. --config " + key + "=results/mine)."
+            )
+    return problems
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why this user cannot write in `folder` or create it (None when it can), without writing there
+    when it exists."""
+    import os
+    import tempfile
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    if existing != folder:
+        # the folder is to be created: try it (root passes os.access where the kernel refuses, /proc)
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".arelbo-write-check-", dir=existing))
+        except OSError as error:
+            return f"cannot create a folder in {existing} ({error.strerror or error})"
+    return None
+
+
+# The settings that make the paper's protocol, each at its value in config/config.yaml: what is trained
+# on, for how long, and on how many images a metric is computed (a null limit: the whole split). A
+# config with any below the paper's is reduced whatever its `reduced` says (its numbers are not
+# comparable with the paper's), so tables, captions and claims follow from the settings themselves.
+# Which datasets, models, estimators or grid points run is not a size: each number that is computed
+# is computed as the paper's.
+PAPER_PROTOCOL_SIZES = (
+    "train.mnist.epochs",
+    "train.celeba.epochs",
+    "second_stage.epochs",
+    "data.mnist.limit.train",
+    "data.mnist.limit.val",
+    "data.mnist.limit.test",
+    "data.celeba.limit.train",
+    "data.celeba.limit.val",
+    "data.celeba.limit.test",
+    "fid.n_samples",
+    "fid.reference_count",
+    "section3.train.epochs",
+    "section3.train_limit",
+)
+
+
+def reduced_because(raw: dict) -> list[str]:
+    """'<key>=<value> (paper: <value>)' for each PAPER_PROTOCOL_SIZES setting of the merged config
+    `raw` that is below config/config.yaml's (settings of a dataset it does not run are skipped;
+    Section 3 runs with MNIST)."""
+    paper, datasets = _paper_raw(), set(raw.get("datasets") or ())
+    out = []
+    for key in PAPER_PROTOCOL_SIZES:
+        parts = key.split(".")
+        needs = next((p for p in parts if p in ("mnist", "celeba")), "mnist" if parts[0] == "section3" else None)
+        if needs is not None and needs not in datasets:
+            continue
+        ours, theirs = _dotted(raw, parts), _dotted(paper, parts)
+        if ours is None:  # the whole split / the paper's count
+            continue
+        if theirs is None or ours < theirs:
+            out.append(f"{key}={ours} (paper: {'all' if theirs is None else theirs})")
+    return out
+
+
+def _dotted(tree, parts):
+    for part in parts:
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 def _with_effective_hparams(raw: dict) -> dict:
@@ -573,7 +764,9 @@ def _with_effective_hparams(raw: dict) -> dict:
 def paper_config() -> Config:
     """config/config.yaml alone, typed: the paper's settings, for library calls made without a config
     (e.g. a second-stage fit given no settings)."""
-    return load_config(check_folders=False)
+    return from_dict(
+        read_yaml(clone_file(DEFAULT_CONFIG)), source=str(DEFAULT_CONFIG), check_folders=False, check_writable=False
+    )
 
 
 def load_config(
@@ -591,6 +784,21 @@ def load_config(
     return from_dict(raw, source=f"config ({source})", check_folders=check_folders)
 
 
+def recorded(value):
+    """A setting as a rule records it for Snakemake (workflow/rules/common.smk, `tracked`), with every
+    '<' in a string written as the six characters \\u003c. Snakemake's HTML report embeds each
+    reported output's params as raw JSON inside a <script> block, where a '</script>' in a setting (a
+    folder name, say) would end the script and let the rest run as HTML. A value without '<' is
+    recorded as it is, so the records of existing outputs stay valid."""
+    if isinstance(value, str):
+        return value.replace("<", "\\u003c")
+    if isinstance(value, dict):
+        return {key: recorded(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(recorded(item) for item in value)
+    return value
+
+
 def dump_config(cfg: Config) -> str:
     """The merged config as YAML, its keys in config/config.yaml's order (keys it lacks, e.g. a
     plugin's, after them in their own order): the same settings give the same text, whichever order
@@ -600,8 +808,13 @@ def dump_config(cfg: Config) -> str:
 
 
 @functools.cache
-def _base_key_order() -> dict:
+def _paper_raw() -> dict:
+    """config/config.yaml as read: the paper's settings, and the key order of a dumped config."""
     return read_yaml(DEFAULT_CONFIG)
+
+
+def _base_key_order() -> dict:
+    return _paper_raw()
 
 
 def _in_base_order(tree, order):

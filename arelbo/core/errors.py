@@ -6,3 +6,7 @@ catch an error class."""
 
 class ArelboError(Exception):
     """An error whose message tells the user what is wrong and how to fix it."""
+
+
+class UsageError(ArelboError, ValueError):
+    """A command line that cannot work (a folder that does not exist, a value out of range)."""

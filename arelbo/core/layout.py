@@ -17,7 +17,7 @@ Under `resources`:
     inception/pt_inception-2015-12-05-6726825d.pth pytorch-fid's weights
     datasets/{tag}/{split}.npy + meta.json        decoded uint8 N×C×H×W caches (tag: dataset_tag())
     fid/{tag}-{split}-n{count}.npz                FID reference statistics (mu, sigma, n, weights hash)
-Under `logdir`/<config name>:
+Under `logdir`/<config name>-<outdir hash> (run_logs):
     <stage>/.../<job>.log and benchmarks/<stage>/.../<job>.tsv   (job_log, job_benchmark)
 """
 
@@ -180,6 +180,17 @@ def costs_path(outdir) -> Path:
 def user_config(outdir) -> Path:
     """<outdir>/config.yaml: the user-facing copy of the merged config a run used."""
     return Path(outdir) / "config.yaml"
+
+
+def run_logs(logdir: str | Path, name: str, outdir: str | Path) -> Path:
+    """<logdir>/<name>-<8 hex digits>: the job logs and benchmark files of the run of config `name`
+    into `outdir`. The digits hash the resolved outdir (a relative one from the working directory,
+    as Snakemake reads it), so two runs of one config name into two outdirs never overwrite each
+    other's logs, and `arelbo costs` never sums a mix of runs; the name stays readable."""
+    import hashlib
+
+    key = str(Path(outdir).resolve())
+    return Path(logdir) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 def job_log(logs, stage: str, *parts: str) -> Path:

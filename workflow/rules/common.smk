@@ -1,29 +1,43 @@
 # Config validation, the resolved config file the jobs read, wildcard constraints, target lists.
 import dataclasses
 import re
+import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from arelbo.core import layout, registry
-from arelbo.core.config import MNIST_ONLY_HINT, ConfigError, celeba_problem, dump_config, from_dict
+from arelbo.core.config import (
+    MNIST_ONLY_HINT,
+    ConfigError,
+    celeba_problem,
+    dump_config,
+    from_dict,
+    recorded,
+    unwritable_reason,
+)
 
 try:
     CFG = from_dict(config, source="workflow config", check_folders=False)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+# `reduced` as derived from the sizes (arelbo.core.config.reduced_because), for the report's templates
+config["reduced"] = CFG.reduced
 
 OUT = CFG.outdir
 RES = CFG.resources
-# Logs per config name (logs/quick/…, logs/ci/…): runs of different configs never share a log file.
-LOGS = Path(CFG.logdir) / CFG.name
+# Logs per run: <logdir>/<name>-<hash of the resolved outdir> (arelbo.core.layout.run_logs), so runs
+# of different configs, or of one config into two outdirs, never share a log or benchmark file.
+LOGS = layout.run_logs(CFG.logdir, CFG.name, OUT)
 # A Table 3 cell's wildcards, as arelbo.core.layout's path functions take them, and the same cell as
 # the folders of its job logs (<stage>/{dataset}/{model}/seed{seed}).
 CELL = ("{dataset}", "{model}", "{seed}")
 CELL_LOG = ("{dataset}", "{model}", layout.seed_folder("{seed}"))
 # Jobs run `python -m arelbo` with Snakemake's own interpreter: no reliance on PATH or an activated venv.
-ARELBO = f"{sys.executable} -m arelbo"
+# Quoted here (a venv in a folder with a space); every other value in a shell command is quoted there
+# with `:q`.
+ARELBO = f"{shlex.quote(sys.executable)} -m arelbo"
 
 # The merged, validated config every job reads, content-addressed: <outdir>/configs/<sha256>.yaml.
 # It is written when a run starts (`onstart`: after the workflow's lock is taken, never for a dry run,
@@ -65,11 +79,12 @@ def tracked(*keys):
     """params for a rule: the config entries its outputs depend on (dotted keys; {dataset} and
     {model} are filled from the job's wildcards). Snakemake records them per output, so a change
     re-runs exactly the jobs it affects, and settings from another invocation are never mistaken
-    for those an output was made with."""
+    for those an output was made with. Recorded through arelbo.core.config.recorded: the HTML report
+    embeds them in a <script> block."""
 
     def settings(wildcards):
         names = dict(wildcards.items())
-        return {key.format(**names): _lookup(CFG.raw, key.format(**names)) for key in keys}
+        return {key.format(**names): recorded(_lookup(CFG.raw, key.format(**names))) for key in keys}
 
     return settings
 
@@ -131,6 +146,23 @@ def dataset_meta(dataset):
     return str(layout.dataset_cache_meta(RES, TAGS[dataset]))
 
 
+# Shared files this run would add to `resources`: a read-only one is said now, not as a stack trace
+# when Snakemake creates a job's output folder there (or after an Inception pass).
+_new_shared = [
+    f
+    for f in [str(layout.inception_weights(RES))]
+    + [fid_reference_file(d) for d in CFG.datasets]
+    + [dataset_meta(d) for d in CFG.datasets]
+    if not Path(f).exists()
+]
+if _new_shared and unwritable_reason(Path(RES)):
+    raise WorkflowError(
+        f"resources: {RES} cannot be written ({unwritable_reason(Path(RES))}), and this run needs new "
+        f"shared files there: {', '.join(_new_shared)}. Point `resources` at a writable folder, or "
+        "create these files first with a run that can write there."
+    )
+
+
 def all_targets():
     return [str(layout.table_tex(OUT, 3)), str(layout.table_tex(OUT, 4))]
 
@@ -187,7 +219,10 @@ def _sampler_source(wildcards):
 
 
 def _sampler_flag(wildcards, input):
-    return f"--latents {input.latents}" if "latents" in input.keys() else f"--estimator-file {input.estimator}"
+    # a whole option, so its path is quoted here (the shell command puts it in unquoted)
+    if "latents" in input.keys():
+        return f"--latents {shlex.quote(input.latents)}"
+    return f"--estimator-file {shlex.quote(input.estimator)}"
 
 
 # ------------------------------------------------------------------ helpers of section3.smk

@@ -25,8 +25,8 @@ rule encode:
     params:
         settings=tracked(*split_keys("{dataset}", "train", "test")),  # the images encoded
     shell:
-        "{ARELBO} encode --config {CONFIG_FILE} --dataset {wildcards.dataset} --model-file {input.model} "
-        "--out {output} > {log} 2>&1"
+        "{ARELBO} encode --config {CONFIG_FILE:q} --dataset {wildcards.dataset} --model-file {input.model:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule fit_estimator:
@@ -45,8 +45,8 @@ rule fit_estimator:
         mem_mb=8000,
         runtime=lambda wc: estimator_runtime(wc.dataset, wc.pkl_estimator),
     shell:
-        "{ARELBO} fit --config {CONFIG_FILE} --estimator {wildcards.pkl_estimator} --latents {input} "
-        "--seed {wildcards.seed} --out {output} > {log} 2>&1"
+        "{ARELBO} fit --config {CONFIG_FILE:q} --estimator {wildcards.pkl_estimator} --latents {input:q} "
+        "--seed {wildcards.seed} --out {output:q} > {log:q} 2>&1"
 
 
 if CFG.second_stage.batched:
@@ -78,8 +78,8 @@ if CFG.second_stage.batched:
             params:
                 settings=second_stage_settings,
             shell:
-                "{ARELBO} fit --config {CONFIG_FILE} --estimator 2ndvae --latents {input} "
-                "--seed {wildcards.seed} --out {output} > {log} 2>&1"
+                "{ARELBO} fit --config {CONFIG_FILE:q} --estimator 2ndvae --latents {input:q} "
+                "--seed {wildcards.seed} --out {output:q} > {log:q} 2>&1"
 
 else:
 
@@ -103,8 +103,8 @@ else:
         params:
             settings=second_stage_settings,
         shell:
-            "{ARELBO} fit --config {CONFIG_FILE} --estimator 2ndvae --latents {input} "
-            "--seed {wildcards.seed} --out {output} > {log} 2>&1"
+            "{ARELBO} fit --config {CONFIG_FILE:q} --estimator 2ndvae --latents {input:q} "
+            "--seed {wildcards.seed} --out {output:q} > {log:q} 2>&1"
 
 
 if CFG.fid.batched:
@@ -168,8 +168,8 @@ if CFG.fid.batched:
                         "fid.n_samples", "fid.reference_split", "fid.reference_count", *split_keys(_dataset, "test")
                     ),
                 shell:
-                    "{ARELBO} sample-and-score --config {CONFIG_FILE} --dataset {wildcards.dataset} "
-                    "--model {wildcards.model} --seed {wildcards.seed} --samplers {params.samplers} > {log} 2>&1"
+                    "{ARELBO} sample-and-score --config {CONFIG_FILE:q} --dataset {wildcards.dataset} "
+                    "--model {wildcards.model} --seed {wildcards.seed} --samplers {params.samplers} > {log:q} 2>&1"
 
 else:
 
@@ -202,8 +202,8 @@ else:
             source=_sampler_flag,
             settings=tracked("fid.n_samples"),
         shell:
-            "{ARELBO} sample --config {CONFIG_FILE} --dataset {wildcards.dataset} --model-file {input.model} "
-            "--sampler {wildcards.sampler} --seed {wildcards.seed} {params.source} --out {output.npz} > {log} 2>&1"
+            "{ARELBO} sample --config {CONFIG_FILE:q} --dataset {wildcards.dataset} --model-file {input.model:q} "
+            "--sampler {wildcards.sampler} --seed {wildcards.seed} {params.source} --out {output.npz:q} > {log:q} 2>&1"
 
     rule metric_fid:
         input:
@@ -228,8 +228,8 @@ else:
                 "fid.n_samples", "fid.reference_split", "fid.reference_count", *split_keys("{dataset}", "test")
             ),
         shell:
-            "{ARELBO} metric fid_{wildcards.sampler} --config {CONFIG_FILE} --dataset {wildcards.dataset} "
-            "--model {wildcards.model} --seed {wildcards.seed} --samples {input.samples} --out {output} > {log} 2>&1"
+            "{ARELBO} metric fid_{wildcards.sampler} --config {CONFIG_FILE:q} --dataset {wildcards.dataset} "
+            "--model {wildcards.model} --seed {wildcards.seed} --samples {input.samples:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule metric_mse:
@@ -251,5 +251,5 @@ rule metric_mse:
     params:
         settings=tracked(*split_keys("{dataset}", "test")),  # the test split MSE is measured on
     shell:
-        "{ARELBO} metric mse --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
-        "--seed {wildcards.seed} --model-file {input.model} --out {output} > {log} 2>&1"
+        "{ARELBO} metric mse --config {CONFIG_FILE:q} --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} --model-file {input.model:q} --out {output:q} > {log:q} 2>&1"

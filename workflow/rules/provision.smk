@@ -19,7 +19,7 @@ rule provision_mnist:
         mem_mb=1000,
         runtime=30,
     shell:
-        "{ARELBO} provision mnist --config {CONFIG_FILE} > {log} 2>&1"
+        "{ARELBO} provision mnist --config {CONFIG_FILE:q} > {log:q} 2>&1"
 
 
 rule provision_inception:
@@ -34,7 +34,7 @@ rule provision_inception:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{ARELBO} provision inception --config {CONFIG_FILE} > {log} 2>&1"
+        "{ARELBO} provision inception --config {CONFIG_FILE:q} > {log:q} 2>&1"
 
 
 rule prepare_dataset:
@@ -57,7 +57,7 @@ rule prepare_dataset:
         dataset=lambda wc: DATASET_OF_TAG[wc.tag],
         source=lambda wc: CFG.data.celeba.root if DATASET_OF_TAG[wc.tag] == "celeba" else "mnist",
     shell:
-        "{ARELBO} provision data --dataset {params.dataset} --threads {threads} --config {CONFIG_FILE} > {log} 2>&1"
+        "{ARELBO} provision data --dataset {params.dataset:q} --threads {threads} --config {CONFIG_FILE:q} > {log:q} 2>&1"
 
 
 rule fid_reference:
@@ -81,4 +81,4 @@ rule fid_reference:
     params:
         dataset=lambda wc: DATASET_OF_TAG[wc.tag],
     shell:
-        "{ARELBO} fid-reference --dataset {params.dataset} --output {output} --config {CONFIG_FILE} > {log} 2>&1"
+        "{ARELBO} fid-reference --dataset {params.dataset:q} --output {output:q} --config {CONFIG_FILE:q} > {log:q} 2>&1"

@@ -24,7 +24,7 @@ rule comparison_plot:
     params:
         settings=tracked("name", "reduced"),
     shell:
-        "{ARELBO} plot comparison --config {CONFIG_FILE} --table {wildcards.n} --input {input} --out {output} > {log} 2>&1"
+        "{ARELBO} plot comparison --config {CONFIG_FILE:q} --table {wildcards.n} --input {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule training_curves:
@@ -44,7 +44,7 @@ rule training_curves:
     params:
         settings=tracked("name", "reduced"),
     shell:
-        "{ARELBO} plot curves --config {CONFIG_FILE} --out {output} --input {input} > {log} 2>&1"
+        "{ARELBO} plot curves --config {CONFIG_FILE:q} --out {output:q} --input {input:q} > {log:q} 2>&1"
 
 
 rule measured_costs:
@@ -61,4 +61,4 @@ rule measured_costs:
     params:
         logs=LOGS,
     shell:
-        "{ARELBO} costs --logs {params.logs} --out {output} > {log} 2>&1"
+        "{ARELBO} costs --logs {params.logs:q} --out {output:q} > {log:q} 2>&1"

@@ -47,8 +47,8 @@ if CFG.section3.batched:
                 ),
                 group=_group,
             shell:
-                "{ARELBO} section3-train-group --config {CONFIG_FILE} --group {params.group} --seed {wildcards.seed} "
-                "--threads {threads} --no-progress > {log} 2>&1"
+                "{ARELBO} section3-train-group --config {CONFIG_FILE:q} --group {params.group:q} --seed {wildcards.seed} "
+                "--threads {threads} --no-progress > {log:q} 2>&1"
 
 else:
 
@@ -76,8 +76,8 @@ else:
             ),
             outdir=lambda wc, output: str(Path(output.model).parent),
         shell:
-            "{ARELBO} section3-train --config {CONFIG_FILE} --point {wildcards.point} --seed {wildcards.seed} "
-            "--out {params.outdir} --threads {threads} --no-progress > {log} 2>&1"
+            "{ARELBO} section3-train --config {CONFIG_FILE:q} --point {wildcards.point} --seed {wildcards.seed} "
+            "--out {params.outdir:q} --threads {threads} --no-progress > {log:q} 2>&1"
 
 
 rule section3_criteria:
@@ -99,8 +99,8 @@ rule section3_criteria:
     params:
         settings=tracked("section3.mi_batch_size", "section3.train_limit", *split_keys("mnist", "train")),
     shell:
-        "{ARELBO} criteria --config {CONFIG_FILE} --model-file {input.model} --seed {wildcards.seed} "
-        "--out {output} --threads {threads} > {log} 2>&1"
+        "{ARELBO} criteria --config {CONFIG_FILE:q} --model-file {input.model:q} --seed {wildcards.seed} "
+        "--out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule figure:
@@ -131,5 +131,5 @@ rule figure:
         seed=CFG.seeds[0],
         settings=tracked("section3.figures", "section3.train_limit", *split_keys("mnist", "train")),
     shell:
-        "{ARELBO} figure {wildcards.number} --config {CONFIG_FILE} --models {input} --seed {params.seed} "
-        "--out {output} > {log} 2>&1"
+        "{ARELBO} figure {wildcards.number} --config {CONFIG_FILE:q} --models {input:q} --seed {params.seed:q} "
+        "--out {output:q} > {log:q} 2>&1"

@@ -28,5 +28,5 @@ rule train:
         ),
         outdir=lambda wc, output: str(Path(output.model).parent),
     shell:
-        "{ARELBO} train --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
-        "--seed {wildcards.seed} --out {params.outdir} --threads {threads} --no-progress > {log} 2>&1"
+        "{ARELBO} train --config {CONFIG_FILE:q} --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} --out {params.outdir:q} --threads {threads} --no-progress > {log:q} 2>&1"
