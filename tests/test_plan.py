@@ -63,7 +63,7 @@ def test_the_plan_of_quick_counts_the_dry_runs_jobs(tmp_path):
     assert "sample_and_score_mnist_with_prior" in out.stdout and "job-hours" in out.stdout and "h wall" in out.stdout
     # every job with a `benchmark:` in the workflow has its file named, under the config's log folder
     benchmarks = {job.rule: job.benchmark for job in jobs}
-    assert benchmarks["train"].startswith("quick/benchmarks/train/mnist/") and benchmarks["all"] is None
+    assert benchmarks["train"].startswith("benchmarks/train/mnist/") and benchmarks["all"] is None
 
 
 # ---------------------------------------------------------------------------- the workflow's DAGs and rules
@@ -344,11 +344,11 @@ def test_the_plan_set_against_a_finished_run_reads_each_jobs_benchmark_file(tmp_
     from arelbo.planning.plan import format_plan
 
     cfg = load_config("config/quick.yaml", check_folders=False)
-    bench = tmp_path / "quick" / "benchmarks" / "train" / "mnist"
+    bench = tmp_path / "benchmarks" / "train" / "mnist"
     (bench / "vae").mkdir(parents=True)
     (bench / "vae" / "seed0.tsv").write_text("s\th:m:s\tmax_rss\n90.0\t0:01:30\t800\n120.0\t0:02:00\t810\n")
     jobs = [
-        ("train", {"dataset": "mnist", "model": model, "seed": "0"}, f"quick/benchmarks/train/mnist/{model}/seed0.tsv")
+        ("train", {"dataset": "mnist", "model": model, "seed": "0"}, f"benchmarks/train/mnist/{model}/seed0.tsv")
         for model in ("vae", "ae")
     ] + [("all", {}, None)]
     result = plan(cfg, "cpu-2core", jobs, against=tmp_path)
@@ -358,3 +358,90 @@ def test_the_plan_set_against_a_finished_run_reads_each_jobs_benchmark_file(tmp_
     assert row["ran_seconds"] == 120.0 and row["ran_planned"] == pytest.approx(one)  # the latest run's row
     text = format_plan(result, cores=2)
     assert "1 planned job(s) have a benchmark file there" in text and f"ran/planned {120.0 / one:.2f}" in text
+
+
+def test_jobs_with_fewer_threads_than_measured_take_longer_by_amdahls_law():
+    # make quick runs 1-thread jobs (--max-threads 1) two at a time; the CPU costs are of 2-thread jobs
+    from arelbo.planning.plan import format_plan, thread_slowdown
+
+    cfg = load_config("config/quick.yaml", check_folders=False)
+    costs = device_costs("cpu-2core")
+    p, measured = costs["parallel_fraction"], costs["threads_per_job"]
+    assert 0 < p < 1 and measured == 2
+    assert thread_slowdown(costs, 2) == 1.0 and thread_slowdown(costs, 1) == pytest.approx(1 + p)
+    jobs = [("train", {"dataset": "mnist", "model": "vae", "seed": "0"}), ("table", {"n": "3"})]
+    two, one = plan(cfg, "cpu-2core", jobs), plan(cfg, "cpu-2core", jobs, max_threads=1)
+    start = costs["job_startup_s"]
+    work = two["rules"]["train"]["seconds"] - start
+    assert one["rules"]["train"]["seconds"] == pytest.approx(start + work * (1 + p))  # start-up does not scale
+    assert one["rules"]["table"]["seconds"] == two["rules"]["table"]["seconds"] == costs["light_job_s"]
+    assert plan(cfg, "cpu-2core", jobs, max_threads=8)["threads_per_job"] == 2  # never more than the rules ask
+    # two 1-thread jobs at once on 2 cores, one 2-thread job: the wall time says so
+    assert "2 jobs of 1 threads at a time" in format_plan(one, cores=2)
+    assert "1 jobs of 2 threads at a time" in format_plan(two, cores=2)
+
+
+def test_plan_defaults_to_this_machines_cores_or_a_gpu_kinds_host_and_lists_the_kinds():
+    import os
+
+    from arelbo.planning.kinds import default_cores, device_kinds
+
+    kinds = device_kinds()
+    assert default_cores("cpu-2core") == os.cpu_count()
+    for kind, row in kinds.items():
+        if "projected" in row:  # a GPU kind: its host's cores, stated in its row
+            assert default_cores(kind) == row["host_cores"] >= 1
+    shown = subprocess.run([sys.executable, "-m", "arelbo", "plan", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert shown.returncode == 0 and all(kind in shown.stdout for kind in kinds)
+    for bad in ("0", "-3", "two"):
+        out = subprocess.run(
+            [sys.executable, "-m", "arelbo", "plan", "--cores", bad], cwd=REPO, capture_output=True, text=True
+        )
+        assert out.returncode == 2 and "--cores" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_against_the_runs_own_log_folder_or_an_empty_one_says_what_it_found(tmp_path):
+    from arelbo.core.layout import run_logs
+    from arelbo.planning.plan import format_plan
+
+    cfg = load_config("config/quick.yaml", check_folders=False)
+    jobs = [("train", {"dataset": "mnist", "model": "vae", "seed": "0"}, "benchmarks/train/mnist/vae/seed0.tsv")]
+    run = run_logs(tmp_path, cfg.name, REPO / cfg.outdir)  # the quick run's folder in the logdir tmp_path
+    empty = format_plan(plan(cfg, "cpu-2core", jobs, against=run), cores=2)
+    assert "NONE of this plan's jobs has a benchmark file there" in empty
+    # the same config name into another outdir: its own folder, whose files are not this run's
+    other = run_logs(tmp_path, cfg.name, tmp_path / "elsewhere") / "benchmarks" / "train" / "mnist" / "vae"
+    other.mkdir(parents=True)
+    (other / "seed0.tsv").write_text("s\th:m:s\tmax_rss\n90.0\t0:01:30\t800\n")
+    assert "NONE of this plan's jobs" in format_plan(plan(cfg, "cpu-2core", jobs, against=run), cores=2)
+    bench = run / "benchmarks" / "train" / "mnist" / "vae"
+    bench.mkdir(parents=True)
+    (bench / "seed0.tsv").write_text("s\th:m:s\tmax_rss\n90.0\t0:01:30\t800\n")
+    for folder in (tmp_path, run):  # the logdir, or the run's own folder in it
+        out = subprocess.run(
+            [sys.executable, "-m", "arelbo", "plan", "--configfile", "config/quick.yaml", "--against", str(folder)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "1 planned job(s) have a benchmark file there" in out.stdout, out.stdout[-1500:]
+
+
+def test_every_option_of_every_command_says_what_it_is_for():
+    import argparse
+
+    from arelbo import cli
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [
+        f"arelbo {name} {action.option_strings or action.dest}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert not silent, silent
+    assert subprocess.run(
+        [sys.executable, "-m", "arelbo", "--version"], cwd=REPO, capture_output=True, text=True
+    ).stdout.startswith("arelbo ")

@@ -4,9 +4,10 @@
 Snakefile for the config files (merged in order over config/config.yaml, as `snakemake --configfile A B`
 merges them) and prints it as JSON on stdout: every job of the whole DAG as on a fresh machine (every
 job forced, as `--forceall` does; `outdir` and `logdir` in a temporary folder) with its rule,
-wildcards, benchmark file relative to the log folder and resources that matter to a plan, in the order
-Snakemake could run them; the merged config the workflow parsed; and every rule the workflow defines
-for that config, with the same resources. `--rules-only` parses the workflow and prints the rules alone.
+wildcards, benchmark file relative to the run's log folder (`benchmarks/...`) and resources that
+matter to a plan, in the order Snakemake could run them; the merged config the workflow parsed;
+and every rule the workflow defines for that config, with the same resources. `--rules-only` parses
+the workflow and prints the rules alone.
 
 The callers here (`workflow_dag`, `workflow_rules`) run it in a subprocess: Snakemake's global state
 (logging, working directory, the parsed workflow) stays out of the caller's process.
@@ -158,11 +159,14 @@ def _build(config_files: Sequence[str], entries: Sequence[str], workdir: Path, r
             workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
             workflow._build_dag()
             dag = workflow.dag
+            # a job's benchmark file relative to the run's own log folder (arelbo.core.layout.run_logs,
+            # named after this DAG's temporary outdir), as a finished run's folder holds it
+            run_logs = Path(workflow.globals["LOGS"])
             jobs = [
                 {
                     "rule": job.rule.name,
                     "wildcards": dict(job.wildcards.items()),
-                    "benchmark": str(Path(job.benchmark).relative_to(logdir)) if job.benchmark else None,
+                    "benchmark": str(Path(job.benchmark).relative_to(run_logs)) if job.benchmark else None,
                     "resources": _resources(job.resources),
                 }
                 for layer in dag.toposorted()  # a job after the jobs it needs; within a layer, sorted

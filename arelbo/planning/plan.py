@@ -19,22 +19,29 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import yaml
-
-from arelbo.core.layout import SECTION3_GROUPS, reference_file, scored_samplers, section3_group_rule
+from arelbo.core.layout import SECTION3_GROUPS, scored_samplers, section3_group_rule
 from arelbo.core.registry import DATASETS
 from arelbo.planning.dag import PlannedJob, every_rule, workflow_dag
+from arelbo.planning.kinds import COSTS, device_kinds
 from arelbo.stages.data import OFFICIAL_SPLIT_SIZES
 
-COSTS = reference_file("costs.yaml")
 # The workflow's default target: a job that runs nothing, left out of a plan.
 TARGET_RULE = "all"
+
+
+def thread_slowdown(costs: dict, threads: int) -> float:
+    """How much longer a job's work takes with `threads` torch threads than with the row's
+    `threads_per_job` (what its costs were measured with): Amdahl's law with the row's measured
+    `parallel_fraction` p, (1 - p) + p * measured / threads. Start-up does not scale."""
+    measured = int(costs["threads_per_job"])
+    p = float(costs.get("parallel_fraction", 0.0))
+    return (1 - p) + p * measured / threads
 
 
 def device_costs(kind: str) -> dict:
     from arelbo.core.config import ConfigError
 
-    table = yaml.safe_load(COSTS.read_text())
+    table = device_kinds()
     if kind not in table:
         raise ConfigError(
             f"no measured costs for device kind {kind!r}; measured kinds: {', '.join(table)}. "
@@ -61,6 +68,7 @@ class JobCost:
     seconds: float | None  # None: not measured on this device kind
     gpu: bool
     device_seconds: float = 0.0  # projected kinds: the part the GPU itself is busy (a floor on wall time)
+    fixed_seconds: float = 0.0  # the part no thread count changes: the job's start-up (all of a light job)
 
 
 def _per(costs: dict, key: str, dataset: str | None = None):
@@ -320,7 +328,8 @@ def job_cost(cfg, costs: dict, rule: str, wildcards: dict[str, str], gpu: bool |
         raise ValueError(f"no cost for rule {rule!r}: add it to RULE_COSTS in {__name__}")
     job = _Job(cfg, costs, rule, wildcards, _Work(cfg, costs))
     seconds = RULE_COSTS[rule](job)
-    return JobCost(rule, seconds, rule_uses_gpu(rule) if gpu is None else gpu, job.work.busy)
+    fixed = costs["light_job_s"] if rule in LIGHT_RULES else job.start
+    return JobCost(rule, seconds, rule_uses_gpu(rule) if gpu is None else gpu, job.work.busy, fixed)
 
 
 def _grid(cfg):
@@ -333,26 +342,33 @@ def planned_jobs(config_files: list[str], extra: list[str] = (), repo: Path | No
     """Every job Snakemake would run for these configs (merged in order; `extra`: `KEY=VALUE` config
     entries, as after `snakemake --config`), the whole DAG as on a fresh machine, in an order Snakemake
     could run them: (rule, wildcards, benchmark, resources) each, `benchmark` the job's benchmark file
-    relative to the log folder (`<config name>/benchmarks/...`, None for rules without one) and
+    relative to the run's log folder (`benchmarks/...`, None for rules without one) and
     `resources` its `gpu` and `gpu_slots`. Raises RuntimeError with Snakemake's message if the
     workflow does not build."""
     return workflow_dag(config_files, extra, repo).jobs
 
 
-def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None) -> dict:
+def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None, max_threads: int | None = None) -> dict:
     """Per rule: jobs, projected job-seconds (None where not measured); totals and GPU-hours. `jobs`:
     (rule, wildcards[, benchmark[, resources]]) each, as `planned_jobs` gives them. With
-    `against` (the log folder of a finished run of the same config), each job's benchmark file there
-    gives its measured seconds beside the planned ones: the plan checked against the run."""
+    `against` (the log folder of a finished run of the same config, arelbo.core.layout.run_logs), each
+    job's benchmark file there gives its measured seconds beside the planned ones: the plan checked
+    against the run.
+    `max_threads`: the threads each job will run with when fewer than the row's `threads_per_job`
+    (Snakemake's --max-threads; make quick runs 1-thread jobs), its work slowed by `thread_slowdown`."""
     from arelbo.reporting.costs import benchmark_seconds
 
     costs = device_costs(kind)
+    threads = int(costs["threads_per_job"]) if max_threads is None else min(max_threads, int(costs["threads_per_job"]))
+    slowdown = thread_slowdown(costs, threads)
     per_rule: dict[str, dict] = {}
     for rule, wildcards, *rest in jobs:
         if rule == TARGET_RULE:
             continue
         resources = rest[1] if len(rest) > 1 else None  # a planned job's; else its rule's in the workflow
         c = job_cost(cfg, costs, rule, wildcards, gpu=None if resources is None else bool(resources.get("gpu")))
+        if c.seconds is not None:
+            c.seconds = c.fixed_seconds + (c.seconds - c.fixed_seconds) * slowdown
         row = per_rule.setdefault(
             rule,
             {
@@ -383,7 +399,8 @@ def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None) -> dict
         "kind": kind,
         "measured": costs.get("measured", ""),
         "projected": costs.get("projected"),
-        "threads_per_job": costs["threads_per_job"],
+        "threads_per_job": threads,
+        "measured_threads": int(costs["threads_per_job"]),
         "gpu_slots": costs.get("gpu_slots"),
         "rules": per_rule,
         "job_seconds": total,
@@ -392,12 +409,13 @@ def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None) -> dict
         "gpu_hours": gpu_s / 3600.0,
         "unmeasured_jobs": sum(r["unmeasured"] for r in per_rule.values()),
         "against": str(against) if against is not None else None,
+        "against_matched": sum(r["ran"] for r in per_rule.values()),
     }
 
 
 def wall_seconds(result: dict, cores: int) -> float:
     """Wall time with `cores` cores: the job-seconds over the jobs that fit at once (cores / the
-    threads a job was measured with, as Snakemake's --cores does); on a projected GPU kind also the
+    threads each job runs with, as Snakemake's --cores does); on a projected GPU kind also the
     GPU rules over the card's slots (profiles/gpu-workstation) and, as a floor, the time the GPU itself
     is busy — jobs can share a card's idle time, not its arithmetic."""
     slots = max(1, cores // int(result["threads_per_job"]))
@@ -451,7 +469,18 @@ def format_plan(result: dict, cores: int) -> str:
             f"NOT included: {result['unmeasured_jobs']} job(s) whose cost was never measured on "
             f"{result['kind']} — the total is a lower bound"
         )
-    if against:
+    if threads_per_job != result.get("measured_threads", threads_per_job):
+        lines.append(
+            f"jobs of {threads_per_job} thread(s), costs measured with {result['measured_threads']}: each "
+            "job's work scaled by the row's parallel_fraction (Amdahl), its start-up not"
+        )
+    if against and not result.get("against_matched"):
+        lines.append(
+            f"against {against}: NONE of this plan's jobs has a benchmark file there; pass the run's logdir "
+            "(the config's `logdir`, e.g. logs), which holds <config name>-<hash>/benchmarks/, with the "
+            "run's own config files (its outdir names the folder)"
+        )
+    elif against:
         ran = [r for r in result["rules"].values() if r["ran"]]
         n_ran, planned, measured = (sum(r[k] for r in ran) for k in ("ran", "ran_planned", "ran_seconds"))
         lines.append(
