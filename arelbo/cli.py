@@ -373,7 +373,8 @@ def cmd_plan(args) -> None:
         against = given if (given / "benchmarks").is_dir() else run_logs(given, cfg.name, cfg.outdir)
     jobs = planned_jobs(args.config or [])
     cores = args.cores or default_cores(args.device)
-    print(format_plan(plan(cfg, args.device, jobs, against=against, max_threads=args.max_threads), cores=cores))
+    result = plan(cfg, args.device, jobs, against=against, max_threads=args.max_threads, cores=cores)
+    print(format_plan(result, cores=cores))
 
 
 def cmd_costs(args) -> None:

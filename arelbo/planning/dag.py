@@ -42,6 +42,7 @@ class PlannedJob(NamedTuple):
     wildcards: dict[str, str]
     benchmark: str | None  # relative to the log folder (`<config name>/benchmarks/...`); None: none
     resources: dict[str, int]  # PLAN_RESOURCES the rule gives the job
+    threads: int = 1  # the threads the rule asks for (Snakemake lowers them to --cores / --max-threads)
 
     @property
     def gpu(self) -> bool:
@@ -145,7 +146,8 @@ def _build(config_files: Sequence[str], entries: Sequence[str], workdir: Path, r
         try:
             config = {**parse_config(list(entries)), "outdir": f"{tmp}/out", "logdir": str(logdir)}
             workflow_api = api.workflow(
-                resource_settings=ResourceSettings(cores=1),
+                # cores enough for every rule's own threads (Snakemake lowers a job's threads to --cores)
+                resource_settings=ResourceSettings(cores=256),
                 config_settings=ConfigSettings(config=config, configfiles=[Path(f) for f in config_files]),
                 snakefile=workdir / "Snakefile",
                 workdir=workdir,
@@ -168,6 +170,7 @@ def _build(config_files: Sequence[str], entries: Sequence[str], workdir: Path, r
                     "wildcards": dict(job.wildcards.items()),
                     "benchmark": str(Path(job.benchmark).relative_to(run_logs)) if job.benchmark else None,
                     "resources": _resources(job.resources),
+                    "threads": int(job.threads),
                 }
                 for layer in dag.toposorted()  # a job after the jobs it needs; within a layer, sorted
                 for job in sorted(layer, key=_job_key)

@@ -29,10 +29,15 @@ from arelbo.stages.data import OFFICIAL_SPLIT_SIZES
 TARGET_RULE = "all"
 
 
+# What the workflow's heavy rules ask for (`threads: 2`); a planned job carries its rule's own count,
+# a bare (rule, wildcards) tuple is taken to ask for this many.
+RULE_THREADS = 2
+
+
 def thread_slowdown(costs: dict, threads: int) -> float:
     """How much longer a job's work takes with `threads` torch threads than with the row's
     `threads_per_job` (what its costs were measured with): Amdahl's law with the row's measured
-    `parallel_fraction` p, (1 - p) + p * measured / threads. Start-up does not scale."""
+    `parallel_fraction` p, (1 - p) + p * measured / threads (below 1: faster). Start-up does not scale."""
     measured = int(costs["threads_per_job"])
     p = float(costs.get("parallel_fraction", 0.0))
     return (1 - p) + p * measured / threads
@@ -348,23 +353,39 @@ def planned_jobs(config_files: list[str], extra: list[str] = (), repo: Path | No
     return workflow_dag(config_files, extra, repo).jobs
 
 
-def plan(cfg, kind: str, jobs: list[tuple], against: Path | None = None, max_threads: int | None = None) -> dict:
+def plan(
+    cfg,
+    kind: str,
+    jobs: list[tuple],
+    against: Path | None = None,
+    max_threads: int | None = None,
+    cores: int | None = None,
+) -> dict:
     """Per rule: jobs, projected job-seconds (None where not measured); totals and GPU-hours. `jobs`:
     (rule, wildcards[, benchmark[, resources]]) each, as `planned_jobs` gives them. With
     `against` (the log folder of a finished run of the same config, arelbo.core.layout.run_logs), each
     job's benchmark file there gives its measured seconds beside the planned ones: the plan checked
     against the run.
-    `max_threads`: the threads each job will run with when fewer than the row's `threads_per_job`
-    (Snakemake's --max-threads; make quick runs 1-thread jobs), its work slowed by `thread_slowdown`."""
+    Each job runs with its rule's threads, at most `max_threads` (Snakemake's --max-threads; make quick
+    runs 1-thread jobs) and `cores` (as Snakemake's --cores lowers them); its work is scaled from the
+    row's `threads_per_job` by `thread_slowdown`."""
     from arelbo.reporting.costs import benchmark_seconds
 
     costs = device_costs(kind)
-    threads = int(costs["threads_per_job"]) if max_threads is None else min(max_threads, int(costs["threads_per_job"]))
-    slowdown = thread_slowdown(costs, threads)
+
+    def threads_of(job) -> int:
+        asked = job.threads if isinstance(job, PlannedJob) else RULE_THREADS
+        return max(1, min(asked, max_threads or asked, cores or asked))
+
+    # the wall time's slots: the threads of the jobs that do the work (a light job's are its own affair,
+    # e.g. prepare_dataset's decoding processes)
+    threads = max((threads_of(job) for job in jobs if job[0] not in LIGHT_RULES | {TARGET_RULE}), default=1)
     per_rule: dict[str, dict] = {}
-    for rule, wildcards, *rest in jobs:
+    for job in jobs:
+        rule, wildcards, *rest = job[:4]
         if rule == TARGET_RULE:
             continue
+        slowdown = thread_slowdown(costs, threads_of(job))
         resources = rest[1] if len(rest) > 1 else None  # a planned job's; else its rule's in the workflow
         c = job_cost(cfg, costs, rule, wildcards, gpu=None if resources is None else bool(resources.get("gpu")))
         if c.seconds is not None:
