@@ -6,6 +6,7 @@ commit in the matching .md). A change of the claims file makes the record stale,
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -46,3 +47,40 @@ def test_the_readme_says_what_make_quick_decided_as_its_recorded_run_did():
         f"{counts['undecided']} Section 3 trends"
     )
     assert expected in readme, expected
+
+
+# A measured quantity: a time, a rate, or a ratio of times ("2.5× as long"; not a shape such as 5×5 or
+# a claim's factor). A software's default ("30 s by default") is not a measurement.
+MEASUREMENT = re.compile(
+    r"(?<![\w.×])~?\d[\d,.]*\s?(?:s|min|h|ms|µs|job-hours|images/s|steps/s)\b(?! by default)"
+    r"|(?<![\w.×])\d+(?:\.\d+)?×\s(?:faster|slower|as long|as fast|longer|shorter)"
+)
+DATE = re.compile(r"20\d\d-\d\d-\d\d")
+# Where dated measurements live: a paragraph that cites one of these gives its numbers' provenance.
+MEASUREMENT_RECORDS = re.compile(
+    r"docs/engineering-notes\.md|engineering notes|docs/reproductions/|benchmarks/|tests/test_\w+\.py"
+)
+
+
+def _paragraphs(text: str):
+    """(section heading, paragraph) for every paragraph outside code blocks."""
+    for section in re.split(r"(?m)^(?=#{1,4} )", re.sub(r"(?ms)^```.*?^```", "", text)):
+        heading = section.splitlines()[0] if section.startswith("#") else ""
+        for paragraph in re.split(r"\n\s*\n", section):
+            yield heading, section, paragraph
+
+
+def test_every_measured_number_in_the_docs_says_when_it_was_measured():
+    """A time, rate or speed-up in the user documents is a dated measurement (a date in its paragraph,
+    or a citation of the engineering notes, a reproduction record, a benchmark or the test that checks
+    it); in the engineering
+    notes, whose sections are dated measurement records, a date in its section."""
+    undated = []
+    for document in [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]:
+        notes = document.name == "engineering-notes.md"
+        for heading, section, paragraph in _paragraphs(document.read_text(encoding="utf-8")):
+            found = MEASUREMENT.findall(paragraph)
+            context = section if notes else paragraph
+            if found and not DATE.search(context) and not (not notes and MEASUREMENT_RECORDS.search(paragraph)):
+                undated.append(f"{document.name} [{heading[:40]}] {found[:3]}: {paragraph[:80]!r}")
+    assert not undated, "\n".join(undated)
