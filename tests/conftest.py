@@ -62,10 +62,11 @@ def e2e_run(tmp_path_factory, ci_config):
 @pytest.fixture(scope="session")
 def batched_run(tmp_path_factory, ci_config):
     """The suite's run of config/ci.yaml's batched job layout with the example plugin, on MNIST
-    (tests/e2e_run.py). Not asserted here: the tests that read it need a finished one."""
+    (tests/e2e_run.py), in a folder whose name has a space and a non-ASCII letter: every path the
+    workflow hands a shell must survive it. Not asserted here: the tests that read it need a finished one."""
     from e2e_run import run_batched
 
-    return run_batched(tmp_path_factory.mktemp("batched_run"))
+    return run_batched(tmp_path_factory.mktemp("batched run ü"))
 
 
 @pytest.fixture

@@ -251,6 +251,7 @@ def test_the_example_plugin_runs_through_the_batched_layout_into_tables_1_3_4_5(
     failure = batched_run.failure()
     assert failure is None, failure
     out = batched_run.out / "results"
+    assert " " in str(out) and "ü" in str(out)  # the whole DAG ran under a folder users might name so
     t3 = pd.read_csv(out / "tables" / "table3_paper.csv", index_col=0, dtype=str, keep_default_na=False)
     assert list(t3.index) == ["vae", "ae", "beta_vae"] and t3.loc["beta_vae", "label"] == "beta-VAE (beta = 4)"
     assert t3.loc["beta_vae", "mnist/fid_gmmdiag"] not in ("", "–") and t3.loc["ae", "mnist/fid_prior"] == "–"
