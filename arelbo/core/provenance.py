@@ -27,8 +27,9 @@ PROVENANCE_COLUMNS = (
     "device_name",
     "torch",
     "cuda",
-    "threads",
-    "train_threads",
+    "precision",  # the arithmetic the value was computed in
+    "threads",  # torch's CPU threads of the job that computed the value
+    "train_threads",  # ... and of the training of its model
 )
 
 

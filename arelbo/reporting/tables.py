@@ -31,6 +31,7 @@ import pandas as pd
 
 from arelbo.core import registry
 from arelbo.core.layout import reference_file
+from arelbo.core.provenance import PROVENANCE_COLUMNS
 from arelbo.core.runtime import atomic_write_bytes
 
 # The rows of Tables 3 and 4 (the paper's 13 in its order, then plugins'), their labels, and the
@@ -61,16 +62,7 @@ EXTRA_COLUMNS = (
     "n_images",
     "reduced",
     "reduced_because",  # the settings below the paper's (arelbo.core.config.reduced_because)
-    "dirty",
-    "config_hash",
-    "data_hash",
-    "device",
-    "device_name",
-    "torch",
-    "cuda",
-    "precision",
-    "threads",  # torch's CPU threads of the job that computed the value
-    "train_threads",  # ... and of the training of its model
+    *(c for c in PROVENANCE_COLUMNS if c not in TIDY_COLUMNS),
 )
 KID_SCALE = 1e3  # KID is shown ×10³, as is customary
 DASH = "–"
