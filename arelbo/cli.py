@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from arelbo.core import layout, registry
+from arelbo.core import allocator, layout, registry
 from arelbo.core.errors import ArelboError, UsageError
 
 log = logging.getLogger("arelbo")
@@ -755,6 +755,8 @@ def _preload_plugins(argv: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # before anything imports torch: every allocation of the job is served by the kept heap
+    allocator.configure()
     try:
         _preload_plugins(argv)
     except ArelboError as exc:  # a plugin that fails to load: before any command is known

@@ -21,6 +21,12 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     _cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cpus // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
+# The suite's own processes run with the allocator the `arelbo` command sets up (its subprocesses
+# set it themselves): tests that train in-process then run as fast as the jobs they stand for.
+from arelbo.core import allocator  # noqa: E402
+
+allocator.configure()
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

@@ -19,7 +19,7 @@ import yaml
 from test_train import REPO, _overlay, _Tiny, _tiny_data, _tiny_loss, _train_cmd
 
 from arelbo.core.config import CheckpointPolicy
-from arelbo.stages.train import CHECKPOINT, LOG, MODEL, TrainSpec, fit, fit_batched
+from arelbo.stages.train import CHECKPOINT, LOG, MODEL, TIME_COLUMNS, TrainSpec, fit, fit_batched
 
 # The paper config's cadence (config/config.yaml `train.checkpoint`): no periodic checkpoint in a short run
 PAPER_CADENCE = CheckpointPolicy(every_epochs=10, every_minutes=10)
@@ -53,7 +53,7 @@ def _fit_tiny(out: Path, loss_fn=_tiny_loss, epochs: int = 4) -> Path:
 
 
 def _log_without_seconds(path: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(path.open())]
+    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in csv.DictReader(path.open())]
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,7 @@ def device_info(device) -> dict:
 
     import torch
 
+    from arelbo.core import allocator
     from arelbo.core.precision import current_precision
 
     device = torch.device(device)
@@ -143,6 +144,8 @@ def device_info(device) -> dict:
         # torch's intra-op CPU threads: they change how CPU sums are split, hence the last bits of a
         # result (a GPU job still runs its CPU-side steps with them)
         "threads": torch.get_num_threads(),
+        # where host memory comes from (arelbo.core.allocator): not the arithmetic, but the speed
+        "allocator": allocator.describe(),
     }
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
@@ -167,7 +170,7 @@ def describe_device(info: dict) -> str:
         extra = f", {info.get('threads')} threads"
     return (
         f"{info['device']} ({info['device_name']}) on {info['host']}: torch {info['torch']}, "
-        f"CUDA {info['cuda'] or 'none (CPU build)'}{extra}"
+        f"CUDA {info['cuda'] or 'none (CPU build)'}{extra}; allocator: {info.get('allocator', 'not recorded')}"
     )
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import io
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -142,6 +143,27 @@ def load_model_meta(model_file: Path) -> dict:
     if not isinstance(meta, dict) or "state_dict" not in meta:
         raise UnreadableFile(model_file, "is not a model.pt written by arelbo (no state_dict)", MODEL_FIX)
     return meta
+
+
+# The log's columns that measure time, not training: they differ between two runs of one training
+TIME_COLUMNS = ("seconds", "cpu_user_s", "cpu_system_s")
+
+
+class EpochClock:
+    """An epoch's wall seconds and its process's CPU seconds in user code and in the kernel, for its
+    log row. The kernel's share is where an allocator that faults on every step shows
+    (arelbo.core.allocator); the CPU seconds count every thread of the process."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), os.times()
+
+    def times(self) -> dict[str, float]:
+        now = os.times()
+        return {
+            "seconds": round(time.perf_counter() - self.wall, 3),
+            "cpu_user_s": round(now.user - self.cpu.user, 3),
+            "cpu_system_s": round(now.system - self.cpu.system, 3),
+        }
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -451,7 +473,7 @@ def _fit(
     with stop_on_signals() as stop:
         try:
             for epoch in range(start_epoch, spec.epochs + 1):
-                started = time.perf_counter()
+                clock = EpochClock()
                 lr = optimizer.param_groups[0]["lr"]
                 try:
                     train_terms = run_epoch(
@@ -484,8 +506,7 @@ def _fit(
                         "epoch": epoch,
                         "state": {k: v.detach().clone() for k, v in net.state_dict().items()},
                     }
-                seconds = round(time.perf_counter() - started, 3)
-                row = {"epoch": epoch, "lr": lr, "seconds": seconds, "threads": torch.get_num_threads()}
+                row = {"epoch": epoch, "lr": lr, **clock.times(), "threads": torch.get_num_threads()}
                 row.update({f"train_{k}": v for k, v in train_terms.items()})
                 row.update({f"val_{k}": v for k, v in val_terms.items()})
                 row["best"] = int(improved)
@@ -624,7 +645,7 @@ def _fit_batched(
     with stop_on_signals() as stop:
         try:
             for epoch in range(start_epoch, spec0.epochs + 1):
-                started = time.perf_counter()
+                clock = EpochClock()
                 lr = optimizer.param_groups[0]["lr"]
                 try:
                     train_terms = run_epoch(
@@ -653,10 +674,11 @@ def _fit_batched(
                     epoch=epoch,
                     names=names,
                 )
-                seconds, threads = round(time.perf_counter() - started, 3), torch.get_num_threads()
+                times, threads = clock.times(), torch.get_num_threads()
+                seconds = times["seconds"]
                 for k in range(k_models):
-                    # `seconds` is the whole batched epoch (all K models), as `batched` says
-                    row = {"epoch": epoch, "lr": lr, "seconds": seconds, "threads": threads, "batched": k_models}
+                    # the times are of the whole batched epoch (all K models), as `batched` says
+                    row = {"epoch": epoch, "lr": lr, **times, "threads": threads, "batched": k_models}
                     row.update({f"train_{name}": values[k] for name, values in train_terms.items()})
                     row.update({f"val_{name}": values[k] for name, values in val_terms.items()})
                     row["best"] = 1
