@@ -7,6 +7,12 @@ from collections.abc import Callable
 
 import torch
 
+from arelbo.core import allocator
+
+# Time the work as a job runs it: with the allocator the `arelbo` command sets up (ARELBO_MALLOC=system
+# in the environment times glibc's defaults instead)
+allocator.configure()
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
