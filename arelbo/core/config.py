@@ -198,6 +198,23 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class Choices:
+    """The switches of the choices the paper leaves open (config `choices:`; each one's paper words,
+    default and alternatives: arelbo.core.open_choices). They apply to the Table 3/4 trainings."""
+
+    data: str
+    mnist_output: str
+    init: str
+    batchnorm: str
+    adam_epsilon: float
+    lr_warmup_epochs: int
+
+    def net_options(self) -> dict:
+        """What the network's construction takes from them (arelbo.models.nets.NetConfig)."""
+        return {"output": self.mnist_output, "init": self.init, "batchnorm": self.batchnorm}
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     outdir: str
@@ -218,6 +235,7 @@ class Config:
     cuda_deterministic: bool
     keep_checkpoints: bool
     cluster: ClusterConfig
+    choices: Choices
     plugins: tuple[str, ...] = ()  # modules registering models and estimators (arelbo.core.registry)
     # why `reduced` is true (derived by from_dict: `reduced_because`); () when the paper's protocol
     reduced_because: tuple[str, ...] = ()
@@ -329,7 +347,7 @@ def read_yaml(path: str | Path) -> dict:
 def load_schema() -> dict:
     """The config schema with arelbo.core.registry's id lists and hyper-parameters, and the
     precisions of arelbo.core.precision, filled in (the plugins loaded so far included)."""
-    from arelbo.core import registry
+    from arelbo.core import open_choices, registry
     from arelbo.core.precision import PRECISIONS
 
     with open(clone_file(SCHEMA_PATH)) as f:
@@ -343,6 +361,9 @@ def load_schema() -> dict:
     def closed(properties: dict) -> dict:
         return {"type": "object", "additionalProperties": False, "properties": properties}
 
+    for name, switch in schema["properties"]["choices"]["properties"].items():
+        if "enum" in switch:
+            switch["enum"] = open_choices.enum(name)
     schema["properties"]["hparams"]["properties"] = {
         m: closed({d: closed(entry.hparam_properties()) for d in registry.DATASETS})
         for m, entry in registry.MODELS.items()

@@ -8,6 +8,7 @@ the size exactly), with PyTorch's default bias and initialisation everywhere, as
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -112,18 +113,47 @@ ARCHITECTURES = {
 }
 
 
+OUTPUTS = {"sigmoid": nn.Sigmoid, "linear": nn.Identity}
+INITS = ("pytorch", "keras", "normal002")
+# BatchNorm (momentum in PyTorch's convention: the weight of the new batch; Keras' 0.99 is 0.01 here, eps)
+BATCHNORMS = {"pytorch": (0.1, 1e-5), "keras": (0.01, 1e-3)}
+
+
+def initialise(module: nn.Module, init: str) -> None:
+    """Re-initialise every Linear and (transposed) convolution of `module` by the `init` choice;
+    "pytorch" leaves PyTorch's own initialisation (and the RNG stream) untouched."""
+    if init == "pytorch":
+        return
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            if init == "keras":
+                nn.init.xavier_uniform_(layer.weight)  # Glorot-uniform: symmetric in fan-in and fan-out
+            else:
+                nn.init.normal_(layer.weight, 0.0, 0.02)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
 @dataclass(frozen=True)
 class NetConfig:
     dataset: str
     latent_dim: int
     stochastic: bool  # encoder head gives (mu, log sigma^2) rather than mu only
     decoder_variance: str | None  # None (no variance output) or one of Table 2's four models
+    # Open choices (config `choices`, arelbo.core.open_choices): MNIST's mean activation, the layers'
+    # initialisation and BatchNorm's settings; the defaults are arelbo's protocol
+    output: str = "sigmoid"  # sigmoid | linear (MNIST; CelebA's mean has no activation either way)
+    init: str = "pytorch"  # pytorch | keras | normal002
+    batchnorm: str = "pytorch"  # pytorch | keras
 
     def __post_init__(self):
         if self.dataset not in ARCHITECTURES:
             raise ValueError(f"unknown dataset {self.dataset!r}; known: {sorted(ARCHITECTURES)}")
         if self.decoder_variance not in DECODER_VARIANCES:
             raise ValueError(f"unknown decoder_variance {self.decoder_variance!r}; known: {DECODER_VARIANCES}")
+        for name, known in (("output", OUTPUTS), ("init", INITS), ("batchnorm", BATCHNORMS)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; known: {', '.join(known)}")
 
 
 class Forward(NamedTuple):
@@ -153,7 +183,13 @@ class VAE(nn.Module):
         self.decoder, hidden = arch.decoder(config.latent_dim)
         per_pixel = config.decoder_variance == "diag_d"
         self.output = _deconv(hidden, channels * (2 if per_pixel else 1), stride=arch.output_stride)
-        self.mean_activation = arch.mean_activation()
+        activation = OUTPUTS[config.output] if arch.mean_activation is nn.Sigmoid else arch.mean_activation
+        self.mean_activation = activation()
+        initialise(self, config.init)  # before the variance outputs' zeros below, which every choice keeps
+        momentum, eps = BATCHNORMS[config.batchnorm]
+        for layer in self.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.momentum, layer.eps = momentum, eps
 
         self.x_logvar = None  # iso_i / diag_i: a parameter, independent of z
         self.x_logvar_head = None  # iso_d: one log sigma_x^2(z) per image
@@ -231,11 +267,12 @@ def net_config(entry: ModelEntry, dataset: str) -> NetConfig:
     return NetConfig(dataset, ARCHITECTURES[dataset].latent_dim, entry.stochastic, entry.decoder_variance)
 
 
-def build_net(model_id: str, dataset: str) -> VAE:
-    """The network a model of docs/design.md §4 (or a plugin's) trains on `dataset` (d_z: mnist 16, celeba 64)."""
+def build_net(model_id: str, dataset: str, **choices) -> VAE:
+    """The network a model of docs/design.md §4 (or a plugin's) trains on `dataset` (d_z: mnist 16,
+    celeba 64); `choices` (output, init, batchnorm: NetConfig's open choices) override the defaults."""
     if model_id not in MODELS:
         raise ValueError(f"unknown model {model_id!r}; known: {', '.join(MODELS)}")
-    return VAE(net_config(MODELS[model_id], dataset))
+    return VAE(dataclasses.replace(net_config(MODELS[model_id], dataset), **choices))
 
 
 class AppendixDAutoencoder(nn.Module):

@@ -27,20 +27,34 @@ class Batches:
 
     images: torch.Tensor  # uint8 N×C×H×W images or float N×D rows, already on the training device
     batch_size: int
+    # uint8 images become (pixel + u)/256, u ~ U[0, 1) drawn per batch from the pass's generator (the
+    # global RNG when the pass has none: validation, which seeds it) instead of pixel/255: the open
+    # choice `choices.data` (arelbo.core.open_choices)
+    dequantize: bool = False
 
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
 
     def epoch(self, generator: torch.Generator | None, first_step: int = 0):
         """The pass's batches in the generator's order, from batch `first_step` on (a resumed pass
-        draws the whole order, then skips the batches it already trained on)."""
+        draws the whole order, and the skipped batches' noise, then skips the batches it already
+        trained on)."""
         n = len(self.images)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         order = order.to(self.images.device)
         to_float = self.images.dtype == torch.uint8
-        for start in range(first_step * self.batch_size, n, self.batch_size):
-            batch = self.images[order[start : start + self.batch_size]]
-            yield batch.float().div_(255.0) if to_float else batch
+        dequantize = self.dequantize and to_float
+        for step, start in enumerate(range(0, n, self.batch_size)):
+            index = order[start : start + self.batch_size]
+            if dequantize:
+                noise = torch.rand((len(index), *self.images.shape[1:]), generator=generator)
+            if step < first_step:
+                continue
+            batch = self.images[index]
+            if dequantize:
+                yield batch.float().add_(noise.to(batch.device)).div_(256.0)
+            else:
+                yield batch.float().div_(255.0) if to_float else batch
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -104,6 +118,7 @@ def run_epoch(
     names: list[str] | None = None,
     stop: Callable[[], bool] | None = None,
     resume: dict | None = None,
+    lr_at_step: Callable[[int], float] | None = None,
 ) -> dict[str, float]:
     """One pass; returns the batch-averaged loss and terms. Trains when an optimizer is given.
 
@@ -116,7 +131,8 @@ def run_epoch(
     step); their finiteness is checked every FINITE_CHECK_EVERY steps and at the end of the pass.
     With K stacked models (`names`, one per model) `loss_fn` returns K losses and K-vectors of
     terms; their sum is minimised (the models share no parameter, so each gets its own gradient)
-    and each value returned is a list of K floats."""
+    and each value returned is a list of K floats. `lr_at_step(step)`, where given, sets the learning
+    rate of every parameter group before that step's update (a warm-up)."""
     from tqdm import tqdm
 
     training = optimizer is not None
@@ -153,6 +169,9 @@ def run_epoch(
         if training:
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
+            if lr_at_step is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at_step(step)
             optimizer.step()
         steps += 1
         if steps % FINITE_CHECK_EVERY == 0:

@@ -68,6 +68,29 @@ class TrainSpec:
     keep: str = "best_val"  # or "last"
     # arelbo.core.precision.PRECISIONS: part of the resume key, it changes the arithmetic
     precision: str = "fp32"
+    # Open choices (config `choices`, arelbo.core.open_choices): how images are scaled, Adam's ε, and a
+    # linear learning-rate warm-up over the first `warmup_epochs` epochs (0: none)
+    data: str = "unit"
+    adam_epsilon: float = 1e-8
+    warmup_epochs: int = 0
+
+    def optimizer(self, parameters) -> torch.optim.Optimizer:
+        return torch.optim.Adam(parameters, lr=self.lr, eps=self.adam_epsilon)
+
+    def batches(self, images: torch.Tensor, device: torch.device) -> Batches:
+        return Batches(images.to(device), self.batch_size, dequantize=self.data == "dequantized")
+
+    def warming_up(self, epoch: int) -> bool:
+        return epoch <= self.warmup_epochs
+
+    def warmup_lr(self, epoch: int, steps_per_epoch: int) -> Callable[[int], float] | None:
+        """The learning rate of each step of `epoch` during the warm-up: rising linearly from lr/N to
+        lr over the warm-up's N steps; None after it (the optimiser's own, which the plateau lowers)."""
+        if not self.warming_up(epoch):
+            return None
+        total = self.warmup_epochs * steps_per_epoch
+        done = (epoch - 1) * steps_per_epoch
+        return lambda step: self.lr * (done + step + 1) / total
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -433,10 +456,9 @@ def _fit(
         # cuDNN's NHWC kernels (tensor cores; the CelebA net's 1024-channel convolutions) — the same
         # network and weights, only the memory layout of its 4-D tensors changes
         net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    optimizer = spec.optimizer(net.parameters())
     scheduler = SignSymmetricPlateau(optimizer, factor=spec.plateau_factor, patience=spec.plateau_patience)
-    train_batches = Batches(train_images.to(device), spec.batch_size)
-    val_batches = Batches(val_images.to(device), spec.batch_size)
+    train_batches, val_batches = spec.batches(train_images, device), spec.batches(val_images, device)
     rows: list[dict] = []
     best = {"val_loss": math.inf, "epoch": 0, "state": None}
     start_epoch = 1
@@ -487,6 +509,7 @@ def _fit(
                         progress=progress,
                         stop=stop,
                         resume=partial if epoch == start_epoch else None,
+                        lr_at_step=spec.warmup_lr(epoch, len(train_batches)),
                     )
                 except EpochStopped as stopped:
                     # Between two steps, not at the epoch's end: a CPU epoch can outlast SLURM's grace
@@ -497,7 +520,7 @@ def _fit(
                 val_terms = _validate(
                     net, val_batches, loss_fn, seed=spec.seed, device=device, where=where, epoch=epoch
                 )
-                if spec.lr_plateau:
+                if spec.lr_plateau and not spec.warming_up(epoch):
                     scheduler.step(val_terms["loss"])
                 improved = val_terms["loss"] < best["val_loss"] or spec.keep == "last"
                 if improved:
@@ -607,9 +630,8 @@ def _fit_batched(
     seed_everything(spec0.seed)
     net = StackedModels(models).to(device)
     per_model = per_model.to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=spec0.lr)
-    train_batches = Batches(train_images.to(device), spec0.batch_size)
-    val_batches = Batches(val_images.to(device), spec0.batch_size)
+    optimizer = spec0.optimizer(net.parameters())
+    train_batches, val_batches = spec0.batches(train_images, device), spec0.batches(val_images, device)
 
     def batched_loss(stacked, x):
         return stacked.apply(loss_fn, per_model, x)
@@ -660,6 +682,7 @@ def _fit_batched(
                         names=names,
                         stop=stop,
                         resume=partial if epoch == start_epoch else None,
+                        lr_at_step=spec0.warmup_lr(epoch, len(train_batches)),
                     )
                 except EpochStopped as stopped:
                     state = resume_state(epoch - 1, {"epoch": epoch, **stopped.state})
@@ -798,9 +821,12 @@ def train_model(cfg, dataset: str, model_id: str, seed: int, out_dir: Path, *, p
         plateau_patience=cfg.train.lr_plateau.patience,
         hparams=hparams,
         precision=precision,
+        data=cfg.choices.data,
+        adam_epsilon=cfg.choices.adam_epsilon,
+        warmup_epochs=cfg.choices.lr_warmup_epochs,
     )
     seed_everything(seed)  # network initialisation
-    net = build_net(model_id, dataset)
+    net = build_net(model_id, dataset, **cfg.choices.net_options())
     return fit(
         net,
         spec,

@@ -24,6 +24,7 @@ rule train:
             "train.{dataset}",
             "train.lr_plateau",
             "hparams.{model}.{dataset}",
+            "choices",
             *split_keys("{dataset}", "train", "val"),
         ),
         outdir=lambda wc, output: str(Path(output.model).parent),
