@@ -716,15 +716,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _ConfigfileOnce(argparse.Action):
+    """`--configfile A B` as Snakemake reads it. Snakemake keeps only the last of several `--configfile`
+    flags (`--configfile A --configfile B` reads B alone), so a second flag is refused with the one
+    spelling both tools read alike, rather than merged here and dropped there."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = list(getattr(namespace, "configfile_flag", None) or [])
+        if given:
+            files = " ".join(str(v) for v in [*given, *values])
+            parser.error(
+                f"--configfile is given more than once; snakemake would read only the last one's files "
+                f"({' '.join(values)}), so the workflow and this command would not agree. Give every file "
+                f"after one flag, in order: --configfile {files}"
+            )
+        namespace.configfile_flag = list(values)
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), *values])
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """`--configfile A B ...` (Snakemake's spelling, so one command line works in both tools) and
-    `--config A --config B`: every file lands in `args.config`, merged over config/config.yaml in the
-    order given."""
+    """`--configfile A B ...` (Snakemake's spelling, so one command line means one config in both
+    tools; given once, as Snakemake reads only the last flag) and `--config A --config B`: every file
+    lands in `args.config`, merged over config/config.yaml in the order given."""
     group = parser.add_argument_group("configuration")
     group.add_argument(
         "--configfile",
         dest="config",
-        action="extend",
+        action=_ConfigfileOnce,
         nargs="+",
         metavar="FILE",
         help="YAML overlay(s) merged over config/config.yaml, in order (as snakemake --configfile A B)",

@@ -185,3 +185,18 @@ def test_the_snakefile_finds_its_base_config_from_another_directory(tmp_path):
         cwd=tmp_path,
     )
     assert dry.returncode == 0, (dry.stderr + dry.stdout)[-3000:]
+
+
+def test_a_second_configfile_flag_is_refused_where_snakemake_would_drop_the_first(tmp_path):
+    """`--configfile A --configfile B`: Snakemake reads B alone; arelbo refuses, naming the spelling
+    both read alike, instead of merging a config the workflow would never run."""
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text(yaml.safe_dump({"outdir": str(tmp_path / "from-first")}))
+    second.write_text(yaml.safe_dump({"name": "second"}))
+    dry = run("-m", "snakemake", "-n", "--cores", "1", "--configfile", str(first), "--configfile", str(second))
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "from-first" not in dry.stdout + dry.stderr  # the premise: Snakemake dropped the first file
+    refused = run("-m", "arelbo", "config", "--configfile", str(first), "--configfile", str(second))
+    assert_one_clear_error(refused, "--configfile is given more than once", f"--configfile {first} {second}")
+    both = run("-m", "arelbo", "config", "--configfile", str(first), str(second))
+    assert both.returncode == 0 and "from-first" in both.stdout and "name: second" in both.stdout
