@@ -8,8 +8,8 @@
 #   bash gpu/bundle.sh --pack DIR [--piece-size 58M] [--out .gpu-bundle]   (pack a payload folder as is)
 #
 # Writes <out>/part-NN/bundle.tgz.NN and SHA256SUMS (the pieces' sha256, in every part folder).
-# --python-version is the target's Python (the device tool's nvidia-h200 image: 3.12); --piece-size
-# is split(1)'s size (58M: one piece and the repository fit the 64 MiB of one device-tool call).
+# --python-version is the target's Python (NVIDIA's current PyTorch images: 3.12); --piece-size
+# is split(1)'s size (58M: one piece and the repository fit in 64 MiB, for a node reached a little at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -86,4 +86,4 @@ cp resources/inception/*.pth "$payload/resources/inception/"
 
 # 3. manifest, one archive, pieces
 pack
-echo "$(ls "$payload/wheels" | wc -l) wheels for Python $PYVER; carry one part per call, then run the check: docs/gpu-check.md"
+echo "$(ls "$payload/wheels" | wc -l) wheels for Python $PYVER; carry the parts to the GPU node, then run the check: docs/gpu-check.md"

@@ -7,7 +7,7 @@
 #   bash gpu/check.sh tables   MNIST Tables 3 + 4 at paper sizes (config/gpu-check.yaml), timed per job
 #   bash gpu/check.sh all      setup, tests, tables
 #
-# Each step appends to $OUT/record.md (OUT: the device tool's output folder, else ./gpu-check-out):
+# Each step appends to $OUT/record.md (OUT: a folder you bring back from the node, default ./gpu-check-out):
 # the date, machine, versions, what ran, how long, and the tables — to be copied to
 # docs/reproductions/. The bundle comes from `make gpu-bundle` on a machine with PyPI; its parts can
 # arrive in separate calls, since the staging folder outlives a call while the machine is kept.
@@ -21,12 +21,12 @@ SITE=$STAGE/site
 PY=${PYTHON:-python3}
 OUT=${OUT:-$PWD/gpu-check-out}
 RECORD=$OUT/record.md
-# Time limits (seconds) sized so that the check fits one 15-minute device slot with its start-up
-# (docs/gpu-check.md, "Fitting a 15-minute slot"; tests/test_gpu_bundle.py adds them up)
+# Time limits (seconds) sized so that the check fits 15 minutes on a GPU node you have for a short time,
+# its start-up included (docs/gpu-check.md, "Fitting 15 minutes"; tests/test_gpu_bundle.py adds them up)
 TESTS_BUDGET=${ARELBO_GPU_TESTS_BUDGET:-240}     # the tests step: GPU tests, TF32 against FP32, benchmarks
 TABLES_TIMEOUT=${ARELBO_GPU_TABLES_TIMEOUT:-210}  # the tables step's DAG
 PLAN_TIMEOUT=45                                   # the tables step's projection against what ran
-LOGS=$STAGE/logs   # each step's full output; $OUT gets record.md, costs.csv and logs.tgz (the tool returns 8 files at most)
+LOGS=$STAGE/logs   # each step's full output; $OUT gets record.md, costs.csv and logs.tgz: few files, easy to carry back
 mkdir -p "$OUT" "$LOGS"
 
 die() { echo "gpu/check.sh: $*" >&2; echo "**stopped:** $*" >> "$RECORD"; exit 2; }
@@ -89,8 +89,8 @@ describe() {
 }
 
 # What matters most runs first; each step gets at most its own limit and what is left of the step's
-# budget (TESTS_BUDGET), so that the whole check fits one device slot (docs/gpu-check.md,
-# "Fitting a 15-minute slot"). A step with under 20 s left is recorded as skipped, not started.
+# budget (TESTS_BUDGET), so that the whole check fits 15 minutes (docs/gpu-check.md,
+# "Fitting 15 minutes"). A step with under 20 s left is recorded as skipped, not started.
 TESTS_STEPS=(
   "pytest-gpu 150 $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py"
   "bench-tf32_precision 90 $PY benchmarks/tf32_precision.py --config config/gpu-check.yaml --epoch-images 55000"

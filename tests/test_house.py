@@ -11,6 +11,24 @@ REPO = Path(__file__).resolve().parents[1]
 # Built from pieces so that this file does not match itself.
 INTERNAL_SPEC = re.compile(r"\b" + "SP" + r"EC\b")
 ISSUE_NUMBER = re.compile(r"\b" + "iss" + r"ues? ?#?\d+", re.IGNORECASE)
+# Words about the circumstances the project was built in (a machine on loan, a timed window on it, other
+# processes of its builders, rounds of work) rather than a user's: a user has a GPU node for a short
+# time, without internet. Built from pieces, as above.
+HOW_IT_WAS_BUILT = re.compile(
+    "|".join(
+        (
+            r"\b" + "lea" + r"se\b",
+            r"\b" + "le" + r"nt\b",
+            "device" + " tool",
+            "device" + " slot",
+            r"minute " + "slot",
+            "other " + "agents",
+            r"(previous|earlier|this) " + "ses" + r"sion\b",
+            "the " + "iss" + "ue's",
+        )
+    ),
+    re.IGNORECASE,
+)
 
 
 def _tracked_text_files() -> list[Path]:
@@ -39,7 +57,14 @@ def test_no_tracked_file_cites_a_document_users_cannot_open():
     assert not _hits(ISSUE_NUMBER, files), "say what and why instead:\n" + "\n".join(_hits(ISSUE_NUMBER, files))
 
 
+def test_the_project_speaks_of_the_project_not_of_how_it_was_built():
+    hits = [hit for hit in _hits(HOW_IT_WAS_BUILT, _tracked_text_files()) if not hit.startswith("requirements.lock")]
+    assert not hits, "say what a user has (a GPU node for a short time, without internet):\n" + "\n".join(hits)
+
+
 def test_the_citation_checks_see_a_citation():
+    assert HOW_IT_WAS_BUILT.search("one " + "lea" + "se of 10 minutes") and HOW_IT_WAS_BUILT.search("a GPU " + "le" + "nt")
+    assert not HOW_IT_WAS_BUILT.search("please release the node; silent failures")
     assert INTERNAL_SPEC.search("as " + "SP" + "EC §3 says") and not INTERNAL_SPEC.search("SPECIAL spectrum")
     assert ISSUE_NUMBER.search("(" + "iss" + "ue 14)") and ISSUE_NUMBER.search("Iss" + "ues #3")
     assert not ISSUE_NUMBER.search("an issue with 3 files")
