@@ -240,7 +240,7 @@ def test_the_example_plugin_runs_through_the_batched_layout_into_tables_1_3_4_5(
     scored with the paper's estimators and its own, and both land in Tables 3 and 4.
 
     The run (tests/e2e_run.py, fixture `batched_run`) is also the suite's end-to-end run of the
-    batched job layout that config/ci.yaml, `make quick` and the GPU check use (the paper config's
+    batched job layout that config/ci.yaml and the GPU check use (the paper config's
     per-cell layout: fixture `e2e_run`): one sample-and-score job per model, one second-stage job for
     the dataset's models, one training job per Section 3 group, each under its own log folder and
     cost row. Until 2026-12-07 a run of config/ci.yaml of its own covered that layout, with CelebA;
