@@ -475,3 +475,30 @@ def test_a_killed_table_job_reruns_to_identical_files(tmp_path):
     for name in names:
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
     assert not _strays(tmp_path / "killed")
+
+
+def test_a_write_over_the_file_size_limit_names_the_file_the_error_and_the_fix(tmp_path):
+    """A job whose output hits a file-size limit (ulimit -f) ends in one line naming the file, the
+    limit and the fix, with a non-zero exit; nothing partial is left beside it."""
+    import resource
+
+    from test_train import REPO, _overlay, _train_cmd
+
+    overlay = _overlay(tmp_path, lr=1e-3, epochs=1, batch_size=64)
+    settings = yaml.safe_load(overlay.read_text())
+    settings["data"] = {"mnist": {"limit": {"train": 128, "val": 64}}}
+    overlay.write_text(yaml.safe_dump(settings))
+    out = tmp_path / "out"
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    result = subprocess.run(
+        _train_cmd(overlay, out), cwd=REPO, capture_output=True, text=True, preexec_fn=limit_file_size, check=False
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("arelbo train: error: cannot write ") and "model.pt: file too large" in last, last
+    assert "65536 bytes (ulimit -f)" in last and "lift the file-size limit" in last
+    assert not (out / "model.pt").exists() and not [p for p in out.iterdir() if p.name.startswith(".model.pt.")]

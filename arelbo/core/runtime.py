@@ -214,6 +214,29 @@ class NotWritable(ArelboError, OSError):
         )
 
 
+class WriteFailed(ArelboError, OSError):
+    """Any other write of an output that failed: which file, the error, and what to do, in one line."""
+
+    def __init__(self, final: Path, cause: BaseException):
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        code = getattr(cause, "errno", None)
+        if code == errno.EFBIG or (limit != resource.RLIM_INFINITY and isinstance(cause, RuntimeError)):
+            why = f"file too large: this process may write files of at most {limit} bytes (ulimit -f)"
+            fix = "raise or lift the file-size limit (ulimit -f unlimited, or your job scheduler's), and re-run"
+        else:
+            why = f"{type(cause).__name__}: {getattr(cause, 'strerror', None) or str(cause)[:160]}"
+            fix = "check the disk and its folder, and re-run"
+        super().__init__(
+            code or errno.EIO,
+            f"cannot write {final}: {why}. Nothing was written there; {fix}: finished outputs are kept.",
+        )
+
+    def __str__(self) -> str:  # the sentence alone, without OSError's "[Errno N]"
+        return self.strerror
+
+
 # torch.save reports a full disk as a RuntimeError from its zip writer ("unexpected pos",
 # "file write failed"), not as ENOSPC; those are read as out-of-space only when the disk is nearly full.
 _WRITE_FAILURES = ("unexpected pos", "file write failed", "write failed", "No space left")
@@ -233,6 +256,13 @@ def _out_of_space(exc: BaseException, folder: Path) -> bool:
         except OSError:
             return False
     return False
+
+
+def _write_failure(exc: BaseException, tmp: Path) -> bool:
+    """Whether `exc`, raised inside an `atomic_path` block, is the temporary's write failing."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.EFBIG, errno.EIO) or exc.filename in (str(tmp), tmp)
+    return any(failure in str(exc) for failure in _WRITE_FAILURES)
 
 
 def _temp_prefix(final: Path) -> str:
@@ -281,8 +311,13 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
         yield tmp_path
         os.replace(tmp_path, final)
     except (OSError, RuntimeError) as exc:
+        if isinstance(exc, ArelboError):
+            raise
         if _out_of_space(exc, final.parent):
             raise OutOfSpace(final, exc) from exc
+        if _write_failure(exc, tmp_path):
+            # the write of `final` failed (a file-size limit, an I/O error), not the work before it
+            raise WriteFailed(final, exc) from exc
         raise
     finally:
         if tmp_path.exists():
