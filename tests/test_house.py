@@ -63,7 +63,8 @@ def test_the_project_speaks_of_the_project_not_of_how_it_was_built():
 
 
 def test_the_citation_checks_see_a_citation():
-    assert HOW_IT_WAS_BUILT.search("one " + "lea" + "se of 10 minutes") and HOW_IT_WAS_BUILT.search("a GPU " + "le" + "nt")
+    assert HOW_IT_WAS_BUILT.search("one " + "lea" + "se of 10 minutes")
+    assert HOW_IT_WAS_BUILT.search("a GPU " + "le" + "nt")
     assert not HOW_IT_WAS_BUILT.search("please release the node; silent failures")
     assert INTERNAL_SPEC.search("as " + "SP" + "EC §3 says") and not INTERNAL_SPEC.search("SPECIAL spectrum")
     assert ISSUE_NUMBER.search("(" + "iss" + "ue 14)") and ISSUE_NUMBER.search("Iss" + "ues #3")

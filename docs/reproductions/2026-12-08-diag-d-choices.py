@@ -146,7 +146,7 @@ def _laplace(shape, generator):
 
 
 def table(out: Path) -> None:
-    print("| variant | seed | test MSE | KL (nats) | Diag-D objective | best epoch | collapsed | within 2× of the paper |")
+    print("| variant | seed | test MSE | KL (nats) | Diag-D objective | best epoch | collapsed | within 2× of paper |")
     print("|---|---|---|---|---|---|---|---|")
     for path in sorted(out.glob("*/seed*/result.json"), key=lambda p: (list(VARIANTS).index(p.parts[-3]), p)):
         r = json.loads(path.read_text())
