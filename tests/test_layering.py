@@ -1,4 +1,4 @@
-"""The package's layout is its architecture (docs/design.md §11), checked rather than promised:
+"""The package's layout is its architecture (docs/architecture.md), checked rather than promised:
 the Snakefile imports only the torch-free core, each sub-package imports only the layers below it,
 the import paths plugins use still work, and no two public functions share a name."""
 
