@@ -247,3 +247,67 @@ def test_a_config_missing_a_base_key_is_named():
     del raw["fid"]["n_samples"]
     with pytest.raises(ConfigError, match="n_samples"):
         from_dict(raw, check_folders=False)
+
+
+def test_the_readmes_output_tree_is_the_layouts():
+    """Every kind of file `arelbo.core.layout` puts below an outdir stands in README's tree, under the
+    folder the layout gives it."""
+    from arelbo.core import layout
+
+    readme = (REPO / "README.md").read_text()
+    tree = readme[readme.index("## Where results land") :]
+    tree = tree[tree.index("```") : tree.index("```", tree.index("```") + 3)]
+    cell = ("{dataset}", "{model}", "{seed}")
+    paths = [
+        layout.model_file("", *cell),
+        layout.train_log("", *cell),
+        layout.latents_file("", *cell),
+        layout.estimator_path("", *cell, "prior"),
+        layout.samples_path("", *cell, "{sampler}"),
+        layout.metric_path("", *cell, "mse"),
+        layout.table_tex("", 3),
+        layout.table_csv("", "{N}", "tidy"),
+        layout.figure_path("", "figure{1,2,3}"),
+        layout.claims_path("", "csv"),
+        layout.costs_path(""),
+        layout.user_config(""),
+    ]
+    for path in paths:
+        if str(path.parent) != ".":
+            assert f"{path.parent}/" in tree, f"README's output tree lacks the folder of {path}"
+        # the file by its name, or by its stem where the tree lists a family of them (`mse`, `prior`)
+        assert path.name in tree or path.stem in tree, f"README's output tree lacks {path}"
+
+
+def _documents() -> list[Path]:
+    return [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_every_statement_of_the_checkpoint_cadence_is_the_configs():
+    import yaml
+
+    cadence = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["train"]["checkpoint"]
+    stated = [
+        (path.name, int(m[1]), int(m[2]))
+        for path in [*_documents(), REPO / "config" / "config.yaml"]
+        for m in re.finditer(r"every (\d+) epochs or (\d+) minutes", path.read_text())
+    ]
+    assert len(stated) >= 3
+    for name, epochs, minutes in stated:
+        assert (epochs, minutes) == (cadence["every_epochs"], cadence["every_minutes"]), name
+
+
+def test_every_statement_of_the_gpu_slots_is_the_workflows():
+    """One card, GPU_SLOTS slots (workflow/rules/common.smk): the profile, the cost row and the docs say
+    the same number."""
+    slots = int(re.search(r"^GPU_SLOTS = (\d+)", (REPO / "workflow/rules/common.smk").read_text(), re.M)[1])
+    texts = {
+        path.name: path.read_text()
+        for path in [*_documents(), REPO / "profiles/gpu-workstation/config.yaml", REPO / "arelbo/reference/costs.yaml"]
+    }
+    pattern = re.compile(r"(\d+) `?gpu_slots`?|pool of (\d+) slots|gpu_slots[=:] ?(\d+)")
+    stated = [
+        (name, int(next(g for g in m.groups() if g))) for name, text in texts.items() for m in pattern.finditer(text)
+    ]
+    assert len(stated) >= 4
+    assert all(n == slots for _, n in stated), stated
