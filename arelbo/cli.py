@@ -9,12 +9,61 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from arelbo.core import allocator, layout, registry
 from arelbo.core.errors import ArelboError, UsageError
 
 log = logging.getLogger("arelbo")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    config: bool  # takes --configfile/--config
+    options: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], None]
+
+
+COMMANDS: list[Command] = []  # in the order `arelbo --help` lists them: the order of this file
+
+
+def command(name: str, *, help: str, options: Callable[[argparse.ArgumentParser], None], config: bool = True):
+    """Register the decorated handler as `arelbo <name>`, with its options (defined beside it)."""
+
+    def register(handler):
+        COMMANDS.append(Command(name, help, config, options, handler))
+        return handler
+
+    return register
+
+
+def _seed_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
+    )
+
+
+def _dataset_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
+
+
+def _model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, type=_model_id, help="a model id (arelbo/core/registry.py, or a plugin's)")
+
+
+def _training_options(p: argparse.ArgumentParser, folder: str) -> None:
+    # train and section3-train share these: both resume from a checkpoint in --out
+    _seed_option(p)
+    p.add_argument("--out", required=True, help=f"the {folder} folder (model.pt, train_log.csv, checkpoint.pt)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the log still says each epoch)")
 
 
 def _load(args, check_folders: bool = False, datasets=None):
@@ -51,6 +100,18 @@ def _resources(args) -> Path:
     return Path("resources")
 
 
+def _provision_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "what",
+        choices=["mnist", "inception", "data", "all"],
+        help="what to fetch and verify (data: decode one dataset into its cache)",
+    )
+    p.add_argument("--resources", help="resources folder (default: the config's, else ./resources)")
+    p.add_argument("--dataset", choices=registry.DATASETS, help="with `data`: the dataset to decode and cache")
+    p.add_argument("--threads", type=int, default=2, help="decoding processes for CelebA")
+
+
+@command("provision", help="fetch and verify data and weights", options=_provision_options)
 def cmd_provision(args) -> None:
     from arelbo.stages import provision
 
@@ -80,6 +141,14 @@ def cmd_provision(args) -> None:
         print(f"{args.dataset}: {prepare_dataset(args.dataset, cfg, workers=args.threads)}")
 
 
+def _fixture_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=["celeba"], help="the dataset to imitate")
+    p.add_argument("dir", help="the folder to write the images into")
+    p.add_argument("--n", type=_positive_int, default=64, help="number of images")
+    _seed_option(p)
+
+
+@command("fixture", help="write a synthetic stand-in dataset", config=False, options=_fixture_options)
 def cmd_fixture(args) -> None:
     from arelbo.stages.provision import make_celeba_fixture
 
@@ -89,6 +158,12 @@ def cmd_fixture(args) -> None:
     print(f"synthetic CelebA stand-in with {args.n} images written to {root}")
 
 
+def _fid_reference_options(p: argparse.ArgumentParser) -> None:
+    _dataset_option(p)
+    p.add_argument("--output", help="the .npz to write (default: resources/fid/…)")
+
+
+@command("fid-reference", help="FID reference statistics of a dataset split (cached)", options=_fid_reference_options)
 def cmd_fid_reference(args) -> None:
     from arelbo.core.runtime import pick_device
     from arelbo.metrics.fid import reference_stats
@@ -115,6 +190,13 @@ def cmd_fid_reference(args) -> None:
     print(f"FID reference statistics for {args.dataset}/{split} (n={int(stats['n'])}): {output}")
 
 
+def _train_options(p: argparse.ArgumentParser) -> None:
+    _dataset_option(p)
+    _model_option(p)
+    _training_options(p, "model")
+
+
+@command("train", help="train one model (resumes from its checkpoint)", options=_train_options)
 def cmd_train(args) -> None:
     import torch
 
@@ -128,6 +210,14 @@ def cmd_train(args) -> None:
     print(f"trained {args.model} on {args.dataset} (seed {args.seed}): {path}")
 
 
+def _section3_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--point", required=True, help="e.g. table1/stochastic/log10_sigma_x2=-0.5, table5/log10_sigma_z2=0.6"
+    )
+    _training_options(p, "grid point's")
+
+
+@command("section3-train", help="train one Section 3 grid point (Tables 1, 5)", options=_section3_train_options)
 def cmd_section3_train(args) -> None:
     import torch
 
@@ -147,6 +237,21 @@ def cmd_section3_train(args) -> None:
     print(f"trained Section 3 point {point.id} (seed {args.seed}): {path}")
 
 
+def _section3_train_group_options(p: argparse.ArgumentParser) -> None:
+    from arelbo.core.layout import SECTION3_GROUPS
+
+    p.add_argument("--group", required=True, choices=SECTION3_GROUPS, help="the grid's group (one batched job)")
+    _seed_option(p)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the log still says each epoch)")
+
+
+@command(
+    "section3-train-group",
+    help="train every Section 3 grid point of one group as one "
+    "batched job (section3.batched), into the config's outdir",
+    options=_section3_train_group_options,
+)
 def cmd_section3_train_group(args) -> None:
     import torch
 
@@ -172,6 +277,14 @@ def cmd_section3_train_group(args) -> None:
     print(f"trained {len(points)} Section 3 points of {args.group} as one batched job (seed {args.seed})")
 
 
+def _criteria_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-file", required=True, help="the trained model.pt")
+    _seed_option(p)
+    p.add_argument("--out", required=True, help="the JSON records to write")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+@command("criteria", help="Section 3 criteria of a trained grid point (JSON records)", options=_criteria_options)
 def cmd_criteria(args) -> None:
     import torch
 
@@ -184,6 +297,14 @@ def cmd_criteria(args) -> None:
     print(Path(write_criteria(cfg, Path(args.model_file), args.seed, Path(args.out))).read_text())
 
 
+def _figure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("number", type=int, choices=[1, 2, 3], help="the paper's figure number")
+    p.add_argument("--models", nargs="+", required=True, help="model.pt files of the grid points shown")
+    _seed_option(p)
+    p.add_argument("--out", required=True, help="the PNG to write")
+
+
+@command("figure", help="Figure 1 (perturbed decodings) or 2/3 (t-SNE) as PNG", options=_figure_options)
 def cmd_figure(args) -> None:
     from arelbo.stages.section3 import draw_figure1, draw_tsne, load_point_model
 
@@ -201,6 +322,18 @@ def cmd_figure(args) -> None:
     print(f"figure {args.number}: {path}")
 
 
+def _plot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "kind", choices=["comparison", "curves"], help="comparison: reproduced vs paper; curves: training curves"
+    )
+    p.add_argument("--table", type=int, choices=[1, 3, 4, 5], help="with comparison: the table")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument(
+        "--input", nargs="+", required=True, help="comparison: the table's vs_paper CSV; curves: train_log.csv files"
+    )
+
+
+@command("plot", help="report plots: paper comparison, training curves", options=_plot_options)
 def cmd_plot(args) -> None:
     import pandas as pd
 
@@ -226,6 +359,13 @@ def cmd_plot(args) -> None:
     print(f"plot: {path}")
 
 
+def _encode_options(p: argparse.ArgumentParser) -> None:
+    _dataset_option(p)
+    p.add_argument("--model-file", required=True, help="the trained model.pt")
+    p.add_argument("--out", required=True, help="latents .npz")
+
+
+@command("encode", help="encoder outputs of the train and test splits", options=_encode_options)
 def cmd_encode(args) -> None:
     from arelbo.stages.evaluate import encode
 
@@ -234,6 +374,21 @@ def cmd_encode(args) -> None:
     print(encode(cfg, args.dataset, Path(args.model_file), Path(args.out)))
 
 
+def _fit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--estimator", required=True, choices=registry.estimator_ids(), help="the posterior estimator to fit"
+    )
+    p.add_argument(
+        "--latents",
+        required=True,
+        nargs="+",
+        help="latents .npz; several (2ndvae only) are fitted as one vectorised job (second_stage.batched)",
+    )
+    _seed_option(p)
+    p.add_argument("--out", required=True, nargs="+", help="one estimator file per --latents file")
+
+
+@command("fit", help="fit a posterior estimator on the training latents", options=_fit_options)
 def cmd_fit(args) -> None:
     from arelbo.stages.evaluate import fit_and_save
 
@@ -258,6 +413,22 @@ def cmd_fit(args) -> None:
     print(fit_and_save(cfg, args.estimator, Path(args.latents[0]), args.seed, Path(args.out[0])))
 
 
+def _sample_options(p: argparse.ArgumentParser) -> None:
+    _dataset_option(p)
+    p.add_argument("--model-file", required=True, help="the trained model.pt")
+    p.add_argument(
+        "--sampler",
+        required=True,
+        choices=registry.sampler_ids(),
+        help="where latents come from: an estimator or an interpolation",
+    )
+    _seed_option(p)
+    p.add_argument("--estimator-file", help="for estimator samplers")
+    p.add_argument("--latents", help="for interpolation samplers (test-set encoder means)")
+    p.add_argument("--out", required=True, help="the samples .npz to write (a PNG grid beside it)")
+
+
+@command("sample", help="decode fid.n_samples latents to uint8 images (.npz + PNG grid)", options=_sample_options)
 def cmd_sample(args) -> None:
     from arelbo.stages.evaluate import sample
 
@@ -277,6 +448,21 @@ def cmd_sample(args) -> None:
     )
 
 
+def _metric_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "metric",
+        choices=["mse", *(f"fid_{s}" for s in registry.sampler_ids())],
+        help="the metric: mse, or the FID of one sampler",
+    )
+    _dataset_option(p)
+    _model_option(p)
+    _seed_option(p)
+    p.add_argument("--model-file", help="for mse")
+    p.add_argument("--samples", help="for FIDs: the samples .npz")
+    p.add_argument("--out", required=True, help="the JSON record to write")
+
+
+@command("metric", help="one metric of one model as a JSON record", options=_metric_options)
 def cmd_metric(args) -> None:
     from arelbo.stages import evaluate
 
@@ -303,6 +489,21 @@ def cmd_metric(args) -> None:
     print(Path(args.out).read_text())
 
 
+def _sample_and_score_options(p: argparse.ArgumentParser) -> None:
+    _dataset_option(p)
+    _model_option(p)
+    _seed_option(p)
+    p.add_argument(
+        "--samplers", required=True, nargs="+", choices=registry.sampler_ids(), help="the samplers to sample and score"
+    )
+
+
+@command(
+    "sample-and-score",
+    help="samples and FID/KID records of several samplers of one trained model, in one "
+    "process (fid.batched), into the config's outdir",
+    options=_sample_and_score_options,
+)
 def cmd_sample_and_score(args) -> None:
     from arelbo.stages.evaluate import sample_and_score
 
@@ -312,6 +513,13 @@ def cmd_sample_and_score(args) -> None:
         print(out)
 
 
+def _table_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--table", type=int, required=True, choices=[1, 3, 4, 5], help="the paper's table number")
+    p.add_argument("--outdir", required=True, help="the folder for the table's .tex and CSVs")
+    p.add_argument("metrics", nargs="+", help="metric JSON files")
+
+
+@command("table", help="assemble a table from metric records", options=_table_options)
 def cmd_table(args) -> None:
     from arelbo.reporting.tables import assemble_table
 
@@ -321,6 +529,29 @@ def cmd_table(args) -> None:
         print(f"{kind}: {path}")
 
 
+def _claims_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", help="a run's outdir (holds tables/table*_tidy.csv)")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="judge the paper's own tables instead (each value ± 0.1): checks the claims file",
+    )
+    p.add_argument("--claims", help="claims file (default: arelbo/reference/claims.yaml)")
+    p.add_argument("--out-csv", help="default: <results>/claims.csv")
+    p.add_argument("--out-tex", help="default: <results>/claims.tex")
+    p.add_argument(
+        "--comparable",
+        choices=["reduced", "not-reduced"],
+        help="override the tidy rows' `reduced` flag (value claims are judged only when not reduced)",
+    )
+    p.add_argument("--no-write", action="store_true", help="print the verdicts only (make quick's summary)")
+
+
+@command(
+    "claims",
+    help="judge the paper's claims from a run's tidy table CSVs (PASS/FAIL/...); --config names its plugins",
+    options=_claims_options,
+)
 def cmd_claims(args) -> None:
     from arelbo.reporting.claims import summary_text, write_claims
 
@@ -347,6 +578,11 @@ def cmd_claims(args) -> None:
         print(f"every claim with its evidence: {args.out_csv or Path(args.results) / 'claims.csv'}")
 
 
+def _config_options(p: argparse.ArgumentParser) -> None:
+    """None beyond the configuration's."""
+
+
+@command("config", help="validate and print the merged config", options=_config_options)
 def cmd_config(args) -> None:
     from arelbo.core.config import celeba_problem, dump_config
 
@@ -358,301 +594,15 @@ def cmd_config(args) -> None:
         print(f"arelbo config: warning: CelebA jobs will fail until it is downloaded: {problem}", file=sys.stderr)
 
 
-def cmd_plan(args) -> None:
-    from arelbo.core.layout import run_logs
-    from arelbo.planning.kinds import default_cores
-    from arelbo.planning.plan import format_plan, plan, planned_jobs
-
-    cfg = _load(args)
-    against = None
-    if args.against is not None:
-        given = Path(args.against or cfg.logdir)
-        if not given.is_dir():
-            raise UsageError(f"--against {given}: no such log folder; pass the logdir of a finished run of this config")
-        # the run's own log folder (it holds benchmarks/), or the logdir that holds it
-        against = given if (given / "benchmarks").is_dir() else run_logs(given, cfg.name, cfg.outdir)
-    jobs = planned_jobs(args.config or [])
-    cores = args.cores or default_cores(args.device)
-    result = plan(cfg, args.device, jobs, against=against, max_threads=args.max_threads, cores=cores)
-    print(format_plan(result, cores=cores))
-
-
-def cmd_costs(args) -> None:
-    from arelbo.core.layout import run_logs
-    from arelbo.core.runtime import atomic_write_text
-    from arelbo.reporting.costs import format_costs, read_benchmarks
-
-    if args.logs:
-        logs = Path(args.logs)
-    else:
-        cfg = _load(args)
-        logs = run_logs(cfg.logdir, cfg.name, cfg.outdir)
-    bench = logs / "benchmarks"
-    if not bench.is_dir():
-        raise UsageError(
-            f"no benchmark folder {bench}: pass the run's config (--configfile, as given to snakemake) or its "
-            "log folder (--logs <logdir>/<config name>-<hash>, the folder Snakemake's job logs name)"
-        )
-    jobs = read_benchmarks(bench)
-    print(format_costs(jobs))
-    if args.out:
-        atomic_write_text(Path(args.out), jobs.to_csv(index=False))
-        print(f"\none row per job: {args.out}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        installed = version("arelbo")
-    except PackageNotFoundError:  # imported from a clone without an install
-        installed = "not installed"
-    parser = argparse.ArgumentParser(prog="arelbo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {installed}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def with_config(p):
-        _add_config_options(p)
-        return p
-
-    def with_training_args(p, folder: str):
-        # train and section3-train share these: both resume from a checkpoint in --out
-        p.add_argument(
-            "--seed",
-            type=int,
-            default=0,
-            help="the seed of the run (the config's `seeds`; every random choice derives from it)",
-        )
-        p.add_argument("--out", required=True, help=f"the {folder} folder (model.pt, train_log.csv, checkpoint.pt)")
-        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar (the log still says each epoch)")
-        return p
-
-    p = with_config(sub.add_parser("provision", help="fetch and verify data and weights"))
-    p.add_argument(
-        "what",
-        choices=["mnist", "inception", "data", "all"],
-        help="what to fetch and verify (data: decode one dataset into its cache)",
-    )
-    p.add_argument("--resources", help="resources folder (default: the config's, else ./resources)")
-    p.add_argument("--dataset", choices=registry.DATASETS, help="with `data`: the dataset to decode and cache")
-    p.add_argument("--threads", type=int, default=2, help="decoding processes for CelebA")
-    p.set_defaults(func=cmd_provision)
-
-    p = sub.add_parser("fixture", help="write a synthetic stand-in dataset")
-    p.add_argument("kind", choices=["celeba"], help="the dataset to imitate")
-    p.add_argument("dir", help="the folder to write the images into")
-    p.add_argument("--n", type=_positive_int, default=64, help="number of images")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
-    )
-    p.set_defaults(func=cmd_fixture)
-
-    p = with_config(sub.add_parser("fid-reference", help="FID reference statistics of a dataset split (cached)"))
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
-    p.add_argument("--output", help="the .npz to write (default: resources/fid/…)")
-    p.set_defaults(func=cmd_fid_reference)
-
-    p = with_config(sub.add_parser("train", help="train one model (resumes from its checkpoint)"))
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
-    p.add_argument("--model", required=True, type=_model_id, help="a model id (arelbo/core/registry.py, or a plugin's)")
-    with_training_args(p, "model")
-    p.set_defaults(func=cmd_train)
-
-    p = with_config(sub.add_parser("encode", help="encoder outputs of the train and test splits"))
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
-    p.add_argument("--model-file", required=True, help="the trained model.pt")
-    p.add_argument("--out", required=True, help="latents .npz")
-    p.set_defaults(func=cmd_encode)
-
-    p = with_config(sub.add_parser("fit", help="fit a posterior estimator on the training latents"))
-    p.add_argument(
-        "--estimator", required=True, choices=registry.estimator_ids(), help="the posterior estimator to fit"
-    )
-    p.add_argument(
-        "--latents",
-        required=True,
-        nargs="+",
-        help="latents .npz; several (2ndvae only) are fitted as one vectorised job (second_stage.batched)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
-    )
-    p.add_argument("--out", required=True, nargs="+", help="one estimator file per --latents file")
-    p.set_defaults(func=cmd_fit)
-
-    p = with_config(sub.add_parser("sample", help="decode fid.n_samples latents to uint8 images (.npz + PNG grid)"))
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
-    p.add_argument("--model-file", required=True, help="the trained model.pt")
-    p.add_argument(
-        "--sampler",
-        required=True,
-        choices=registry.sampler_ids(),
-        help="where latents come from: an estimator or an interpolation",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
-    )
-    p.add_argument("--estimator-file", help="for estimator samplers")
-    p.add_argument("--latents", help="for interpolation samplers (test-set encoder means)")
-    p.add_argument("--out", required=True, help="the samples .npz to write (a PNG grid beside it)")
-    p.set_defaults(func=cmd_sample)
-
-    p = with_config(sub.add_parser("metric", help="one metric of one model as a JSON record"))
-    p.add_argument(
-        "metric",
-        choices=["mse", *(f"fid_{s}" for s in registry.sampler_ids())],
-        help="the metric: mse, or the FID of one sampler",
-    )
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
-    p.add_argument("--model", required=True, type=_model_id, help="a model id (arelbo/core/registry.py, or a plugin's)")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
-    )
-    p.add_argument("--model-file", help="for mse")
-    p.add_argument("--samples", help="for FIDs: the samples .npz")
-    p.add_argument("--out", required=True, help="the JSON record to write")
-    p.set_defaults(func=cmd_metric)
-
-    p = with_config(
-        sub.add_parser(
-            "sample-and-score",
-            help="samples and FID/KID records of several samplers of one trained model, in one "
-            "process (fid.batched), into the config's outdir",
-        )
-    )
-    p.add_argument("--dataset", required=True, choices=registry.DATASETS, help="the dataset")
-    p.add_argument("--model", required=True, type=_model_id, help="a model id (arelbo/core/registry.py, or a plugin's)")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
-    )
-    p.add_argument(
-        "--samplers", required=True, nargs="+", choices=registry.sampler_ids(), help="the samplers to sample and score"
-    )
-    p.set_defaults(func=cmd_sample_and_score)
-
-    p = with_config(sub.add_parser("table", help="assemble a table from metric records"))
-    p.add_argument("--table", type=int, required=True, choices=[1, 3, 4, 5], help="the paper's table number")
-    p.add_argument("--outdir", required=True, help="the folder for the table's .tex and CSVs")
-    p.add_argument("metrics", nargs="+", help="metric JSON files")
-    p.set_defaults(func=cmd_table)
-
-    p = with_config(
-        sub.add_parser(
-            "claims",
-            help="judge the paper's claims from a run's tidy table CSVs (PASS/FAIL/...); --config names its plugins",
-        )
-    )
-    p.add_argument("--results", help="a run's outdir (holds tables/table*_tidy.csv)")
-    p.add_argument(
-        "--paper",
-        action="store_true",
-        help="judge the paper's own tables instead (each value ± 0.1): checks the claims file",
-    )
-    p.add_argument("--claims", help="claims file (default: arelbo/reference/claims.yaml)")
-    p.add_argument("--out-csv", help="default: <results>/claims.csv")
-    p.add_argument("--out-tex", help="default: <results>/claims.tex")
-    p.add_argument(
-        "--comparable",
-        choices=["reduced", "not-reduced"],
-        help="override the tidy rows' `reduced` flag (value claims are judged only when not reduced)",
-    )
-    p.add_argument("--no-write", action="store_true", help="print the verdicts only (make quick's summary)")
-    p.set_defaults(func=cmd_claims)
-
-    p = with_config(sub.add_parser("section3-train", help="train one Section 3 grid point (Tables 1, 5)"))
-    p.add_argument(
-        "--point", required=True, help="e.g. table1/stochastic/log10_sigma_x2=-0.5, table5/log10_sigma_z2=0.6"
-    )
-    with_training_args(p, "grid point's")
-    p.set_defaults(func=cmd_section3_train)
-
-    p = with_config(
-        sub.add_parser(
-            "section3-train-group",
-            help="train every Section 3 grid point of one group as one "
-            "batched job (section3.batched), into the config's outdir",
-        )
-    )
-    from arelbo.core.layout import SECTION3_GROUPS
-
-    p.add_argument("--group", required=True, choices=SECTION3_GROUPS, help="the grid's group (one batched job)")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
-    )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (the log still says each epoch)")
-    p.set_defaults(func=cmd_section3_train_group)
-
-    p = with_config(sub.add_parser("criteria", help="Section 3 criteria of a trained grid point (JSON records)"))
-    p.add_argument("--model-file", required=True, help="the trained model.pt")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
-    )
-    p.add_argument("--out", required=True, help="the JSON records to write")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.set_defaults(func=cmd_criteria)
-
-    p = with_config(sub.add_parser("figure", help="Figure 1 (perturbed decodings) or 2/3 (t-SNE) as PNG"))
-    p.add_argument("number", type=int, choices=[1, 2, 3], help="the paper's figure number")
-    p.add_argument("--models", nargs="+", required=True, help="model.pt files of the grid points shown")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="the seed of the run (the config's `seeds`; every random choice derives from it)",
-    )
-    p.add_argument("--out", required=True, help="the PNG to write")
-    p.set_defaults(func=cmd_figure)
-
-    p = with_config(sub.add_parser("plot", help="report plots: paper comparison, training curves"))
-    p.add_argument(
-        "kind", choices=["comparison", "curves"], help="comparison: reproduced vs paper; curves: training curves"
-    )
-    p.add_argument("--table", type=int, choices=[1, 3, 4, 5], help="with comparison: the table")
-    p.add_argument("--out", required=True, help="the PNG to write")
-    p.add_argument(
-        "--input", nargs="+", required=True, help="comparison: the table's vs_paper CSV; curves: train_log.csv files"
-    )
-    p.set_defaults(func=cmd_plot)
-
+def _plan_options(p: argparse.ArgumentParser) -> None:
     from arelbo.planning.kinds import device_kinds
 
     kinds = device_kinds()
-    p = with_config(
-        sub.add_parser(
-            "plan",
-            help="projected cost of a config on a device kind, before running it",
-            description="Projected job-hours and wall time of a config's whole DAG on a device kind. Kinds: "
-            + "; ".join(
-                f"{kind} ({'projected' if 'projected' in row else 'measured'}"
-                + (f", {row['host_cores']} host cores" if row.get("host_cores") else "")
-                + ")"
-                for kind, row in kinds.items()
-            ),
-        )
+    p.description = "Projected job-hours and wall time of a config's whole DAG on a device kind. Kinds: " + "; ".join(
+        f"{kind} ({'projected' if 'projected' in row else 'measured'}"
+        + (f", {row['host_cores']} host cores" if row.get("host_cores") else "")
+        + ")"
+        for kind, row in kinds.items()
     )
     p.add_argument(
         "--device",
@@ -678,23 +628,82 @@ def build_parser() -> argparse.ArgumentParser:
         help="also show each rule's measured seconds from a finished run's benchmark files "
         "(default LOGDIR: the config's logdir; the run's own folder in it, <name>-<hash>, works too)",
     )
-    p.set_defaults(func=cmd_plan)
 
-    p = with_config(
-        sub.add_parser(
-            "costs",
-            help="measured cost of a finished run, per stage and per table row, from Snakemake's benchmark files",
-        )
-    )
+
+@command("plan", help="projected cost of a config on a device kind, before running it", options=_plan_options)
+def cmd_plan(args) -> None:
+    from arelbo.core.layout import run_logs
+    from arelbo.planning.kinds import default_cores
+    from arelbo.planning.plan import format_plan, plan, planned_jobs
+
+    cfg = _load(args)
+    against = None
+    if args.against is not None:
+        given = Path(args.against or cfg.logdir)
+        if not given.is_dir():
+            raise UsageError(f"--against {given}: no such log folder; pass the logdir of a finished run of this config")
+        # the run's own log folder (it holds benchmarks/), or the logdir that holds it
+        against = given if (given / "benchmarks").is_dir() else run_logs(given, cfg.name, cfg.outdir)
+    jobs = planned_jobs(args.config or [])
+    cores = args.cores or default_cores(args.device)
+    result = plan(cfg, args.device, jobs, against=against, max_threads=args.max_threads, cores=cores)
+    print(format_plan(result, cores=cores))
+
+
+def _costs_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--logs",
         help="the run's log folder, <logdir>/<config name>-<hash> (default: the config's, arelbo.core.layout.run_logs)",
     )
     p.add_argument("--out", help="write one row per job to this CSV")
-    p.set_defaults(func=cmd_costs)
 
-    p = with_config(sub.add_parser("config", help="validate and print the merged config"))
-    p.set_defaults(func=cmd_config)
+
+@command(
+    "costs",
+    help="measured cost of a finished run, per stage and per table row, from Snakemake's benchmark files",
+    options=_costs_options,
+)
+def cmd_costs(args) -> None:
+    from arelbo.core.layout import run_logs
+    from arelbo.core.runtime import atomic_write_text
+    from arelbo.reporting.costs import format_costs, read_benchmarks
+
+    if args.logs:
+        logs = Path(args.logs)
+    else:
+        cfg = _load(args)
+        logs = run_logs(cfg.logdir, cfg.name, cfg.outdir)
+    bench = logs / "benchmarks"
+    if not bench.is_dir():
+        raise UsageError(
+            f"no benchmark folder {bench}: pass the run's config (--configfile, as given to snakemake) or its "
+            "log folder (--logs <logdir>/<config name>-<hash>, the folder Snakemake's job logs name)"
+        )
+    jobs = read_benchmarks(bench)
+    print(format_costs(jobs))
+    if args.out:
+        atomic_write_text(Path(args.out), jobs.to_csv(index=False))
+        print(f"\none row per job: {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`arelbo` and its commands, each with the options defined beside it (`command`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("arelbo")
+    except PackageNotFoundError:  # imported from a clone without an install
+        installed = "not installed"
+    parser = argparse.ArgumentParser(prog="arelbo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for spec in COMMANDS:
+        p = sub.add_parser(spec.name, help=spec.help)
+        if spec.config:
+            _add_config_options(p)
+        spec.options(p)
+        p.set_defaults(func=spec.handler)
     return parser
 
 

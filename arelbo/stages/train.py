@@ -412,6 +412,54 @@ def _remove_resume_state(ckpt_path: Path, where: str) -> None:
         log.info("%s: outputs written; removed the resume state %s", where, ckpt_path)
 
 
+@dataclass
+class _EpochLoop:
+    """What `_fit` and `fit_batched` share around each epoch: its training pass, which a stop signal
+    between two steps turns into a checkpoint of the steps done and a 128 + signal exit, and its end,
+    where a stop or the checkpoint cadence writes the resume state."""
+
+    spec: TrainSpec  # the (first) model's: seed, epochs, warm-up
+    where: str
+    stop: Callable[[], bool]
+    writer: CheckpointWriter
+    checkpoint: Path
+    resume_state: Callable[..., dict]
+    checkpoints: CheckpointPolicy
+    keep_checkpoint: bool
+    last_write: float = field(default_factory=time.monotonic)
+
+    def train_pass(self, net, batches: Batches, loss_fn, optimizer, epoch: int, *, progress, partial, names=None):
+        try:
+            return run_epoch(
+                net,
+                batches,
+                loss_fn,
+                optimizer=optimizer,
+                generator=epoch_generator(self.spec.seed, epoch),
+                where=self.where,
+                epoch=epoch,
+                progress=progress,
+                names=names,
+                stop=self.stop,
+                resume=partial,
+                lr_at_step=self.spec.warmup_lr(epoch, len(batches)),
+            )
+        except EpochStopped as stopped:
+            # Between two steps, not at the epoch's end: a CPU epoch can outlast SLURM's grace
+            # period before SIGKILL. The steps' losses go with it, so the resumed epoch logs
+            # what an uninterrupted one does.
+            state = self.resume_state(epoch - 1, {"epoch": epoch, **stopped.state})
+            raise _stop(self.writer, self.checkpoint, state, self.stop.signum, self.where) from None
+
+    def end(self, epoch: int) -> None:
+        if self.stop() and epoch < self.spec.epochs:  # after the last epoch the outputs are seconds away
+            raise _stop(self.writer, self.checkpoint, self.resume_state(epoch), self.stop.signum, self.where)
+        last = epoch == self.spec.epochs
+        if self.checkpoints.due(epoch, self.last_write, time.monotonic()) or (self.keep_checkpoint and last):
+            self.writer.write(self.checkpoint, self.resume_state(epoch))
+            self.last_write = time.monotonic()
+
+
 def fit(net: torch.nn.Module, spec: TrainSpec, *args, **kwargs) -> Path:
     """Train `net` at `spec.precision` (arelbo.core.precision: the TF32 switches are set for the
     training and restored after it); see `_fit` for the rest."""
@@ -491,32 +539,22 @@ def _fit(
         }
         return state if within is None else {**state, "partial": within}
 
-    writer, last_write = CheckpointWriter(), time.monotonic()
+    writer = CheckpointWriter()
     with stop_on_signals() as stop:
+        loop = _EpochLoop(spec, where, stop, writer, ckpt_path, resume_state, checkpoints, keep_checkpoint)
         try:
             for epoch in range(start_epoch, spec.epochs + 1):
                 clock = EpochClock()
                 lr = optimizer.param_groups[0]["lr"]
-                try:
-                    train_terms = run_epoch(
-                        net,
-                        train_batches,
-                        loss_fn,
-                        optimizer=optimizer,
-                        generator=epoch_generator(spec.seed, epoch),
-                        where=where,
-                        epoch=epoch,
-                        progress=progress,
-                        stop=stop,
-                        resume=partial if epoch == start_epoch else None,
-                        lr_at_step=spec.warmup_lr(epoch, len(train_batches)),
-                    )
-                except EpochStopped as stopped:
-                    # Between two steps, not at the epoch's end: a CPU epoch can outlast SLURM's grace
-                    # period before SIGKILL. The steps' losses go with it, so the resumed epoch logs
-                    # what an uninterrupted one does.
-                    state = resume_state(epoch - 1, {"epoch": epoch, **stopped.state})
-                    raise _stop(writer, ckpt_path, state, stop.signum, where) from None
+                train_terms = loop.train_pass(
+                    net,
+                    train_batches,
+                    loss_fn,
+                    optimizer,
+                    epoch,
+                    progress=progress,
+                    partial=partial if epoch == start_epoch else None,
+                )
                 val_terms = _validate(
                     net, val_batches, loss_fn, seed=spec.seed, device=device, where=where, epoch=epoch
                 )
@@ -545,11 +583,7 @@ def _fit(
                     row["seconds"],
                 )
                 _write_log(out_dir / LOG, rows)
-                if stop() and epoch < spec.epochs:  # after the last epoch the outputs are seconds away
-                    raise _stop(writer, ckpt_path, resume_state(epoch), stop.signum, where)
-                if checkpoints.due(epoch, last_write, time.monotonic()) or (keep_checkpoint and epoch == spec.epochs):
-                    writer.write(ckpt_path, resume_state(epoch))
-                    last_write = time.monotonic()
+                loop.end(epoch)
         finally:
             writer.close()  # also on an error: the last checkpoint started is complete on disk
 
@@ -663,30 +697,23 @@ def _fit_batched(
         }
         return state if within is None else {**state, "partial": within}
 
-    writer, last_write = CheckpointWriter(), time.monotonic()
+    writer = CheckpointWriter()
     with stop_on_signals() as stop:
+        loop = _EpochLoop(spec0, where, stop, writer, checkpoint, resume_state, checkpoints, keep_checkpoint)
         try:
             for epoch in range(start_epoch, spec0.epochs + 1):
                 clock = EpochClock()
                 lr = optimizer.param_groups[0]["lr"]
-                try:
-                    train_terms = run_epoch(
-                        net,
-                        train_batches,
-                        batched_loss,
-                        optimizer=optimizer,
-                        generator=epoch_generator(spec0.seed, epoch),
-                        where=where,
-                        epoch=epoch,
-                        progress=progress,
-                        names=names,
-                        stop=stop,
-                        resume=partial if epoch == start_epoch else None,
-                        lr_at_step=spec0.warmup_lr(epoch, len(train_batches)),
-                    )
-                except EpochStopped as stopped:
-                    state = resume_state(epoch - 1, {"epoch": epoch, **stopped.state})
-                    raise _stop(writer, checkpoint, state, stop.signum, where) from None
+                train_terms = loop.train_pass(
+                    net,
+                    train_batches,
+                    batched_loss,
+                    optimizer,
+                    epoch,
+                    progress=progress,
+                    partial=partial if epoch == start_epoch else None,
+                    names=names,
+                )
                 val_terms = _validate(
                     net,
                     val_batches,
@@ -714,11 +741,7 @@ def _fit_batched(
                     " ".join(f"{v:.4f}" for v in train_terms["loss"]),
                     seconds,
                 )
-                if stop() and epoch < spec0.epochs:
-                    raise _stop(writer, checkpoint, resume_state(epoch), stop.signum, where)
-                if checkpoints.due(epoch, last_write, time.monotonic()) or (keep_checkpoint and epoch == spec0.epochs):
-                    writer.write(checkpoint, resume_state(epoch))
-                    last_write = time.monotonic()
+                loop.end(epoch)
         finally:
             writer.close()
 
