@@ -119,6 +119,15 @@ def check_script(env, args, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def check_bash(env, args, tmp_path):
+    # `bash gpu/check.sh rehearse`: the script parses and takes that step (its case of the dispatch)
+    check_script(env, args[:1], tmp_path)
+    if len(args) > 1:
+        assert re.search(rf"^\s*{re.escape(args[1])}\)", (REPO / args[0]).read_text(), re.M), (
+            f"{args[0]} has no step {args[1]!r}"
+        )
+
+
 CHECKS = {
     "snakemake": check_snakemake,
     "make": check_make,
@@ -126,6 +135,7 @@ CHECKS = {
     "python": check_python,
     "pip": check_pip,
     "sudo": check_script,
+    "bash": check_bash,
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK_RECORD = REPO / "docs" / "reproductions" / "2026-12-07-quick-claims.csv"
+QUICK_RECORD = REPO / "docs" / "reproductions" / "2026-12-08-quick-claims.csv"
 
 
 def test_the_quick_record_covers_todays_claims():

@@ -311,3 +311,27 @@ def test_every_statement_of_the_gpu_slots_is_the_workflows():
     ]
     assert len(stated) >= 4
     assert all(n == slots for _, n in stated), stated
+
+
+def test_design_states_the_value_tolerances_of_the_claims_file():
+    """The tolerances live in arelbo/reference/claims.yaml; docs/design.md §8 states them (with why)
+    and must say the same numbers."""
+    import yaml
+
+    tolerances = yaml.safe_load((REPO / "arelbo/reference/claims.yaml").read_text())["value_tolerances"]
+    design = " ".join((REPO / "docs/design.md").read_text().split())
+    stated = {
+        "MSE": tolerances[3]["mse"],
+        "FID": tolerances[3]["fid"],
+        "Section 3 criteria (ELS, gaps, KL, MSE, σz²)": tolerances[1]["els"],
+    }
+    for what, value in stated.items():
+        assert f"{what} ±{round(value * 100)} %" in design, what
+    assert {v for table in (1, 5) for v in tolerances[table].values()} == {tolerances[1]["els"]}
+    assert tolerances[4]["fid"] == tolerances[3]["fid"]
+
+
+def test_the_readme_is_a_users_first_page():
+    """The two commands, what quick decides, the paper configuration, where results land, links: the
+    rest lives in docs/ (running.md, cluster.md, design.md, architecture.md)."""
+    assert len((REPO / "README.md").read_text().splitlines()) <= 200
