@@ -6,6 +6,12 @@
 #   bash gpu/check.sh tests    the GPU tests (pytest -m gpu), TF32 against FP32, the benchmarks, timed
 #   bash gpu/check.sh tables   MNIST Tables 3 + 4 at paper sizes (config/gpu-check.yaml), timed per job
 #   bash gpu/check.sh all      setup, tests, tables
+#   bash gpu/check.sh rehearse tests and tables on this machine's CPU at tiny sizes, with .venv's Python and
+#                              no bundle (config/gpu-check-rehearsal.yaml): every step runs as it would on
+#                              the GPU node (the test suite runs it, so a broken step is found before the node)
+#
+# The exit status is 0 only when every step succeeded; a step that failed or ran past its limit is
+# named, with its exit status, in the record and on stderr.
 #
 # Each step appends to $OUT/record.md (OUT: a folder you bring back from the node, default ./gpu-check-out):
 # the date, machine, versions, what ran, how long, and the tables — to be copied to
@@ -18,6 +24,16 @@ STAGE=${ARELBO_GPU_STAGE:-/tmp/arelbo-gpu-bundle}
 BUNDLE=${ARELBO_GPU_BUNDLE:-.gpu-bundle}          # where carried parts arrive (make gpu-bundle writes it)
 RESOURCES=${ARELBO_GPU_RESOURCES:-resources}      # the config's resources folder
 SITE=$STAGE/site
+REHEARSAL=0
+[[ ${1:-} == rehearse ]] && REHEARSAL=1
+# The check's config; a rehearsal adds its tiny CPU overlay (and writes beside, not over, a real run)
+CONFIGS=(config/gpu-check.yaml)
+KIND=${ARELBO_DEVICE_KIND:-nvidia-h200}
+if (( REHEARSAL )); then
+  CONFIGS+=(config/gpu-check-rehearsal.yaml)
+  KIND=cpu-2core
+  [[ -x .venv/bin/python ]] && PYTHON=${PYTHON:-.venv/bin/python}
+fi
 PY=${PYTHON:-python3}
 OUT=${OUT:-$PWD/gpu-check-out}
 RECORD=$OUT/record.md
@@ -26,11 +42,21 @@ RECORD=$OUT/record.md
 TESTS_BUDGET=${ARELBO_GPU_TESTS_BUDGET:-240}     # the tests step: GPU tests, TF32 against FP32, benchmarks
 TABLES_TIMEOUT=${ARELBO_GPU_TABLES_TIMEOUT:-210}  # the tables step's DAG
 PLAN_TIMEOUT=45                                   # the tables step's projection against what ran
+if (( REHEARSAL )); then  # a CPU runs the tiny steps slower than the node runs the real ones
+  TESTS_BUDGET=${ARELBO_GPU_TESTS_BUDGET:-900} TABLES_TIMEOUT=${ARELBO_GPU_TABLES_TIMEOUT:-1200} PLAN_TIMEOUT=120
+fi
 LOGS=$STAGE/logs   # each step's full output; $OUT gets record.md, costs.csv and logs.tgz: few files, easy to carry back
 mkdir -p "$OUT" "$LOGS"
 
 die() { echo "gpu/check.sh: $*" >&2; echo "**stopped:** $*" >> "$RECORD"; exit 2; }
 note() { printf '%s\n' "$@" >> "$RECORD"; }
+FAILED=()
+failed() {  # failed LABEL STATUS: a step that did not succeed, named in the record and the exit status
+  local why="exit $2"
+  (( $2 == 124 )) && why="stopped at its time limit (exit 124): what finished is measured"
+  FAILED+=("$1: $why")
+  note "  - **$1 did not succeed**: $why (its log: logs.tgz, $1.log)"
+}
 timed() {  # timed LABEL CMD...: run, log its output, record its wall time and exit status
   local label=$1; shift
   local start=$SECONDS status=0
@@ -80,11 +106,17 @@ setup() {
 environment() {
   export PYTHONPATH=$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}
   export PYTHONUNBUFFERED=1
+  (( REHEARSAL )) && return
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || die "torch sees no usable CUDA GPU here"
 }
 
+run_logs() {  # the run's own log folder (<logdir>/<name>-<hash>), as the workflow names it
+  "$PY" -c 'import sys; from arelbo.core.config import load_config; from arelbo.core.layout import run_logs
+cfg = load_config(*sys.argv[1:], check_folders=False); print(run_logs(cfg.logdir, cfg.name, cfg.outdir))' "${CONFIGS[@]}"
+}
+
 describe() {
-  note "- machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -n 1), $(nproc) CPU cores"
+  note "- machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -n 1)$( (( REHEARSAL )) && echo "no GPU (rehearsal)"), $(nproc) CPU cores"
   note "- versions: $("$PY" -c 'import sys, torch, torchvision, sklearn, snakemake, pytorch_fid, torch_fidelity; print(f"Python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), torchvision {torchvision.__version__}, scikit-learn {sklearn.__version__}, snakemake {snakemake.__version__}, pytorch-fid {pytorch_fid.__version__}, torch-fidelity {torch_fidelity.__version__}")')"
 }
 
@@ -100,6 +132,16 @@ TESTS_STEPS=(
   "bench-section3_batched 30 $PY benchmarks/section3_batched.py"
   "bench-second_stage_batched 30 $PY benchmarks/second_stage_batched.py"
 )
+# A rehearsal's sizes, appended to each step's command (argparse: the last value wins)
+declare -A REHEARSAL_ARGS=(
+  [pytest-gpu]=""
+  [bench-tf32_precision]="--config config/ci.yaml --epoch-images 0 --batches 1 --batch-size 8"
+  [bench-frechet_distance]="--n 300 --dim 64 --repeats 1 --resamples 2"
+  [bench-train_throughput]="--steps 2 --warmup 1 --n-images 256 --datasets mnist"
+  [bench-fid_throughput]="--n-samples 8 --n-reference 16 --batch-size 8"
+  [bench-section3_batched]="--points 2 --images 64"
+  [bench-second_stage_batched]="--models 2 --latents 256 --hidden 64"
+)
 
 tests() {
   environment
@@ -110,9 +152,10 @@ tests() {
     read -r label limit cmd <<< "$step"
     left=$((deadline - SECONDS))
     if (( left < 20 )); then note "- $label: skipped (the step's budget is spent)"; continue; fi
+    (( REHEARSAL )) && cmd="$cmd ${REHEARSAL_ARGS[$label]}" limit=$((limit * 4))
     (( limit < left )) || limit=$left
     # shellcheck disable=SC2086 # the command's words split on purpose
-    timed "$label" timeout "$limit" $cmd || true
+    timed "$label" timeout "$limit" $cmd || failed "$label" $?
   done
   note "" '```'
   for step in "${TESTS_STEPS[@]}"; do
@@ -125,22 +168,38 @@ tests() {
 
 tables() {
   environment
-  note "" "## MNIST Tables 3 + 4 at paper sizes (config/gpu-check.yaml), profiles/gpu-workstation"
-  local targets=(results/gpu-check/table3.tex results/gpu-check/table4.tex)
+  note "" "## MNIST Tables 3 + 4 ($(IFS=' '; echo "${CONFIGS[*]}")), profiles/gpu-workstation"
+  local results logs
+  results=$("$PY" -m arelbo config --configfile "${CONFIGS[@]}" | sed -n 's/^outdir: //p') \
+    || die "arelbo cannot read the check's config (${CONFIGS[*]}): run '$PY -m arelbo config --configfile ${CONFIGS[*]}' to see why"
+  logs=$(run_logs) || die "cannot name the run's log folder from ${CONFIGS[*]}"
+  local targets=("$results/table3.tex" "$results/table4.tex")
+  # the profile sets device=cuda; a rehearsal's command line replaces that with the CPU
+  local on_cpu=()
+  (( REHEARSAL )) && on_cpu=(--config device=cpu)
   timed snakemake timeout "$TABLES_TIMEOUT" "$PY" -m snakemake --profile profiles/gpu-workstation \
-    --configfile config/gpu-check.yaml -- "${targets[@]}" || true
-  "$PY" -m arelbo costs --logs logs/gpu-check --out "$OUT/costs.csv" > "$LOGS/costs.txt" 2>&1 || true
-  note "" "Measured per stage and per Table 3/4 row (arelbo costs; every job's row in costs.csv):" '```' "$(cat "$LOGS/costs.txt")" '```'
+    --configfile "${CONFIGS[@]}" "${on_cpu[@]}" -- "${targets[@]}" || failed snakemake $?
+  timed costs "$PY" -m arelbo costs --configfile "${CONFIGS[@]}" --out "$OUT/costs.csv" || failed costs $?
+  note "" "Measured per stage and per Table 3/4 row (arelbo costs; every job's row in costs.csv):" '```' "$(cat "$LOGS/costs.log")" '```'
   for n in 3 4; do
-    [[ -f results/gpu-check/tables/table${n}_paper.csv ]] && note "" "Table $n (reduced epochs: not comparable with the paper):" '```' "$(cat results/gpu-check/tables/table${n}_paper.csv)" '```'
+    [[ -f $results/tables/table${n}_paper.csv ]] && note "" "Table $n (reduced epochs: not comparable with the paper):" '```' "$(cat "$results/tables/table${n}_paper.csv")" '```'
   done
-  "$PY" -m arelbo claims --results results/gpu-check --no-write > "$LOGS/claims.txt" 2>&1 || true
-  note "" "Claims (reduced config):" '```' "$(tail -n 40 "$LOGS/claims.txt")" '```'
+  timed claims "$PY" -m arelbo claims --results "$results" --no-write || failed claims $?
+  note "" "Claims (reduced config):" '```' "$(tail -n 40 "$LOGS/claims.log")" '```'
   # the projection of this kind checked against what just ran: per rule, planned and measured seconds
-  timeout "$PLAN_TIMEOUT" "$PY" -m arelbo plan --config config/gpu-check.yaml --device "${ARELBO_DEVICE_KIND:-nvidia-h200}" \
-    --cores "$(nproc)" --against logs > "$LOGS/plan.txt" 2>&1 || true
-  note "" "Projected against measured (arelbo plan --against logs):" '```' "$(tail -n 40 "$LOGS/plan.txt")" '```'
-  tar -czf "$OUT/logs.tgz" -C "$STAGE" logs -C "$PWD" logs/gpu-check 2>/dev/null || true
+  timed plan timeout "$PLAN_TIMEOUT" "$PY" -m arelbo plan --configfile "${CONFIGS[@]}" --device "$KIND" \
+    --cores "$(nproc)" --against "$logs" || failed plan $?
+  note "" "Projected against measured (arelbo plan --against $logs):" '```' "$(tail -n 40 "$LOGS/plan.log")" '```'
+  tar -czf "$OUT/logs.tgz" -C "$STAGE" logs -C "$PWD" "$logs" || failed logs.tgz $?
+}
+
+finish() {  # the check's exit status: 0 only when every step succeeded
+  if (( ${#FAILED[@]} )); then
+    note "" "**Steps that did not succeed:**" "${FAILED[@]/#/- }"
+    printf 'gpu/check.sh: a step did not succeed: %s\n' "${FAILED[@]}" >&2
+    exit 1
+  fi
+  note "" "Every step succeeded."
 }
 
 case ${1:-} in
@@ -149,5 +208,7 @@ case ${1:-} in
   tests) tests ;;
   tables) tables ;;
   all) setup; tests; tables ;;
-  *) echo "usage: bash gpu/check.sh stage|setup|tests|tables|all (see the header of gpu/check.sh)" >&2; exit 2 ;;
+  rehearse) note "# GPU check rehearsed on the CPU, $(date -u +%Y-%m-%dT%H:%MZ)"; tests; tables ;;
+  *) echo "usage: bash gpu/check.sh stage|setup|tests|tables|all|rehearse (see the header of gpu/check.sh)" >&2; exit 2 ;;
 esac
+finish

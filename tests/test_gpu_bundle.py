@@ -5,6 +5,7 @@ stops the check with a message that names it and the fix, before anything is ins
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -122,3 +123,38 @@ def test_the_gpu_checks_limits_fit_15_minutes_as_its_doc_says():
     steps = re.findall(r'^  "([\w-]+) (\d+) ', script, re.M)
     assert [label for label, _ in steps[:2]] == ["pytest-gpu", "bench-tf32_precision"]
     assert sum(int(limit) for _, limit in steps[:2]) <= default("TESTS_BUDGET")  # the first two always run
+
+
+def _rehearse(tmp_path, **env) -> tuple[subprocess.CompletedProcess, str]:
+    environ = {**os.environ, "OUT": str(tmp_path / "out"), "ARELBO_GPU_STAGE": str(tmp_path / "stage"), **env}
+    done = subprocess.run(
+        ["bash", "gpu/check.sh", "rehearse"], cwd=REPO, env=environ, capture_output=True, text=True, timeout=1500
+    )
+    record = tmp_path / "out" / "record.md"
+    return done, record.read_text() if record.is_file() else ""
+
+
+@pytest.mark.slow
+@pytest.mark.e2e  # the GPU check's whole DAG, at tiny sizes on the CPU
+def test_the_gpu_check_rehearses_every_step_on_the_cpu_and_records_them_all(tmp_path):
+    """`bash gpu/check.sh rehearse` is the check itself (its steps, its record) at tiny sizes on this
+    machine: every step runs and succeeds, and the record is complete, the costs table included."""
+    done, record = _rehearse(tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:] + record[-3000:]
+    script = (REPO / "gpu" / "check.sh").read_text()
+    for label in re.findall(r'^  "([\w-]+) \d+ ', script, re.M) + ["snakemake", "costs", "claims", "plan"]:
+        assert re.search(rf"^- {label}: \d+ s, exit 0$", record, re.M), label
+    assert "Every step succeeded." in record and "did not succeed" not in record
+    costs = (tmp_path / "out" / "costs.csv").read_text().splitlines()
+    assert costs[0].startswith("stage,job") and len(costs) > 10  # one row per job of the DAG
+    assert "Table 3" in record and "Claims" in record and (tmp_path / "out" / "logs.tgz").stat().st_size > 0
+
+
+def test_a_step_that_fails_is_named_and_fails_the_check(tmp_path):
+    """No step's failure is swallowed: the DAG stopped at a 1-second limit is recorded with why, the
+    steps after it that find nothing to read fail too, and the check exits non-zero."""
+    done, record = _rehearse(tmp_path, ARELBO_GPU_TESTS_BUDGET="0", ARELBO_GPU_TABLES_TIMEOUT="1")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "snakemake did not succeed**: stopped at its time limit" in record
+    assert "Steps that did not succeed:" in record and "a step did not succeed: snakemake" in done.stderr
+    assert "|| true" not in (REPO / "gpu" / "check.sh").read_text()

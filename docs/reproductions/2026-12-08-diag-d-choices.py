@@ -82,8 +82,8 @@ def run(variant: str, seed: int, out: Path) -> dict:
     if not model_file.is_file():
         train_model(cfg, "mnist", "diag_d_arelbo", seed, folder, progress=False)
     seconds = time.perf_counter() - started
-    records = evaluate.mse(cfg, "mnist", "diag_d_arelbo", model_file, seed, folder / "mse.csv")
-    mse = next(r for r in _csv(records) if r["metric"] == "mse")
+    records = evaluate.mse(cfg, "mnist", "diag_d_arelbo", model_file, seed, folder / "mse.json")
+    mse = next(r for r in json.loads(records.read_text()) if r["metric"] == "mse")
     net, meta = load_trained(model_file)
     x = load_split("mnist", "test", cfg).float() / 255.0
     with torch.no_grad():
